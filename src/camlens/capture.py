@@ -1,0 +1,191 @@
+"""The engine: one forward pass, the gradients the methods need, and the model left as found.
+
+``capture`` runs the model once and returns an immutable :class:`Capture` of the logits, the target
+layer's activations ``A`` and gradients ``g = dS/dA``, and (on request) the guided gradient of ``S``
+with respect to the input.
+
+* Without guided backprop, everything before the target layer runs without autograd; the layer's
+  forward hook switches gradient recording on and hands the rest of the network a copy of a fresh leaf
+  ``A``. Only the head is recorded, and ``torch.autograd.grad`` differentiates ``S`` to ``A`` alone:
+  Grad-CAM costs about one inference.
+* With guided backprop the whole forward is recorded through :class:`GuidedReLUMode`; one
+  ``autograd.grad`` with the true ReLU derivative gives ``g``, a second with the guided rule gives the
+  input gradient: four methods, one forward.
+
+The layer's own output is captured and a copy goes downstream, so an in-place op after the layer
+(densenet's ``F.relu(..., inplace=True)`` after ``norm5``) cannot overwrite it. Hooks live for one call
+and are removed in ``finally``; no ``.backward()`` runs, so no parameter's ``.grad`` changes; no module
+is replaced, no flag is touched, and the input tensor is never modified.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from camlens.methods.guided import GuidedReLUMode, GuidedSwitch
+from camlens.targets import Targets, target_scores
+
+
+@dataclass(frozen=True)
+class Capture:
+    """What one forward/backward of the engine produced (all tensors detached)."""
+
+    output: Any  # the model's raw output
+    logits: Tensor | None  # (B, N) when there are classification logits
+    scores: Tensor  # (B,) the explained pre-softmax scores
+    classes: Tensor | None  # (B,) the explained classes (None for a callable target)
+    layer_name: str | None
+    activations: Tensor | None  # (B, K, u, v)
+    gradients: Tensor | None  # (B, K, u, v) dS/dA
+    input_gradient: Tensor | None  # (B, C, H, W) guided dS/dx
+
+
+class _LayerHook:
+    """Forward hook: keep the layer's own output and pass a copy downstream."""
+
+    def __init__(self, name: str, start_recording: bool) -> None:
+        self.name = name
+        self.start_recording = start_recording
+        self.activations: Tensor | None = None
+        self.calls = 0
+        self.bad_output: str | None = None
+
+    def __call__(self, _module: nn.Module, _inputs: Any, output: Any) -> Any:
+        self.calls += 1
+        if not isinstance(output, Tensor) or output.dim() != 4:
+            self.bad_output = (
+                f"{type(output).__name__} of shape {tuple(output.shape)}"
+                if isinstance(output, Tensor)
+                else type(output).__name__
+            )
+            return None
+        if self.start_recording:
+            torch.set_grad_enabled(True)  # restored when the caller's no_grad block exits
+            output = output.detach().requires_grad_(True)
+        self.activations = output
+        return output.clone()
+
+
+def _check_input(model: Any, x: Any) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, not {type(model).__name__}")
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a tensor of images (B, C, H, W), not {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(f"x must be a batch of images (B, C, H, W), got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor, not {x.dtype}")
+
+
+def capture(
+    model: nn.Module,
+    x: Tensor,
+    targets: Targets = None,
+    layer: tuple[str, nn.Module] | None = None,
+    *,
+    guided: bool = False,
+) -> Capture:
+    """Run ``model`` once on ``x`` and collect what the requested methods need.
+
+    Args:
+        model: any ``nn.Module``; left exactly as found.
+        x: input batch ``(B, C, H, W)``; not modified.
+        targets: see :mod:`camlens.targets`.
+        layer: ``(name, module)`` of the target layer, or None when no CAM is wanted.
+        guided: also compute the guided-backprop gradient with respect to ``x``.
+    """
+    _check_input(model, x)
+    batch = x.shape[0]
+    with torch.inference_mode(False):
+        x_in = x.detach()
+        if x_in.is_inference():
+            x_in = x_in.clone()
+        if guided:
+            x_in = x_in.requires_grad_(True)
+        switch = GuidedSwitch()
+        hook = _LayerHook(layer[0], start_recording=not guided) if layer is not None else None
+        handle = layer[1].register_forward_hook(hook) if layer is not None else None
+        try:
+            with contextlib.ExitStack() as stack:
+                stack.enter_context(torch.enable_grad() if guided else torch.no_grad())
+                if guided:
+                    stack.enter_context(GuidedReLUMode(switch))
+                output = model(x_in)
+        finally:
+            if handle is not None:
+                handle.remove()
+
+        if hook is not None:
+            _check_hook(hook)
+        with torch.enable_grad():
+            picked = target_scores(output, targets, batch)
+            gradients, input_gradient = _differentiate(picked.scores, hook, x_in if guided else None, switch)
+
+    return Capture(
+        output=_detach(output),
+        logits=None if picked.logits is None else picked.logits.detach(),
+        scores=picked.scores.detach(),
+        classes=picked.classes,
+        layer_name=None if hook is None else hook.name,
+        activations=None if hook is None or hook.activations is None else hook.activations.detach(),
+        gradients=gradients,
+        input_gradient=input_gradient,
+    )
+
+
+def _check_hook(hook: _LayerHook) -> None:
+    if hook.calls == 0:
+        raise ValueError(f"the target layer {hook.name!r} did not run in the forward pass: pick a layer the model uses")
+    if hook.bad_output is not None:
+        raise ValueError(
+            f"the target layer {hook.name!r} outputs a {hook.bad_output}; CAM methods need a "
+            "(batch, channels, height, width) map: pick a convolutional layer"
+        )
+    if hook.calls > 1:
+        raise ValueError(
+            f"the target layer {hook.name!r} ran {hook.calls} times in one forward pass (a shared module): "
+            "pick a layer that runs once"
+        )
+
+
+def _differentiate(
+    scores: Tensor, hook: _LayerHook | None, x_in: Tensor | None, switch: GuidedSwitch
+) -> tuple[Tensor | None, Tensor | None]:
+    if scores.grad_fn is None:
+        where = f"the target layer {hook.name!r}" if hook is not None else "the input"
+        raise ValueError(
+            f"no gradient reaches {where}: the target score is not connected to it "
+            "(does the model or the target detach its output, or run under torch.no_grad inside forward?)"
+        )
+    total = scores.sum()
+    gradients = input_gradient = None
+    if hook is not None:
+        (gradients,) = torch.autograd.grad(total, [hook.activations], retain_graph=x_in is not None, allow_unused=True)
+        if gradients is None:
+            raise ValueError(
+                f"no gradient reaches the target layer {hook.name!r}: the target score does not depend on its "
+                "output (is the layer after the classifier, or on a branch the score does not use?)"
+            )
+    if x_in is not None:
+        switch.guided = True
+        (input_gradient,) = torch.autograd.grad(total, [x_in], allow_unused=True)
+        if input_gradient is None:
+            raise ValueError("no gradient reaches the input: the target score does not depend on it")
+    return gradients, input_gradient
+
+
+def _detach(output: Any) -> Any:
+    if isinstance(output, Tensor):
+        return output.detach()
+    if isinstance(output, tuple) and hasattr(output, "_fields"):
+        return type(output)(*(_detach(v) for v in output))
+    if isinstance(output, tuple | list):
+        return type(output)(_detach(v) for v in output)
+    if isinstance(output, dict):
+        return {k: _detach(v) for k, v in output.items()}
+    return output

@@ -1,0 +1,33 @@
+"""From layer maps to image maps: ReLU, bilinear upsampling, per-image min-max. Torch only, never in place."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def normalize_per_image(maps: Tensor) -> Tensor:
+    """Min-max normalise each ``(H, W)`` map of a ``(B, H, W)`` batch to [0, 1].
+
+    A constant map has no range: it becomes 0 where it is 0 (an all-zero map stays zero, never NaN)
+    and 1 where it is a positive constant (uniform evidence everywhere).
+    """
+    flat = maps.flatten(1)
+    low = flat.amin(dim=1).view(-1, 1, 1)
+    high = flat.amax(dim=1).view(-1, 1, 1)
+    span = high - low
+    scaled = (maps - low) / torch.where(span > 0, span, torch.ones_like(span))
+    return torch.where(span > 0, scaled, (high > 0).to(maps.dtype).expand_as(maps))
+
+
+def upsample(maps: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bilinear (``align_corners=False``) resize of ``(B, u, v)`` maps to ``size``."""
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    return F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+
+
+def cam_to_image(raw: Tensor, size: tuple[int, int]) -> Tensor:
+    """The displayed CAM: ``normalise(upsample(ReLU(raw)))``, ``(B, H, W)`` in [0, 1]."""
+    return normalize_per_image(upsample(torch.relu(raw), size))

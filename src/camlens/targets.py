@@ -1,0 +1,144 @@
+"""Turn a ``targets`` argument into one score per image.
+
+``targets`` may be
+
+* ``None``: each image's predicted class (argmax of the logits);
+* an ``int``: that class for every image;
+* a sequence or 1-D tensor of ``B`` ints: one class per image;
+* a callable ``output -> (B,)`` scores, which receives the model's raw output (a tensor, tuple, dict or
+  object), so that segmentation, detection, captioning or VQA heads can be explained.
+
+Scores are pre-softmax: the class logit, or whatever scalar per image the callable returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Union
+
+import torch
+from torch import Tensor
+
+Targets = Union[None, int, Sequence[int], Tensor, Callable[[Any], Tensor]]
+
+_HOW_TO_PICK = (
+    "pass targets=a callable mapping the model output to one score per image, "
+    "e.g. targets=lambda out: out[0][:, 281]"
+)
+
+
+@dataclass(frozen=True)
+class TargetScores:
+    """The scores to explain, and where they came from."""
+
+    scores: Tensor  # (B,) pre-softmax, part of the autograd graph
+    logits: Tensor | None  # (B, N) when the output holds classification logits
+    classes: Tensor | None  # (B,) long, None for a callable target
+
+
+def logits_of(output: Any) -> Tensor | None:
+    """The classification logits inside a model output, or None if there is no unambiguous tensor.
+
+    Accepts a tensor, an object with a ``.logits`` tensor (torchvision ``InceptionOutputs``, Hugging
+    Face outputs) or a mapping with a ``"logits"`` entry.
+    """
+    if isinstance(output, Tensor):
+        return output
+    candidate = getattr(output, "logits", None)
+    if candidate is None and isinstance(output, Mapping):
+        candidate = output.get("logits")
+    return candidate if isinstance(candidate, Tensor) else None
+
+
+def _describe(output: Any) -> str:
+    if isinstance(output, Mapping):
+        return f"a {type(output).__name__} with keys {sorted(map(str, output))[:6]}"
+    if isinstance(output, tuple | list):
+        return f"a {type(output).__name__} of {len(output)} items"
+    return f"a {type(output).__name__}"
+
+
+def _check_class_range(classes: list[int], num_classes: int) -> None:
+    for value in classes:
+        if not 0 <= value < num_classes:
+            raise ValueError(
+                f"class {value} is out of range: the model has {num_classes} outputs "
+                f"(valid classes are 0..{num_classes - 1})"
+            )
+
+
+def _classes_from(targets: Any, batch: int, num_classes: int, device: torch.device) -> Tensor:
+    if isinstance(targets, bool):
+        raise TypeError("targets must be None, an int, B ints, a 1-D tensor or a callable, not a bool")
+    if isinstance(targets, int) or (isinstance(targets, Tensor) and targets.dim() == 0):
+        value = int(targets)
+        _check_class_range([value], num_classes)
+        return torch.full((batch,), value, dtype=torch.long, device=device)
+    if isinstance(targets, Tensor):
+        if targets.dim() != 1 or targets.dtype.is_floating_point or targets.dtype == torch.bool:
+            raise TypeError(f"a targets tensor must be 1-D integer, got {targets.dtype} {tuple(targets.shape)}")
+        values = targets.tolist()
+    elif isinstance(targets, Sequence) and not isinstance(targets, str | bytes):
+        values = list(targets)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            raise TypeError("a targets sequence must hold ints (one class per image)")
+    else:
+        raise TypeError(
+            f"targets must be None, an int, B ints, a 1-D tensor or a callable, not {type(targets).__name__}"
+        )
+    if len(values) != batch:
+        raise ValueError(f"targets has {len(values)} classes for a batch of {batch} images")
+    _check_class_range(values, num_classes)
+    return torch.as_tensor(values, dtype=torch.long, device=device)
+
+
+def target_scores(output: Any, targets: Targets, batch: int) -> TargetScores:
+    """Compute the ``(B,)`` scores to explain from a model output.
+
+    Raises:
+        ValueError: a class out of range, a wrong number of targets, or an output with no logits.
+        TypeError: a targets value of an unsupported type.
+    """
+    logits = logits_of(output)
+    if callable(targets) and not isinstance(targets, Tensor):
+        scores = targets(output)
+        if not isinstance(scores, Tensor):
+            raise TypeError(f"the targets callable must return a tensor of {batch} scores, got {type(scores).__name__}")
+        if scores.dim() == 2 and scores.shape[1] == 1:
+            scores = scores[:, 0]
+        if scores.shape != (batch,):
+            raise ValueError(
+                f"the targets callable must return one score per image, shape ({batch},), "
+                f"got {tuple(scores.shape)}"
+            )
+        return TargetScores(scores=scores, logits=logits if _is_2d(logits, batch) else None, classes=None)
+
+    if logits is None:
+        raise ValueError(f"the model returned {_describe(output)}, not logits: {_HOW_TO_PICK}")
+    if not _is_2d(logits, batch):
+        raise ValueError(
+            f"the model's output has shape {tuple(logits.shape)}, not (batch, classes): {_HOW_TO_PICK}"
+        )
+    if targets is None:
+        classes = logits.detach().argmax(dim=1)
+    else:
+        classes = _classes_from(targets, batch, logits.shape[1], logits.device)
+    scores = logits.gather(1, classes[:, None])[:, 0]
+    return TargetScores(scores=scores, logits=logits, classes=classes)
+
+
+def _is_2d(logits: Tensor | None, batch: int) -> bool:
+    return logits is not None and logits.dim() == 2 and logits.shape[0] == batch
+
+
+def class_score(class_index: int) -> Callable[[Any], Tensor]:
+    """A target callable for class ``class_index`` of a ``(B, N)`` output (or one holding ``.logits``)."""
+
+    def score(output: Any) -> Tensor:
+        logits = logits_of(output)
+        if logits is None:
+            raise ValueError(f"the model returned {_describe(output)}, not logits")
+        return logits[:, class_index]
+
+    return score
