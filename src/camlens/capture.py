@@ -71,7 +71,7 @@ class _LayerHook:
         return output.clone()
 
 
-def _check_input(model: Any, x: Any) -> None:
+def check_input(model: Any, x: Any) -> None:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, not {type(model).__name__}")
     if not isinstance(x, Tensor):
@@ -99,7 +99,7 @@ def capture(
         layer: ``(name, module)`` of the target layer, or None when no CAM is wanted.
         guided: also compute the guided-backprop gradient with respect to ``x``.
     """
-    _check_input(model, x)
+    check_input(model, x)
     batch = x.shape[0]
     with torch.inference_mode(False):
         x_in = x.detach()

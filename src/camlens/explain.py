@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
-from camlens.capture import Capture, capture
+from camlens.capture import Capture, capture, check_input
 from camlens.layers import LayerSpec, closest_names, default_layer, resolve_layer
 from camlens.methods.cam import CAM_METHODS
 from camlens.postprocess import cam_to_image
@@ -94,6 +94,7 @@ def explain(
         ('layer4', torch.Size([2, 64, 64]))
     """
     names = _check_methods(methods)
+    check_input(model, x)
     cam_names = [n for n in names if n in CAM_METHODS]
     needs_layer = bool(cam_names) or GUIDED_GRADCAM in names
     needs_guided = GUIDED_BACKPROP in names or GUIDED_GRADCAM in names
@@ -104,8 +105,7 @@ def explain(
 
 def _layer_for(model: nn.Module, x: Tensor, target_layer: LayerSpec) -> tuple[str, nn.Module]:
     if target_layer is None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, not {type(model).__name__}")
+        check_input(model, x)
         return default_layer(model, x)
     return resolve_layer(model, target_layer)
 

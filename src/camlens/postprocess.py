@@ -11,14 +11,17 @@ def normalize_per_image(maps: Tensor) -> Tensor:
     """Min-max normalise each ``(H, W)`` map of a ``(B, H, W)`` batch to [0, 1].
 
     A constant map has no range: it becomes 0 where it is 0 (an all-zero map stays zero, never NaN)
-    and 1 where it is a positive constant (uniform evidence everywhere).
+    and 1 where it is a positive constant (uniform evidence everywhere). "Constant" allows for rounding:
+    a range within 64 ulps of the map's magnitude (a 1x1 layer map after bilinear upsampling) is
+    flat, not noise to stretch over [0, 1].
     """
     flat = maps.flatten(1)
     low = flat.amin(dim=1).view(-1, 1, 1)
     high = flat.amax(dim=1).view(-1, 1, 1)
     span = high - low
-    scaled = (maps - low) / torch.where(span > 0, span, torch.ones_like(span))
-    return torch.where(span > 0, scaled, (high > 0).to(maps.dtype).expand_as(maps))
+    varies = span > 64 * torch.finfo(maps.dtype).eps * high.abs()
+    scaled = (maps - low) / torch.where(varies, span, torch.ones_like(span))
+    return torch.where(varies, scaled, (high > 0).to(maps.dtype).expand_as(maps))
 
 
 def upsample(maps: Tensor, size: tuple[int, int]) -> Tensor:

@@ -171,3 +171,12 @@ def test_normalisation_of_degenerate_maps():
     assert torch.equal(out[1], torch.ones(3, 3))
     torch.testing.assert_close(out[2], torch.arange(9.0).view(3, 3) / 8)
     assert torch.isfinite(out).all()
+
+
+def test_rounding_noise_on_a_flat_map_is_not_stretched():
+    # a 1x1 layer map upsampled: constant up to rounding
+    raw = torch.tensor([[[11.4087]]], dtype=torch.float64)
+    up = torch.nn.functional.interpolate(raw[:, None], size=(37, 53), mode="bilinear", align_corners=False)[:, 0]
+    noisy = up + torch.rand_like(up) * 1e-14
+    assert torch.equal(normalize_per_image(noisy), torch.ones_like(noisy))
+    assert torch.equal(normalize_per_image(-noisy), torch.zeros_like(noisy))

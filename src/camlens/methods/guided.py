@@ -38,17 +38,18 @@ class _ClampReLU(torch.autograd.Function):
             out = F.hardtanh_(x, 0.0, upper) if inplace else F.hardtanh(x, 0.0, upper)
         if inplace:
             ctx.mark_dirty(x)
-        ctx.save_for_backward(out)
-        ctx.upper = upper
+        # Where the derivative is 1: out > 0 exactly where x_in > 0, also after an in-place call. A
+        # boolean mask, not the output, is kept: later in-place ops on the output cannot spoil it.
+        passes = out > 0
+        if upper is not None:
+            passes = passes & (out < upper)
+        ctx.save_for_backward(passes)
         ctx.switch = switch
         return out
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None]:
-        (out,) = ctx.saved_tensors
-        passes = out > 0  # out > 0 exactly where x_in > 0, also after an in-place call
-        if ctx.upper is not None:
-            passes = passes & (out < ctx.upper)
+        (passes,) = ctx.saved_tensors
         if ctx.switch.guided:
             passes = passes & (grad > 0)
         return torch.where(passes, grad, torch.zeros((), dtype=grad.dtype, device=grad.device)), None, None, None
