@@ -59,7 +59,7 @@ def build(arch: str, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cached(arch: str) -> nn.Module:
     """One shared instance per architecture, for tests that prove they leave it untouched."""
     return build(arch)

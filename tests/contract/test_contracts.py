@@ -6,10 +6,10 @@ import copy
 
 import pytest
 import torch
-from helpers import SEED_ARCHS, assert_untouched, cached, input_size, snapshot
 from torch import nn
 
 import camlens
+from helpers import SEED_ARCHS, assert_untouched, cached, input_size, snapshot
 
 METHODS = {
     "gradcam": camlens.GradCAM,

@@ -6,10 +6,10 @@ from collections import namedtuple
 
 import pytest
 import torch
-from helpers import assert_untouched, cached, snapshot
 from torch import nn
 
 import camlens
+from helpers import assert_untouched, cached, snapshot
 
 
 def small_net() -> nn.Module:

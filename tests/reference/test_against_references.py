@@ -19,11 +19,11 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import SEED_ARCHS, build, corr
 from torch import nn
 
 import camlens
 from camlens.postprocess import cam_to_image
+from helpers import SEED_ARCHS, build, corr
 
 PEER_SIZE = {"inception_v3": 160}  # Mixed_7c is 3x3 there; at 96 pixels it is 1x1 and every map is flat
 

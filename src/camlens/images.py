@@ -1,0 +1,88 @@
+"""Reading images from disk into RGB arrays, and into model input batches (no cropping)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from camlens.errors import UsageError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+MAX_PIXELS = 20_000 * 20_000
+
+
+def _to_rgb(image: Image.Image) -> np.ndarray:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        data = np.asarray(image, dtype=np.float64)
+        low, high = float(data.min()), float(data.max())
+        data = (data - low) / (high - low) * 255.0 if high > low else np.zeros_like(data)
+        image = Image.fromarray(data.astype(np.uint8), mode="L")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image as H x W x 3 uint8 RGB, upright (EXIF orientation applied), or raise one line."""
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"image {path} does not exist")
+    if not path.is_file():
+        raise UsageError(f"image {path} is not a file")
+    if path.stat().st_size == 0:
+        raise UsageError(f"image {path} is empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as opened:
+                if opened.width * opened.height > MAX_PIXELS:
+                    raise UsageError(f"image {path} is too large ({opened.width} x {opened.height})")
+                opened.load()
+                image = ImageOps.exif_transpose(opened) or opened
+                rgb = _to_rgb(image)
+    except UsageError:
+        raise
+    except UnidentifiedImageError:
+        raise UsageError(f"{path} is not an image (or not a format Pillow can read)") from None
+    except PermissionError:
+        raise UsageError(f"image {path} cannot be read (permission denied)") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as error:
+        raise UsageError(f"image {path} is damaged or truncated ({str(error).splitlines()[0][:100]})") from None
+    if rgb.shape[0] < 1 or rgb.shape[1] < 1:
+        raise UsageError(f"image {path} has no pixels")
+    return rgb
+
+
+def collect_images(paths: list[str]) -> list[Path]:
+    """Expand folders into their image files (sorted); keep files as given."""
+    found: list[Path] = []
+    for item in paths:
+        path = Path(item)
+        if path.is_dir():
+            inside = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not inside:
+                raise UsageError(f"folder {path} holds no images")
+            found.extend(inside)
+        else:
+            found.append(path)
+    return found
+
+
+def to_batch(images: list[np.ndarray], size: tuple[int, int], mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """The whole of each image, resized (antialiased bilinear, no crop) to ``size`` and normalised."""
+    tensors = []
+    for rgb in images:
+        t = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0
+        antialias = t.shape[-2] > size[0] or t.shape[-1] > size[1]
+        tensors.append(F.interpolate(t, size=size, mode="bilinear", align_corners=False, antialias=antialias))
+    batch = torch.cat(tensors)
+    m = torch.tensor(mean, dtype=batch.dtype).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=batch.dtype).view(1, -1, 1, 1)
+    return (batch - m) / s
