@@ -88,7 +88,9 @@ def assert_untouched(model: nn.Module, before: dict) -> None:
     for key in ("ids", "types", "training", "inplace", "hooks", "requires_grad"):
         assert after[key] == before[key], f"model {key} changed"
     for g0, g1 in zip(before["grad"], after["grad"], strict=True):
-        assert (g0 is None and g1 is None) or (g0 is not None and g1 is not None and torch.equal(g0, g1)), "grad changed"
+        assert (g0 is None and g1 is None) or (g0 is not None and g1 is not None and torch.equal(g0, g1)), (
+            "grad changed"
+        )
     assert before["state"].keys() == after["state"].keys()
     for k, v in before["state"].items():
         assert torch.equal(v, after["state"][k]), f"{k} changed"

@@ -1,8 +1,8 @@
 """camlens: why did the vision model predict that? Grad-CAM, Grad-CAM++, Guided Backprop, Guided Grad-CAM.
 
-    >>> import camlens
-    >>> result = camlens.explain(model, x)              # doctest: +SKIP
-    >>> result["gradcam"], result.target_layer          # doctest: +SKIP
+>>> import camlens
+>>> result = camlens.explain(model, x)              # doctest: +SKIP
+>>> result["gradcam"], result.target_layer          # doctest: +SKIP
 """
 
 from camlens.capture import Capture as Capture

@@ -59,7 +59,9 @@ def _check_methods(methods: Sequence[str] | str) -> list[str]:
     known = available_methods()
     for name in names:
         if name not in known:
-            raise ValueError(f"unknown method {name!r}; known: {', '.join(known)} (closest: {closest_names(name, known, 2)})")
+            raise ValueError(
+                f"unknown method {name!r}; known: {', '.join(known)} (closest: {closest_names(name, known, 2)})"
+            )
     if not names:
         raise ValueError(f"methods is empty; pick from {', '.join(known)}")
     return names
@@ -167,7 +169,11 @@ class _Explainer:
         if self.uses_layer and self._layer is None:
             self._layer = _layer_for(self.model, x, None)
         return explain(
-            self.model, x, [self.method], self._layer[1] if self._layer else None, targets,
+            self.model,
+            x,
+            [self.method],
+            self._layer[1] if self._layer else None,
+            targets,
             counterfactual=self.counterfactual,
         )
 

@@ -75,7 +75,9 @@ def collect_images(paths: list[str]) -> list[Path]:
     return found
 
 
-def to_batch(images: list[np.ndarray], size: tuple[int, int], mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+def to_batch(
+    images: list[np.ndarray], size: tuple[int, int], mean: tuple[float, ...], std: tuple[float, ...]
+) -> torch.Tensor:
     """The whole of each image, resized (antialiased bilinear, no crop) to ``size`` and normalised."""
     tensors = []
     for rgb in images:

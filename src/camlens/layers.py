@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import difflib
 import weakref
-from typing import Union
 
 import torch
 from torch import Tensor, nn
 
-LayerSpec = Union[None, str, nn.Module]
+LayerSpec = None | str | nn.Module
 
 _PASSTHROUGH = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity, nn.Flatten)
 _default_cache: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()
@@ -97,9 +96,7 @@ def trace_default_layer(model: nn.Module, x: Tensor) -> str:
             and calls[name] == 1
         ):
             return name
-    raise ValueError(
-        "found no layer with a (batch, channels, height, width) output to explain: pass target_layer"
-    )
+    raise ValueError("found no layer with a (batch, channels, height, width) output to explain: pass target_layer")
 
 
 def default_layer(model: nn.Module, x: Tensor) -> tuple[str, nn.Module]:

@@ -15,16 +15,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import torch
 from torch import Tensor
 
-Targets = Union[None, int, Sequence[int], Tensor, Callable[[Any], Tensor]]
+Targets = None | int | Sequence[int] | Tensor | Callable[[Any], Tensor]
 
 _HOW_TO_PICK = (
-    "pass targets=a callable mapping the model output to one score per image, "
-    "e.g. targets=lambda out: out[0][:, 281]"
+    "pass targets=a callable mapping the model output to one score per image, e.g. targets=lambda out: out[0][:, 281]"
 )
 
 
@@ -109,17 +108,14 @@ def target_scores(output: Any, targets: Targets, batch: int) -> TargetScores:
             scores = scores[:, 0]
         if scores.shape != (batch,):
             raise ValueError(
-                f"the targets callable must return one score per image, shape ({batch},), "
-                f"got {tuple(scores.shape)}"
+                f"the targets callable must return one score per image, shape ({batch},), got {tuple(scores.shape)}"
             )
         return TargetScores(scores=scores, logits=logits if _is_2d(logits, batch) else None, classes=None)
 
     if logits is None:
         raise ValueError(f"the model returned {_describe(output)}, not logits: {_HOW_TO_PICK}")
     if not _is_2d(logits, batch):
-        raise ValueError(
-            f"the model's output has shape {tuple(logits.shape)}, not (batch, classes): {_HOW_TO_PICK}"
-        )
+        raise ValueError(f"the model's output has shape {tuple(logits.shape)}, not (batch, classes): {_HOW_TO_PICK}")
     if targets is None:
         classes = logits.detach().argmax(dim=1)
     else:

@@ -81,7 +81,11 @@ def test_model_untouched_after_a_raising_call(arch, method):
     # a module that raises inside the forward, while the target layer's hook is registered
     wrapped = nn.Sequential(model, Raising())
     before_wrapped = snapshot(wrapped)
-    layer = None if method == "guided_backprop" else wrapped[0].get_submodule(camlens.explain(model, x[:1], ["gradcam"]).target_layer)
+    layer = (
+        None
+        if method == "guided_backprop"
+        else wrapped[0].get_submodule(camlens.explain(model, x[:1], ["gradcam"]).target_layer)
+    )
     with pytest.raises(RuntimeError, match="boom"):
         camlens.explain(wrapped, x, [method], target_layer=layer)
     assert_untouched(wrapped, before_wrapped)
@@ -104,8 +108,9 @@ def test_one_explain_equals_separate_calls(arch):
 @pytest.mark.parametrize("method", list(METHODS))
 def test_dead_target_and_zero_gradients_give_zeros_not_nan(method):
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                          nn.Linear(4, 3)).eval()
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)
+    ).eval()
     with torch.no_grad():
         model[4].weight[1].zero_()  # class 1 ignores every feature: all gradients are zero
     x = torch.rand(2, 3, 8, 8)

@@ -15,9 +15,15 @@ from helpers import assert_untouched, cached, snapshot
 def small_net() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(inplace=True),
-        nn.Conv2d(8, 6, 3, padding=1), nn.ReLU(), nn.Dropout(0.3),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 4),
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(8, 6, 3, padding=1),
+        nn.ReLU(),
+        nn.Dropout(0.3),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(6, 4),
     ).eval()
 
 
@@ -143,7 +149,9 @@ def test_ambiguous_outputs_need_a_callable(kind):
 def test_callable_target_for_segmentation_like_output():
     torch.manual_seed(0)
     seg = nn.Sequential(nn.Conv2d(3, 5, 3, padding=1), nn.ReLU(), nn.Conv2d(5, 2, 1)).eval()
-    result = camlens.explain(seg, X, ["gradcam"], target_layer="1", targets=lambda out: out[:, 1, :5, :5].sum(dim=(1, 2)))
+    result = camlens.explain(
+        seg, X, ["gradcam"], target_layer="1", targets=lambda out: out[:, 1, :5, :5].sum(dim=(1, 2))
+    )
     assert result["gradcam"].shape == (2, 10, 10)
     g, A = result.capture.gradients, result.capture.activations
     # the score reads a 5x5 region through a 1x1 conv: no gradient outside it

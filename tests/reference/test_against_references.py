@@ -107,8 +107,12 @@ def split_reference_gradcam(model: nn.Module, x: torch.Tensor, classes: torch.Te
         "MobileNetV2": lambda A: model.classifier(torch.flatten(F.adaptive_avg_pool2d(A, 1), 1)),
     }
     head = heads[type(model).__name__]
-    features = model.features if hasattr(model, "features") else nn.Sequential(
-        *[getattr(model, n) for n in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")]
+    features = (
+        model.features
+        if hasattr(model, "features")
+        else nn.Sequential(
+            *[getattr(model, n) for n in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")]
+        )
     )
     with torch.no_grad():
         A = features(x)
@@ -187,8 +191,16 @@ def reference_guided_backprop(model: nn.Module, x: torch.Tensor, classes: torch.
     return grad
 
 
-CAPTUM_GB_RIGHT = ["alexnet", "vgg16", "vgg19", "resnet18", "resnet50", "resnet101", "shufflenet_v2_x1_0",
-                   "squeezenet1_1"]
+CAPTUM_GB_RIGHT = [
+    "alexnet",
+    "vgg16",
+    "vgg19",
+    "resnet18",
+    "resnet50",
+    "resnet101",
+    "shufflenet_v2_x1_0",
+    "squeezenet1_1",
+]
 
 
 @pytest.mark.parametrize("arch", CAPTUM_GB_RIGHT)

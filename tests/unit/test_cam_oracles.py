@@ -75,7 +75,9 @@ def test_gap_identities(seed):
     torch.testing.assert_close(result.raw["gradcam"] * Z, cam_2016, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(result["gradcam"], normalize_per_image(torch.relu(cam_2016)), rtol=1e-5, atol=1e-5)
     pp_weights = torch.relu(W) / (2 + W * A.mean(dim=(2, 3)))
-    torch.testing.assert_close(result.raw["gradcam++"], torch.einsum("bk,bkij->bij", pp_weights, A), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        result.raw["gradcam++"], torch.einsum("bk,bkij->bij", pp_weights, A), rtol=1e-5, atol=1e-6
+    )
     # completeness: sum_kij g A + b = S
     torch.testing.assert_close((g * A).sum(dim=(1, 2, 3)) + b, result.scores, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(result.scores, model(x).gather(1, classes[:, None])[:, 0])
@@ -159,7 +161,9 @@ def test_map_is_upsampled_bilinearly_then_normalised():
     raw = small.raw["gradcam"]
     # the model is size-agnostic: a bigger input gives the same layer map only if we feed the same x, so
     # check the post-processing directly against F.interpolate on the raw map
-    up = torch.nn.functional.interpolate(torch.relu(raw)[:, None], size=(5, 5), mode="bilinear", align_corners=False)[:, 0]
+    up = torch.nn.functional.interpolate(torch.relu(raw)[:, None], size=(5, 5), mode="bilinear", align_corners=False)[
+        :, 0
+    ]
     torch.testing.assert_close(small["gradcam"], normalize_per_image(up))
     assert small["gradcam"].min() == 0 and small["gradcam"].max() == 1
 

@@ -77,8 +77,16 @@ class TwoLayer(nn.Module):
         return (z * self.c).sum(dim=1, keepdim=True)
 
 
-RELU_KINDS = ["module", "module_inplace", "functional", "functional_inplace", "torch_relu", "torch_relu_",
-              "tensor_method", "tensor_method_"]
+RELU_KINDS = [
+    "module",
+    "module_inplace",
+    "functional",
+    "functional_inplace",
+    "torch_relu",
+    "torch_relu_",
+    "tensor_method",
+    "tensor_method_",
+]
 BOUNDED_KINDS = ["relu6_module", "relu6_functional", "hardtanh06"]
 
 
@@ -116,8 +124,15 @@ def test_other_hardtanh_keeps_ordinary_gradient():
 
 def test_guided_gradcam_is_product():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 5, 3, padding=1), nn.ReLU(),
-                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 3)).eval()
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(4, 5, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(5, 3),
+    ).eval()
     x = torch.randn(2, 3, 8, 8)
     result = camlens.explain(model, x, target_layer="3", targets=[0, 2])
     torch.testing.assert_close(result["guided_gradcam"], result["guided_backprop"] * result["gradcam"][:, None])

