@@ -100,3 +100,6 @@ def corr(a: torch.Tensor, b: torch.Tensor) -> float:
     a = a.detach().double().flatten()
     b = b.detach().double().flatten()
     return float(torch.corrcoef(torch.stack([a, b]))[0, 1])
+
+
+EXAMPLES = __import__("pathlib").Path(__file__).resolve().parents[1] / "examples"

@@ -133,7 +133,7 @@ def _assemble(cap: Capture, names: list[str], size: Any, counterfactual: bool) -
     ordered = {n: maps[n] for n in names}
     return Explanation(
         maps=ordered,
-        raw={n: raw[n] for n in names if n in raw},
+        raw=raw,
         logits=cap.logits,
         scores=cap.scores,
         classes=cap.classes,

@@ -170,6 +170,29 @@ class Explained:
     layer: str | None
 
 
+def _maps_at_image_size(result, i: int, methods: list[str], size: tuple[int, int]) -> dict[str, torch.Tensor]:
+    """One image's maps at its own size: CAMs upsampled from the layer map in one bilinear step."""
+    from camlens.explain import GUIDED_GRADCAM
+    from camlens.postprocess import cam_to_image
+    from camlens.viz import resize_maps
+
+    maps: dict[str, torch.Tensor] = {}
+    for m in methods:
+        if m in result.raw:
+            maps[m] = cam_to_image(result.raw[m][i : i + 1].float().cpu(), size)[0]
+        elif m != GUIDED_GRADCAM:
+            maps[m] = resize_maps(result[m][i : i + 1].float().cpu(), size)[0]
+    if GUIDED_GRADCAM in methods:
+        gradient = maps.get("guided_backprop")
+        if gradient is None:
+            gradient = resize_maps(result["guided_backprop"][i : i + 1].float().cpu(), size)[0]
+        cam = maps.get("gradcam")
+        if cam is None:
+            cam = cam_to_image(result.raw["gradcam"][i : i + 1].float().cpu(), size)[0]
+        maps[GUIDED_GRADCAM] = gradient * cam[None]
+    return {m: maps[m] for m in methods}
+
+
 def _explain_images(
     network,
     rgbs: list[np.ndarray],
@@ -185,7 +208,6 @@ def _explain_images(
 
     import camlens
     from camlens.images import to_batch
-    from camlens.viz import resize_maps
 
     model = network.model.to(device)
     results: list[Explained] = []
@@ -204,8 +226,7 @@ def _explain_images(
             torch.cuda.synchronize(device)
         t = timer.add("model", t)
         for i, rgb in enumerate(chunk):
-            size = rgb.shape[:2]
-            maps = {m: resize_maps(result[m][i : i + 1].float().cpu(), size)[0] for m in methods}
+            maps = _maps_at_image_size(result, i, methods, rgb.shape[:2])
             classes = result.classes
             results.append(
                 Explained(
@@ -452,6 +473,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as error:
         print(f"camlens: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into head & co.
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("camlens: interrupted", file=sys.stderr)
         return 130

@@ -1,0 +1,116 @@
+"""The command line through its real entry point, in a subprocess, offline, on the bundled model."""
+
+from __future__ import annotations
+
+import numpy as np
+from helpers import EXAMPLES
+from PIL import Image
+
+SIX = ["heatmap", "cam", "heatmap++", "cam++", "gb", "cam_gb"]
+CAT_CLASSES = set(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+
+
+def test_main_job_predicts_a_cat_and_writes_the_six_pictures(run, tmp_path):
+    result = run("explain", str(EXAMPLES / "cat.jpg"), "--output-dir", str(tmp_path / "out"), "--save-maps")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    top1 = next(line for line in lines if line.strip().startswith("1."))
+    top1_class = int(top1.rsplit("(class ", 1)[1].rstrip(")"))
+    assert top1_class in CAT_CLASSES, result.stdout
+    assert "layer bn2" in result.stdout
+    original = Image.open(EXAMPLES / "cat.jpg").size
+    for suffix in SIX:
+        picture = tmp_path / "out" / f"cat-efficientnet_lite0-{suffix}.jpg"
+        assert picture.is_file(), suffix
+        assert Image.open(picture).size == original
+    maps = np.load(tmp_path / "out" / "cat-efficientnet_lite0-maps.npz")
+    h, w = original[1], original[0]
+    for name in ("gradcam", "gradcam++"):
+        assert maps[name].shape == (h, w) and maps[name].dtype == np.float32
+        assert maps[name].min() >= 0 and maps[name].max() <= 1 and maps[name].max() == 1
+    for name in ("guided_backprop", "guided_gradcam"):
+        assert maps[name].shape == (h, w, 3) and maps[name].dtype == np.float32
+    assert int(maps["class_id"]) == top1_class
+    assert np.isfinite(maps["score"])
+
+
+def _mass_left(path) -> float:
+    cam = np.load(path)["gradcam"]
+    return float(cam[:, : cam.shape[1] // 2].sum() / cam.sum())
+
+
+def test_each_class_of_a_two_object_composite_lights_its_own_object(run, tmp_path):
+    """cat | coffee cup side by side: Egyptian cat's Grad-CAM on the left, espresso's on the right."""
+    image = str(EXAMPLES / "cat_and_cup.jpg")
+    shares = {}
+    for class_id in (285, 967):
+        out = tmp_path / str(class_id)
+        result = run("explain", image, "--class-id", str(class_id), "--save-maps", "--output-dir", str(out))
+        assert result.returncode == 0, result.stderr
+        shares[class_id] = _mass_left(out / "cat_and_cup-efficientnet_lite0-maps.npz")
+    assert shares[285] > 0.5, shares
+    assert shares[967] < 0.5, shares
+
+
+def test_seed_flags_several_images_and_a_folder(run, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a.jpg", "b.png"):
+        Image.open(EXAMPLES / "cat.jpg").save(folder / name)
+    result = run(
+        "explain", "--image-path", str(EXAMPLES / "two_cats.jpg"), str(folder), "--output-dir", str(tmp_path / "out"),
+        "--methods", "gradcam", "guided_backprop", "--topk", "2", "--batch-size", "2",
+    )
+    assert result.returncode == 0, result.stderr
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == sorted(
+        f"{stem}-efficientnet_lite0-{s}.jpg" for stem in ("a", "b", "two_cats") for s in ("heatmap", "cam", "gb")
+    )
+    assert result.stdout.count(" 2. ") == 3 and " 3. " not in result.stdout
+
+
+def test_user_model_file_with_labels(run, tmp_path):
+    result = run(
+        "explain", str(EXAMPLES / "cat.jpg"), "--model", f"{EXAMPLES / 'cifar_net.py'}:net", "--input-size", "32",
+        "--mean", "0.5", "0.5", "0.5", "--std", "0.5", "0.5", "0.5", "--labels", str(EXAMPLES / "cifar10_labels.txt"),
+        "--output-dir", str(tmp_path / "out"),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "layer relu2" in result.stdout
+    labels = (EXAMPLES / "cifar10_labels.txt").read_text().split()
+    assert any(label in result.stdout for label in labels)
+    assert len(list((tmp_path / "out").glob("cat-cifar_net-*.jpg"))) == 6
+
+
+def _unusual_images(folder):
+    rng = np.random.default_rng(0)
+    cat = Image.open(EXAMPLES / "cat.jpg")
+    cat.convert("L").save(folder / "gray.png")
+    rgba = cat.convert("RGBA")
+    rgba.putalpha(128)
+    rgba.save(folder / "rgba.png")
+    cat.convert("P", palette=Image.Palette.ADAPTIVE).save(folder / "palette.png")
+    Image.fromarray((rng.random((40, 60)) * 65535).astype(np.uint16)).save(folder / "sixteen.png")
+    cat.convert("CMYK").save(folder / "cmyk.jpg")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    cat.save(folder / "rotated.jpg", exif=exif.tobytes())
+    Image.fromarray(rng.integers(0, 255, (2, 3, 3), dtype=np.uint8)).save(folder / "tiny.png")
+    Image.fromarray(rng.integers(0, 255, (30, 2400, 3), dtype=np.uint8)).save(folder / "wide.png")
+    cat.resize((4000, 2700)).save(folder / "large.jpg")
+
+
+def test_valid_but_unusual_images_are_explained(run, tmp_path):
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    _unusual_images(folder)
+    result = run("explain", str(folder), "--output-dir", str(tmp_path / "out"), "--methods", "gradcam")
+    assert result.returncode == 0, result.stderr
+    cat_size = Image.open(EXAMPLES / "cat.jpg").size
+    expected = {
+        "gray": cat_size, "rgba": cat_size, "palette": cat_size, "sixteen": (60, 40), "cmyk": cat_size,
+        "rotated": (cat_size[1], cat_size[0]), "tiny": (3, 2), "wide": (2400, 30), "large": (4000, 2700),
+    }
+    for stem, size in expected.items():
+        heat = Image.open(tmp_path / "out" / f"{stem}-efficientnet_lite0-heatmap.jpg")
+        assert heat.size == size, stem
