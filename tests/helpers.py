@@ -8,20 +8,9 @@ import torch
 import torchvision
 from torch import nn
 
-SEED_ARCHS = [
-    "alexnet",
-    "vgg16",
-    "vgg19",
-    "resnet18",
-    "resnet50",
-    "resnet101",
-    "densenet121",
-    "inception_v3",
-    "mobilenet_v2",
-    "shufflenet_v2_x1_0",
-    "squeezenet1_1",
-    "efficientnet_lite0",
-]
+from camlens.zoo import SEED_NETWORKS
+
+SEED_ARCHS = list(SEED_NETWORKS)
 
 # Small inputs keep the suite fast; inception_v3 needs at least 75 pixels.
 INPUT_SIZE = {"inception_v3": 96}

@@ -229,9 +229,8 @@ def test_in_place_op_after_layer_does_not_change_explained_activations():
 
         def forward(self, x):
             a = self.norm(x)
-            a = torch.nn.functional.relu(a, inplace=True)
-            a.mul_(3.0)
-            return self.fc(a.mean(dim=(2, 3)))
+            a = torch.nn.functional.relu(a, inplace=True)  # overwrites the layer's output (densenet's pattern)
+            return self.fc((a * 3.0).mean(dim=(2, 3)))
 
     model = InPlaceAfter().eval()
     result = camlens.explain(model, X, target_layer="norm", targets=1)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 import torchvision
-from helpers import EXAMPLES
 from PIL import Image
+
+from helpers import EXAMPLES
 
 
 def test_compare_table_with_available_and_unavailable_networks(run, tmp_path):
@@ -16,15 +17,20 @@ def test_compare_table_with_available_and_unavailable_networks(run, tmp_path):
     torch.save(torchvision.models.resnet18().state_dict(), checkpoints / url.rsplit("/", 1)[1])
     out = tmp_path / "out"
     result = run(
-        "compare", str(EXAMPLES / "two_cats.jpg"), "--networks", "efficientnet_lite0,resnet18,vgg16",
-        "--output-dir", str(out), env={"TORCH_HOME": str(tmp_path / "torch-home")},
+        "compare",
+        str(EXAMPLES / "two_cats.jpg"),
+        "--networks",
+        "efficientnet_lite0,resnet18,vgg16",
+        "--output-dir",
+        str(out),
+        env={"TORCH_HOME": str(tmp_path / "torch-home")},
     )
     assert result.returncode == 0, result.stderr
     png = Image.open(out / "two_cats-compare.png")
     assert png.height > 3 * 150 and png.width > 7 * 150
     html = (out / "two_cats-compare.html").read_text()
     assert html.count("data:image/jpeg;base64,") == 3 + 2 * 6  # an original per row, six pictures per available row
-    assert "src=\"http" not in html and "src=\"two_cats" not in html  # self-contained
+    assert 'src="http' not in html and 'src="two_cats' not in html  # self-contained
     assert "no weights for vgg16" in html
     md = (out / "two_cats-compare.md").read_text().splitlines()
     assert len(md) == 2 + 3
@@ -37,5 +43,7 @@ def test_compare_table_with_available_and_unavailable_networks(run, tmp_path):
 
 def test_compare_unknown_network_is_fatal_with_suggestion(run, tmp_path):
     out = tmp_path / "out"
-    result = run("compare", str(EXAMPLES / "cat.jpg"), "--networks", "efficientnet_lite0,densenet12", "--output-dir", str(out))
+    result = run(
+        "compare", str(EXAMPLES / "cat.jpg"), "--networks", "efficientnet_lite0,densenet12", "--output-dir", str(out)
+    )
     assert result.returncode == 2 and "densenet121" in result.stderr and not out.exists()

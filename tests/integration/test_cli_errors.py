@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from helpers import EXAMPLES
 
 
@@ -107,9 +108,13 @@ def test_output_dir_that_cannot_be_written(run, tmp_path):
 def test_no_image_and_bad_numbers(run, tmp_path):
     out = tmp_path / "out"
     _assert_clean_failure(run("explain", "--output-dir", str(out)), out, "no image given")
-    _assert_clean_failure(run("explain", str(EXAMPLES / "cat.jpg"), "--topk", "0", "--output-dir", str(out)), out, "--topk")
     _assert_clean_failure(
-        run("explain", str(EXAMPLES / "cat.jpg"), "--device", "cuda:7", "--output-dir", str(out)) if not torch.cuda.is_available()
+        run("explain", str(EXAMPLES / "cat.jpg"), "--topk", "0", "--output-dir", str(out)), out, "--topk"
+    )
+    _assert_clean_failure(
+        run("explain", str(EXAMPLES / "cat.jpg"), "--device", "cuda:7", "--output-dir", str(out))
+        if not torch.cuda.is_available()
         else run("explain", str(EXAMPLES / "cat.jpg"), "--device", "nonsense", "--output-dir", str(out)),
-        out, "device",
+        out,
+        "device",
     )

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-from helpers import EXAMPLES
 from PIL import Image
+
+from helpers import EXAMPLES
 
 SIX = ["heatmap", "cam", "heatmap++", "cam++", "gb", "cam_gb"]
 CAT_CLASSES = set(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egyptian cat
@@ -58,8 +59,19 @@ def test_seed_flags_several_images_and_a_folder(run, tmp_path):
     for name in ("a.jpg", "b.png"):
         Image.open(EXAMPLES / "cat.jpg").save(folder / name)
     result = run(
-        "explain", "--image-path", str(EXAMPLES / "two_cats.jpg"), str(folder), "--output-dir", str(tmp_path / "out"),
-        "--methods", "gradcam", "guided_backprop", "--topk", "2", "--batch-size", "2",
+        "explain",
+        "--image-path",
+        str(EXAMPLES / "two_cats.jpg"),
+        str(folder),
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--methods",
+        "gradcam",
+        "guided_backprop",
+        "--topk",
+        "2",
+        "--batch-size",
+        "2",
     )
     assert result.returncode == 0, result.stderr
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
@@ -71,9 +83,24 @@ def test_seed_flags_several_images_and_a_folder(run, tmp_path):
 
 def test_user_model_file_with_labels(run, tmp_path):
     result = run(
-        "explain", str(EXAMPLES / "cat.jpg"), "--model", f"{EXAMPLES / 'cifar_net.py'}:net", "--input-size", "32",
-        "--mean", "0.5", "0.5", "0.5", "--std", "0.5", "0.5", "0.5", "--labels", str(EXAMPLES / "cifar10_labels.txt"),
-        "--output-dir", str(tmp_path / "out"),
+        "explain",
+        str(EXAMPLES / "cat.jpg"),
+        "--model",
+        f"{EXAMPLES / 'cifar_net.py'}:net",
+        "--input-size",
+        "32",
+        "--mean",
+        "0.5",
+        "0.5",
+        "0.5",
+        "--std",
+        "0.5",
+        "0.5",
+        "0.5",
+        "--labels",
+        str(EXAMPLES / "cifar10_labels.txt"),
+        "--output-dir",
+        str(tmp_path / "out"),
     )
     assert result.returncode == 0, result.stderr
     assert "layer relu2" in result.stdout
@@ -108,8 +135,15 @@ def test_valid_but_unusual_images_are_explained(run, tmp_path):
     assert result.returncode == 0, result.stderr
     cat_size = Image.open(EXAMPLES / "cat.jpg").size
     expected = {
-        "gray": cat_size, "rgba": cat_size, "palette": cat_size, "sixteen": (60, 40), "cmyk": cat_size,
-        "rotated": (cat_size[1], cat_size[0]), "tiny": (3, 2), "wide": (2400, 30), "large": (4000, 2700),
+        "gray": cat_size,
+        "rgba": cat_size,
+        "palette": cat_size,
+        "sixteen": (60, 40),
+        "cmyk": cat_size,
+        "rotated": (cat_size[1], cat_size[0]),
+        "tiny": (3, 2),
+        "wide": (2400, 30),
+        "large": (4000, 2700),
     }
     for stem, size in expected.items():
         heat = Image.open(tmp_path / "out" / f"{stem}-efficientnet_lite0-heatmap.jpg")

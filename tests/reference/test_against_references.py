@@ -191,15 +191,10 @@ def reference_guided_backprop(model: nn.Module, x: torch.Tensor, classes: torch.
     return grad
 
 
+# captum patches nn.ReLU modules only: wrong where a functional ReLU (densenet121's last, inception_v3's
+# BasicConv2d) or a ReLU6 (mobilenet_v2, EfficientNet-Lite0) runs.
 CAPTUM_GB_RIGHT = [
-    "alexnet",
-    "vgg16",
-    "vgg19",
-    "resnet18",
-    "resnet50",
-    "resnet101",
-    "shufflenet_v2_x1_0",
-    "squeezenet1_1",
+    a for a in SEED_ARCHS if a not in ("densenet121", "inception_v3", "mobilenet_v2", "efficientnet_lite0")
 ]
 
 

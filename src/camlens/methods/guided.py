@@ -30,6 +30,14 @@ class GuidedSwitch:
 
 
 class _ClampReLU(torch.autograd.Function):
+    """ReLU / clamp(0, upper) whose backward is the true derivative or the guided rule (``switch``).
+
+    Like PyTorch's own ReLU it keeps its output for the backward pass (``out > 0`` exactly where
+    ``x_in > 0``, also after an in-place call) and uses the fused ``threshold_backward`` /
+    ``hardtanh_backward`` kernels, so a later in-place op on that output is an error here exactly when
+    it is one for plain autograd.
+    """
+
     @staticmethod
     def forward(ctx: Any, x: Tensor, upper: float | None, inplace: bool, switch: GuidedSwitch) -> Tensor:
         if upper is None:
@@ -38,21 +46,19 @@ class _ClampReLU(torch.autograd.Function):
             out = F.hardtanh_(x, 0.0, upper) if inplace else F.hardtanh(x, 0.0, upper)
         if inplace:
             ctx.mark_dirty(x)
-        # Where the derivative is 1: out > 0 exactly where x_in > 0, also after an in-place call. A
-        # boolean mask, not the output, is kept: later in-place ops on the output cannot spoil it.
-        passes = out > 0
-        if upper is not None:
-            passes = passes & (out < upper)
-        ctx.save_for_backward(passes)
+        ctx.save_for_backward(out)
+        ctx.upper = upper
         ctx.switch = switch
         return out
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None]:
-        (passes,) = ctx.saved_tensors
+        (out,) = ctx.saved_tensors
         if ctx.switch.guided:
-            passes = passes & (grad > 0)
-        return torch.where(passes, grad, torch.zeros((), dtype=grad.dtype, device=grad.device)), None, None, None
+            grad = grad.clamp(min=0)  # only positive signals flow back
+        if ctx.upper is None:
+            return torch.ops.aten.threshold_backward(grad, out, 0), None, None, None
+        return torch.ops.aten.hardtanh_backward(grad, out, 0.0, ctx.upper), None, None, None
 
 
 # Each parser returns (input, upper bound or None, in place) for a ReLU call, or None for another call.

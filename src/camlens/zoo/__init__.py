@@ -30,6 +30,21 @@ from camlens.layers import closest_names
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_NETWORK = "efficientnet_lite0"
+# The seed projects' networks (their comparison tables), plus the bundled default.
+SEED_NETWORKS = (
+    "alexnet",
+    "vgg16",
+    "vgg19",
+    "resnet18",
+    "resnet50",
+    "resnet101",
+    "densenet121",
+    "inception_v3",
+    "mobilenet_v2",
+    "shufflenet_v2_x1_0",
+    "squeezenet1_1",
+    DEFAULT_NETWORK,
+)
 # The seed projects' short names.
 ALIASES = {
     "inception": "inception_v3",
