@@ -10,7 +10,8 @@ from helpers import EXAMPLES
 
 
 def test_compare_table_with_available_and_unavailable_networks(run, tmp_path):
-    # resnet18 gets (random) weights through the local torch cache; vgg16 has none: shown, not fatal
+    # resnet18 gets (random) weights through the local torch cache; vgg16 and the timm resnet10t have none:
+    # shown as unavailable, not fatal
     checkpoints = tmp_path / "torch-home" / "hub" / "checkpoints"
     checkpoints.mkdir(parents=True)
     url = torchvision.models.ResNet18_Weights.DEFAULT.url
@@ -20,7 +21,7 @@ def test_compare_table_with_available_and_unavailable_networks(run, tmp_path):
         "compare",
         str(EXAMPLES / "two_cats.jpg"),
         "--networks",
-        "efficientnet_lite0,resnet18,vgg16",
+        "efficientnet_lite0,resnet18,vgg16,resnet10t",
         "--output-dir",
         str(out),
         env={"TORCH_HOME": str(tmp_path / "torch-home")},
@@ -29,11 +30,11 @@ def test_compare_table_with_available_and_unavailable_networks(run, tmp_path):
     png = Image.open(out / "two_cats-compare.png")
     assert png.height > 3 * 150 and png.width > 7 * 150
     html = (out / "two_cats-compare.html").read_text()
-    assert html.count("data:image/jpeg;base64,") == 3 + 2 * 6  # an original per row, six pictures per available row
+    assert html.count("data:image/jpeg;base64,") == 4 + 2 * 6  # an original per row, six pictures per available row
     assert 'src="http' not in html and 'src="two_cats' not in html  # self-contained
-    assert "no weights for vgg16" in html
+    assert "no weights for vgg16" in html and "no weights for timm model resnet10t" in html
     md = (out / "two_cats-compare.md").read_text().splitlines()
-    assert len(md) == 2 + 3
+    assert len(md) == 2 + 4
     assert md[2].startswith("| efficientnet_lite0 |") and "cat" in md[2]
     assert "n/a" in md[4] and "vgg16" in md[4]
     for suffix in ("heatmap", "cam", "heatmap++", "cam++", "gb", "cam_gb"):

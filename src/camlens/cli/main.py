@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from camlens.errors import UsageError
+from camlens.errors import UnknownName, UsageError
 
 PICTURES = {  # method -> [(suffix, kind)]
     "gradcam": [("heatmap", "heat"), ("cam", "overlay")],
@@ -363,16 +363,13 @@ def run_compare(args: argparse.Namespace) -> int:
     t = timer.add("io", t)
     rgb, stem = rgbs[0], paths[0].stem
     rows: list[tuple[str, str, dict[str, np.ndarray] | None, str]] = []  # name, label, pictures, layer
-    from camlens.zoo import ALIASES, torchvision_names
-
-    known = set(torchvision_names()) | {"efficientnet_lite0", *ALIASES}
     for name in names:
         t = time.perf_counter()
         try:
             network = _network(args, name, weights.get(name))
+        except UnknownName:
+            raise  # a typo, not missing weights: fatal, with suggestions
         except UsageError as error:
-            if name not in known and args.model is None:
-                raise  # a typo, not missing weights: fatal, with suggestions
             rows.append((name, f"{name}\nunavailable: {error}", None, ""))
             timer.add("load", t)
             continue
@@ -409,7 +406,7 @@ def run_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _png_data(array: np.ndarray, side: int = 224) -> str:
+def _embedded_jpeg(array: np.ndarray, side: int = 224) -> str:
     image = Image.fromarray(array)
     image.thumbnail((side, side))
     buffer = io.BytesIO()
@@ -432,7 +429,7 @@ def _write_compare(folder: Path, stem: str, rgb: np.ndarray, rows) -> None:
         "|" + " --- |" * (len(COMPARE_COLUMNS) + 1),
     ]
     body = []
-    original = _png_data(rgb)
+    original = _embedded_jpeg(rgb)
     for name, label, pictures, layer in rows:
         lines = label.split("\n")
         prediction = " ".join(lines[1:])
@@ -447,7 +444,7 @@ def _write_compare(folder: Path, stem: str, rgb: np.ndarray, rows) -> None:
                 + " | ".join(f"![]({stem}-{name}-{s}.jpg)" for s in COMPARE_SUFFIXES)
                 + " |"
             )
-            cells = "".join(f'<td><img src="{_png_data(pictures[s])}"></td>' for s in COMPARE_SUFFIXES)
+            cells = "".join(f'<td><img src="{_embedded_jpeg(pictures[s])}"></td>' for s in COMPARE_SUFFIXES)
         layer_note = f"<br><small>layer {html.escape(layer)}</small>" if layer else ""
         body.append(
             f"<tr><th>{html.escape(name)}<br><small>{html.escape(prediction)}</small>{layer_note}</th>"

@@ -24,7 +24,7 @@ from unittest import mock
 import torch
 from torch import nn
 
-from camlens.errors import UsageError
+from camlens.errors import UnknownName, UsageError
 from camlens.layers import closest_names
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -282,4 +282,4 @@ def load_network(
     if timm.is_model(timm_name):
         return _timm(timm_name, weight_path)
     suggestions = closest_names(name, list_networks(), 4)
-    raise UsageError(f"unknown network {name!r}; closest: {', '.join(suggestions)}")
+    raise UnknownName(f"unknown network {name!r}; closest: {', '.join(suggestions)}")
