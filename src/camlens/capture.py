@@ -108,8 +108,10 @@ def capture(
         if guided:
             x_in = x_in.requires_grad_(True)
         switch = GuidedSwitch()
-        hook = _LayerHook(layer[0], start_recording=not guided) if layer is not None else None
-        handle = layer[1].register_forward_hook(hook) if layer is not None else None
+        hook = handle = None
+        if layer is not None:
+            hook = _LayerHook(layer[0], start_recording=not guided)
+            handle = layer[1].register_forward_hook(hook)
         try:
             with contextlib.ExitStack() as stack:
                 stack.enter_context(torch.enable_grad() if guided else torch.no_grad())
@@ -164,7 +166,7 @@ def _differentiate(
         )
     total = scores.sum()
     gradients = input_gradient = None
-    if hook is not None:
+    if hook is not None and hook.activations is not None:
         (gradients,) = torch.autograd.grad(total, [hook.activations], retain_graph=x_in is not None, allow_unused=True)
         if gradients is None:
             raise ValueError(

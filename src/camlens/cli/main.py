@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -310,7 +311,7 @@ def run_explain(args: argparse.Namespace) -> int:
             for suffix, picture in _pictures(res.rgb, res.maps).items():
                 _save_jpg(picture, staging / f"{base}-{suffix}.jpg")
             if args.save_maps:
-                arrays = {
+                arrays: dict[str, Any] = {
                     m: (v.numpy() if v.dim() == 2 else np.transpose(v.numpy(), (1, 2, 0))).astype(np.float32)
                     for m, v in res.maps.items()
                 }
@@ -376,12 +377,10 @@ def run_compare(args: argparse.Namespace) -> int:
         t = timer.add("load", t)
         (res,) = _explain_images(network, [rgb], list(SEED_METHODS), None, None, device, 1, timer)
         t = time.perf_counter()
-        top = int(res.probabilities.argmax()) if res.probabilities is not None else None
-        label = (
-            network.name
-            if top is None
-            else f"{network.name}\n{network.label(top)} ({float(res.probabilities[top]):.2f})"
-        )
+        label = network.name
+        if res.probabilities is not None:
+            top = int(res.probabilities.argmax())
+            label = f"{network.name}\n{network.label(top)} ({float(res.probabilities[top]):.2f})"
         rows.append((network.name, label, _pictures(rgb, res.maps), res.layer or ""))
         network.model.cpu()
         del network
@@ -435,7 +434,7 @@ def _write_compare(folder: Path, stem: str, rgb: np.ndarray, rows) -> None:
         prediction = " ".join(lines[1:])
         if pictures is None:
             md.append(f"| {name} | {prediction} |" + " n/a |" * (len(COMPARE_COLUMNS) - 1))
-            cells = "".join("<td>n/a</td>" for _ in COMPARE_SUFFIXES)
+            row_cells = "".join("<td>n/a</td>" for _ in COMPARE_SUFFIXES)
         else:
             for suffix, picture in pictures.items():
                 _save_jpg(picture, folder / f"{stem}-{name}-{suffix}.jpg")
@@ -444,11 +443,11 @@ def _write_compare(folder: Path, stem: str, rgb: np.ndarray, rows) -> None:
                 + " | ".join(f"![]({stem}-{name}-{s}.jpg)" for s in COMPARE_SUFFIXES)
                 + " |"
             )
-            cells = "".join(f'<td><img src="{_embedded_jpeg(pictures[s])}"></td>' for s in COMPARE_SUFFIXES)
+            row_cells = "".join(f'<td><img src="{_embedded_jpeg(pictures[s])}"></td>' for s in COMPARE_SUFFIXES)
         layer_note = f"<br><small>layer {html.escape(layer)}</small>" if layer else ""
         body.append(
             f"<tr><th>{html.escape(name)}<br><small>{html.escape(prediction)}</small>{layer_note}</th>"
-            f'<td><img src="{original}"></td>{cells}</tr>'
+            f'<td><img src="{original}"></td>{row_cells}</tr>'
         )
     (folder / f"{stem}-compare.md").write_text("\n".join(md) + "\n", encoding="utf-8")
     head = "".join(f"<th>{html.escape(c)}</th>" for c in ["network", *COMPARE_COLUMNS])

@@ -91,7 +91,7 @@ def _hardtanh_parser(always_inplace: bool) -> Callable[[tuple, dict], _Parsed]:
     return parse
 
 
-def _input(args: tuple, kwargs: dict) -> Tensor:
+def _input(args: tuple, kwargs: dict) -> Any:
     return args[0] if args else kwargs.get("input", kwargs.get("self"))
 
 

@@ -216,7 +216,7 @@ def _timm(name: str, weight_path: str | None) -> Network:
     if weight_path is None:
         raise UsageError(f"no weights for timm model {name}: pass --weight-path FILE")
     fit_state_dict(model, read_state_dict(weight_path), weight_path, name)
-    cfg = model.pretrained_cfg
+    cfg: dict[str, Any] = dict(getattr(model, "pretrained_cfg", None) or {})
     size = tuple(cfg.get("input_size", (3, 224, 224))[1:])
     labels = imagenet_labels() if model.num_classes == 1000 else []
     return Network(
