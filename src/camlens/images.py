@@ -13,7 +13,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from camlens.errors import UsageError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-MAX_PIXELS = 20_000 * 20_000
+MAX_PIXELS = 16_000 * 12_000  # 192 megapixels
 
 
 def _to_rgb(image: Image.Image) -> np.ndarray:
@@ -40,20 +40,22 @@ def read_image(path: str | Path) -> np.ndarray:
         raise UsageError(f"image {path} is empty")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies
             with Image.open(path) as opened:
                 if opened.width * opened.height > MAX_PIXELS:
-                    raise UsageError(f"image {path} is too large ({opened.width} x {opened.height})")
+                    raise UsageError(f"image {path} is too large ({opened.width} x {opened.height} pixels)")
                 opened.load()
                 image = ImageOps.exif_transpose(opened) or opened
                 rgb = _to_rgb(image)
     except UsageError:
         raise
+    except Image.DecompressionBombError:
+        raise UsageError(f"image {path} is too large for Pillow to open safely") from None
     except UnidentifiedImageError:
         raise UsageError(f"{path} is not an image (or not a format Pillow can read)") from None
     except PermissionError:
         raise UsageError(f"image {path} cannot be read (permission denied)") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as error:
+    except (OSError, SyntaxError, ValueError) as error:
         raise UsageError(f"image {path} is damaged or truncated ({str(error).splitlines()[0][:100]})") from None
     if rgb.shape[0] < 1 or rgb.shape[1] < 1:
         raise UsageError(f"image {path} has no pixels")

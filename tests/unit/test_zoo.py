@@ -103,3 +103,18 @@ def test_bundled_model_and_names():
         "efficientnet_lite0",
     ):
         assert seed in names
+
+
+def test_image_size_limit_is_ours_not_pillows(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from camlens.images import read_image
+
+    # 100 megapixels: over Pillow's warning threshold, under camlens' limit -> read, not "damaged"
+    Image.new("L", (12_500, 8_000)).save(tmp_path / "big.png")
+    rgb = read_image(tmp_path / "big.png")
+    assert rgb.shape == (8_000, 12_500, 3) and rgb.dtype == np.uint8
+    Image.new("1", (20_000, 10_000)).save(tmp_path / "huge.png")  # 200 megapixels
+    with pytest.raises(UsageError, match="too large"):
+        read_image(tmp_path / "huge.png")
