@@ -52,22 +52,19 @@ def test_bad_images(run, tmp_path, bad_files, case, needles):
     _assert_clean_failure(result, out, str(path.name), *needles)
 
 
-def test_unknown_network_suggests(run, tmp_path):
+@pytest.mark.parametrize(
+    ("option", "needles"),
+    [
+        (["--network", "resnet5O"], ["unknown network 'resnet5O'", "resnet50"]),
+        (["--layer-name", "bn3"], ["no layer named 'bn3'", "bn2"]),
+        (["--class-id", "1000"], ["class 1000 is out of range", "1000 outputs"]),
+    ],
+    ids=["unknown-network", "unknown-layer", "class-out-of-range"],
+)
+def test_bad_names_and_numbers(run, tmp_path, option, needles):
     out = tmp_path / "out"
-    result = run("explain", str(EXAMPLES / "cat.jpg"), "--network", "resnet5O", "--output-dir", str(out))
-    _assert_clean_failure(result, out, "unknown network 'resnet5O'", "resnet50")
-
-
-def test_unknown_layer_suggests(run, tmp_path):
-    out = tmp_path / "out"
-    result = run("explain", str(EXAMPLES / "cat.jpg"), "--layer-name", "bn3", "--output-dir", str(out))
-    _assert_clean_failure(result, out, "no layer named 'bn3'", "bn2")
-
-
-def test_class_out_of_range(run, tmp_path):
-    out = tmp_path / "out"
-    result = run("explain", str(EXAMPLES / "cat.jpg"), "--class-id", "1000", "--output-dir", str(out))
-    _assert_clean_failure(result, out, "class 1000 is out of range", "1000 outputs")
+    result = run("explain", str(EXAMPLES / "cat.jpg"), *option, "--output-dir", str(out))
+    _assert_clean_failure(result, out, *needles)
 
 
 def test_missing_torchvision_weights_say_what_to_do(run, tmp_path):
