@@ -107,7 +107,6 @@ def explain(
 
 def _layer_for(model: nn.Module, x: Tensor, target_layer: LayerSpec) -> tuple[str, nn.Module]:
     if target_layer is None:
-        check_input(model, x)
         return default_layer(model, x)
     return resolve_layer(model, target_layer)
 
@@ -155,7 +154,6 @@ class _Explainer:
         self.model = model
         self.counterfactual = counterfactual
         self._layer: tuple[str, nn.Module] | None = None
-        self._layer_spec = target_layer
         if target_layer is not None:
             self._layer = resolve_layer(model, target_layer)
 
@@ -166,16 +164,11 @@ class _Explainer:
 
     def explain(self, x: Tensor, targets: Targets = None) -> Explanation:
         """The full result: the map, the raw signed layer map, logits, classes and layer name."""
-        if self.uses_layer and self._layer is None:
-            self._layer = _layer_for(self.model, x, None)
-        return explain(
-            self.model,
-            x,
-            [self.method],
-            self._layer[1] if self._layer else None,
-            targets,
-            counterfactual=self.counterfactual,
-        )
+        layer = self._layer[1] if self._layer else None
+        result = explain(self.model, x, [self.method], layer, targets, counterfactual=self.counterfactual)
+        if self._layer is None and result.target_layer is not None:
+            self._layer = resolve_layer(self.model, result.target_layer)  # the automatic choice, kept
+        return result
 
     def __call__(self, x: Tensor, targets: Targets = None) -> Tensor:
         return self.explain(x, targets)[self.method]

@@ -15,7 +15,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,13 +99,17 @@ def _network_options(parser: argparse.ArgumentParser) -> None:
 
 
 # ------------------------------------------------------------------------------------------ helpers
+def _existing_ancestor(path: Path) -> Path:
+    while not path.exists():
+        path = path.parent
+    return path
+
+
 def _output_dir(path: str) -> Path:
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise UsageError(f"output dir {out} is a file")
-    existing = out
-    while not existing.exists():
-        existing = existing.parent
+    existing = _existing_ancestor(out)
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise UsageError(f"output dir {out} cannot be written ({existing} is not writable)")
     return out
@@ -159,6 +163,16 @@ def _pictures(rgb: np.ndarray, maps: dict[str, torch.Tensor]) -> dict[str, np.nd
             else:
                 out[suffix] = gradient_image(np.transpose(array, (1, 2, 0)))
     return out
+
+
+@dataclass
+class CompareRow:
+    """One network's row of the comparison table."""
+
+    name: str
+    prediction: str  # "label (probability)", or why the network is unavailable
+    pictures: dict[str, np.ndarray] | None = None  # None: unavailable
+    layer: str = ""
 
 
 @dataclass
@@ -247,21 +261,20 @@ def _save_jpg(array: np.ndarray, path: Path) -> None:
     Image.fromarray(array).save(path, quality=92)
 
 
-def _staging(out: Path) -> Path:
-    existing = out
-    while not existing.exists():
-        existing = existing.parent
-    return Path(tempfile.mkdtemp(prefix=".camlens-", dir=existing))
-
-
-def _publish(staging: Path, out: Path) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for item in sorted(staging.iterdir()):
-        target = out / item.name
-        os.replace(item, target)
-        written.append(target)
-    return written
+def _write_staged(out: Path, write: Callable[[Path], None]) -> list[Path]:
+    """Run ``write(folder)`` into a staging folder beside ``out``; move its files into ``out`` only if it
+    succeeds. Whatever happens, the staging folder is removed: a failure leaves no partial output."""
+    staging = Path(tempfile.mkdtemp(prefix=".camlens-", dir=_existing_ancestor(out)))
+    try:
+        write(staging)
+        out.mkdir(parents=True, exist_ok=True)
+        written = []
+        for item in sorted(staging.iterdir()):
+            os.replace(item, out / item.name)
+            written.append(out / item.name)
+        return written
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _images(args: argparse.Namespace) -> tuple[list[Path], list[np.ndarray]]:
@@ -304,26 +317,25 @@ def run_explain(args: argparse.Namespace) -> int:
         network, rgbs, methods, args.layer_name, args.class_id, device, args.batch_size, timer, progress=len(rgbs) > 1
     )
     t = time.perf_counter()
-    staging = _staging(out)
-    try:
+
+    def write(folder: Path) -> None:
         for path, res in zip(paths, results, strict=True):
             base = f"{path.stem}-{network.name}"
             for suffix, picture in _pictures(res.rgb, res.maps).items():
-                _save_jpg(picture, staging / f"{base}-{suffix}.jpg")
+                _save_jpg(picture, folder / f"{base}-{suffix}.jpg")
             if args.save_maps:
                 arrays: dict[str, Any] = {
                     m: (v.numpy() if v.dim() == 2 else np.transpose(v.numpy(), (1, 2, 0))).astype(np.float32)
                     for m, v in res.maps.items()
                 }
                 np.savez_compressed(
-                    staging / f"{base}-maps.npz",
+                    folder / f"{base}-maps.npz",
                     **arrays,
                     class_id=np.int64(-1 if res.class_id is None else res.class_id),
                     score=np.float32(res.score),
                 )
-        written = _publish(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+
+    written = _write_staged(out, write)
     timer.add("io", t)
     for path, res in zip(paths, results, strict=True):
         _report(path, network, res, args.topk)
@@ -363,7 +375,7 @@ def run_compare(args: argparse.Namespace) -> int:
         weights[name] = file
     t = timer.add("io", t)
     rgb, stem = rgbs[0], paths[0].stem
-    rows: list[tuple[str, str, dict[str, np.ndarray] | None, str]] = []  # name, label, pictures, layer
+    rows: list[CompareRow] = []
     for name in names:
         t = time.perf_counter()
         try:
@@ -371,35 +383,27 @@ def run_compare(args: argparse.Namespace) -> int:
         except UnknownName:
             raise  # a typo, not missing weights: fatal, with suggestions
         except UsageError as error:
-            rows.append((name, f"{name}\nunavailable: {error}", None, ""))
+            rows.append(CompareRow(name, f"unavailable: {error}"))
             timer.add("load", t)
             continue
         t = timer.add("load", t)
         (res,) = _explain_images(network, [rgb], list(SEED_METHODS), None, None, device, 1, timer)
         t = time.perf_counter()
-        label = network.name
+        prediction = ""
         if res.probabilities is not None:
             top = int(res.probabilities.argmax())
-            label = f"{network.name}\n{network.label(top)} ({float(res.probabilities[top]):.2f})"
-        rows.append((network.name, label, _pictures(rgb, res.maps), res.layer or ""))
+            prediction = f"{network.label(top)} ({float(res.probabilities[top]):.2f})"
+        rows.append(CompareRow(network.name, prediction, _pictures(rgb, res.maps), res.layer or ""))
         network.model.cpu()
         del network
         timer.add("io", t)
 
     t = time.perf_counter()
-    staging = _staging(out)
-    try:
-        _write_compare(staging, stem, rgb, rows)
-        written = _publish(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    written = _write_staged(out, lambda folder: _write_compare(folder, stem, rgb, rows))
     timer.add("io", t)
-    for name, label, pictures, layer in rows:
-        print(
-            f"{name:<22s} "
-            + (label.split("\n", 1)[1] if pictures is not None else "unavailable")
-            + (f"  [layer {layer}]" if layer else "")
-        )
+    for row in rows:
+        shown = row.prediction if row.pictures is not None else "unavailable"
+        print(f"{row.name:<22s} {shown}" + (f"  [layer {row.layer}]" if row.layer else ""))
     print(f"wrote {len(written)} files to {out}/ (table: {stem}-compare.png, .html, .md)")
     print(timer.summary())
     return 0
@@ -413,13 +417,15 @@ def _embedded_jpeg(array: np.ndarray, side: int = 224) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _write_compare(folder: Path, stem: str, rgb: np.ndarray, rows) -> None:
+def _write_compare(folder: Path, stem: str, rgb: np.ndarray, rows: list[CompareRow]) -> None:
     from camlens.viz import grid
 
     table_rows = []
-    for _, label, pictures, _ in rows:
-        cells = [rgb] + ([pictures[s] for s in COMPARE_SUFFIXES] if pictures else [None] * len(COMPARE_SUFFIXES))
-        table_rows.append((label, cells))
+    for row in rows:
+        pictures = row.pictures
+        cells: list[np.ndarray | None] = [rgb]
+        cells += [pictures[s] for s in COMPARE_SUFFIXES] if pictures else [None] * len(COMPARE_SUFFIXES)
+        table_rows.append((f"{row.name}\n{row.prediction}", cells))
     grid(table_rows, COMPARE_COLUMNS).save(folder / f"{stem}-compare.png")
     _save_jpg(rgb, folder / f"{stem}.jpg")
 
@@ -429,9 +435,8 @@ def _write_compare(folder: Path, stem: str, rgb: np.ndarray, rows) -> None:
     ]
     body = []
     original = _embedded_jpeg(rgb)
-    for name, label, pictures, layer in rows:
-        lines = label.split("\n")
-        prediction = " ".join(lines[1:])
+    for row in rows:
+        name, prediction, pictures, layer = row.name, row.prediction, row.pictures, row.layer
         if pictures is None:
             md.append(f"| {name} | {prediction} |" + " n/a |" * (len(COMPARE_COLUMNS) - 1))
             row_cells = "".join("<td>n/a</td>" for _ in COMPARE_SUFFIXES)
