@@ -36,8 +36,15 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return dict(loaded)
 
 
-def fit_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: str, network: str) -> None:
-    """Load ``state`` strictly, or raise one line saying which keys do not fit."""
+def fit_state_dict(
+    model: nn.Module, state: dict[str, torch.Tensor], source: str, network: str, *, assign: bool = False
+) -> None:
+    """Load ``state`` strictly, or raise one line saying which keys do not fit.
+
+    ``assign=True`` makes the tensors of ``state`` the model's own (for a model built on the ``meta``
+    device); they are cast to the model's dtypes and made contiguous first, as a copy into fresh parameters
+    would leave them.
+    """
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -55,4 +62,6 @@ def fit_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: str
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected ({', '.join(unexpected[:3])})")
         raise UsageError(f"the weights in {source} do not fit {network}: keys {'; '.join(parts)}")
-    model.load_state_dict(state)
+    if assign:
+        state = {k: v.to(own[k].dtype).contiguous() for k, v in state.items()}
+    model.load_state_dict(state, assign=assign)
