@@ -3,23 +3,51 @@
 >>> import camlens
 >>> result = camlens.explain(model, x)              # doctest: +SKIP
 >>> result["gradcam"], result.target_layer          # doctest: +SKIP
+
+``import camlens`` is cheap: torch and the engine are imported on first use of a name below (PEP 562
+module ``__getattr__``), so the command line answers ``--help`` and usage errors without loading torch.
 """
 
-from camlens.capture import Capture as Capture
-from camlens.capture import capture as capture
-from camlens.explain import SEED_METHODS as SEED_METHODS
-from camlens.explain import Explanation as Explanation
-from camlens.explain import GradCAM as GradCAM
-from camlens.explain import GradCAMPlusPlus as GradCAMPlusPlus
-from camlens.explain import GuidedBackprop as GuidedBackprop
-from camlens.explain import GuidedGradCAM as GuidedGradCAM
-from camlens.explain import available_methods as available_methods
-from camlens.explain import explain as explain
-from camlens.layers import default_layer as default_layer
-from camlens.layers import resolve_layer as resolve_layer
-from camlens.targets import class_score as class_score
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
+from camlens.names import SEED_METHODS as SEED_METHODS
+
+if TYPE_CHECKING:
+    from camlens.capture import Capture as Capture
+    from camlens.capture import capture as capture
+    from camlens.explain import Explanation as Explanation
+    from camlens.explain import GradCAM as GradCAM
+    from camlens.explain import GradCAMPlusPlus as GradCAMPlusPlus
+    from camlens.explain import GuidedBackprop as GuidedBackprop
+    from camlens.explain import GuidedGradCAM as GuidedGradCAM
+    from camlens.explain import available_methods as available_methods
+    from camlens.explain import explain as explain
+    from camlens.layers import default_layer as default_layer
+    from camlens.layers import resolve_layer as resolve_layer
+    from camlens.targets import class_score as class_score
 
 __version__ = "0.1.0"
+
+# public name -> the module that defines it (imported on first access)
+_LAZY = {
+    "Capture": "camlens.capture",
+    "capture": "camlens.capture",
+    "Explanation": "camlens.explain",
+    "GradCAM": "camlens.explain",
+    "GradCAMPlusPlus": "camlens.explain",
+    "GuidedBackprop": "camlens.explain",
+    "GuidedGradCAM": "camlens.explain",
+    "available_methods": "camlens.explain",
+    "explain": "camlens.explain",
+    "default_layer": "camlens.layers",
+    "resolve_layer": "camlens.layers",
+    "class_score": "camlens.targets",
+}
 
 __all__ = [
     "SEED_METHODS",
@@ -36,3 +64,32 @@ __all__ = [
     "explain",
     "resolve_layer",
 ]
+
+
+class _Package(types.ModuleType):
+    """The package's module type: ``camlens.capture`` and ``camlens.explain`` stay the functions.
+
+    Importing a submodule binds it on its package (``camlens.explain = <module>``); the functions of
+    the same name take that place, as they did when the package imported them eagerly.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and name in ("capture", "explain"):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'camlens' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

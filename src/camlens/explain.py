@@ -11,12 +11,11 @@ from torch import Tensor, nn
 from camlens.capture import Capture, capture, check_input
 from camlens.layers import LayerSpec, closest_names, default_layer, resolve_layer
 from camlens.methods.cam import CAM_METHODS
+from camlens.names import GUIDED_BACKPROP as GUIDED_BACKPROP
+from camlens.names import GUIDED_GRADCAM as GUIDED_GRADCAM
+from camlens.names import SEED_METHODS as SEED_METHODS
 from camlens.postprocess import cam_to_image
 from camlens.targets import Targets
-
-GUIDED_BACKPROP = "guided_backprop"
-GUIDED_GRADCAM = "guided_gradcam"
-SEED_METHODS = ("gradcam", "gradcam++", GUIDED_BACKPROP, GUIDED_GRADCAM)
 
 
 def available_methods() -> list[str]:

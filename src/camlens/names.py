@@ -1,0 +1,19 @@
+"""The built-in method names, as plain constants: no torch import, so a command line can offer them as
+choices (and reject a misspelt one) before any model code is loaded.
+
+The registry in :mod:`camlens.methods` stays the authority for what ``explain`` accepts
+(:func:`camlens.available_methods`, which also lists methods registered at run time); a test keeps
+``METHODS`` equal to the built-in registry.
+
+>>> from camlens.names import METHODS, SEED_METHODS
+>>> SEED_METHODS
+('gradcam', 'gradcam++', 'guided_backprop', 'guided_gradcam')
+"""
+
+GUIDED_BACKPROP = "guided_backprop"
+GUIDED_GRADCAM = "guided_gradcam"
+CAM_METHODS = ("gradcam", "gradcam++")  # the built-in CAM weightings, in registry order
+METHODS = (*CAM_METHODS, GUIDED_BACKPROP, GUIDED_GRADCAM)  # every built-in method
+SEED_METHODS = ("gradcam", "gradcam++", GUIDED_BACKPROP, GUIDED_GRADCAM)  # what ``explain`` runs by default
+
+__all__ = ["CAM_METHODS", "GUIDED_BACKPROP", "GUIDED_GRADCAM", "METHODS", "SEED_METHODS"]

@@ -1,0 +1,49 @@
+"""A user's own model: ``path/to/file.py:factory``, optionally with a weight file."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from camlens.errors import UsageError
+from camlens.zoo.network import Network
+from camlens.zoo.weights import fit_state_dict, read_state_dict
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+def load_user_model(spec: str, weight_path: str | None) -> Network:
+    """Import ``file.py``, call ``factory()`` and check it returns a module; load ``weight_path`` if given."""
+    from torch import nn
+
+    file, _, factory_name = spec.rpartition(":")
+    if not file or not factory_name:
+        raise UsageError(f"--model takes path/to/file.py:factory, got {spec!r}")
+    path = Path(file)
+    if not path.is_file():
+        raise UsageError(f"model file {path} does not exist")
+    module_name = f"camlens_user_model_{abs(hash(str(path.resolve())))}"
+    loader_spec = importlib.util.spec_from_file_location(module_name, path)
+    if loader_spec is None or loader_spec.loader is None:
+        raise UsageError(f"cannot import {path} as Python")
+    module = importlib.util.module_from_spec(loader_spec)
+    sys.modules[module_name] = module
+    try:
+        loader_spec.loader.exec_module(module)
+    except Exception as error:  # noqa: BLE001 - user code: report it in one line
+        raise UsageError(f"importing {path} failed: {type(error).__name__}: {error}") from None
+    factory: Callable[[], nn.Module] | None = getattr(module, factory_name, None)
+    if not callable(factory):
+        raise UsageError(f"{path} has no callable {factory_name!r}")
+    model = factory()
+    if not isinstance(model, nn.Module):
+        raise UsageError(f"{spec} returned a {type(model).__name__}, not a torch.nn.Module")
+    source = "as built by the factory"
+    if weight_path is not None:
+        fit_state_dict(model, read_state_dict(weight_path), weight_path, spec)
+        source = weight_path
+    return Network(Path(file).stem, model.eval(), (224, 224), labels=[], weights=source)

@@ -1,0 +1,42 @@
+"""A fast start: the package, its errors, names, zoo and viz import without torch; names resolve on use."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import camlens
+from camlens.names import GUIDED_BACKPROP, GUIDED_GRADCAM, METHODS, SEED_METHODS
+
+
+def test_light_modules_import_no_torch():
+    code = (
+        "import sys\n"
+        "import camlens, camlens.errors, camlens.names, camlens.zoo, camlens.viz\n"
+        "from camlens.zoo import DEFAULT_NETWORK, SEED_NETWORKS, ALIASES\n"
+        "print(sorted(m for m in ('torch', 'torchvision', 'timm', 'matplotlib') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_every_public_name_resolves_and_functions_keep_their_names():
+    import camlens.capture
+    import camlens.explain  # binding the submodules must not replace the functions of the same name
+
+    for name in camlens.__all__:
+        assert getattr(camlens, name) is not None
+    assert callable(camlens.capture) and camlens.capture.__module__ == "camlens.capture"
+    assert callable(camlens.explain) and camlens.explain.__module__ == "camlens.explain"
+    assert set(camlens.__all__) <= set(dir(camlens))
+
+
+def test_method_names_constant_is_the_registry():
+    """``camlens.names.METHODS`` (no torch) lists exactly the built-in methods of the registry, in order."""
+    from camlens.explain import SEED_METHODS as explain_default
+    from camlens.methods import CAM_METHODS
+
+    built_in = [name for name, function in CAM_METHODS.items() if function.__module__.startswith("camlens.")]
+    assert METHODS == (*built_in, GUIDED_BACKPROP, GUIDED_GRADCAM)
+    assert set(METHODS) <= set(camlens.available_methods())
+    assert explain_default is SEED_METHODS is camlens.SEED_METHODS
