@@ -39,7 +39,10 @@ def load_user_model(spec: str, weight_path: str | None) -> Network:
     factory: Callable[[], nn.Module] | None = getattr(module, factory_name, None)
     if not callable(factory):
         raise UsageError(f"{path} has no callable {factory_name!r}")
-    model = factory()
+    try:
+        model = factory()
+    except Exception as error:  # noqa: BLE001 - user code: report it in one line
+        raise UsageError(f"{spec} raised {type(error).__name__}: {' '.join(str(error).split())[:200]}") from None
     if not isinstance(model, nn.Module):
         raise UsageError(f"{spec} returned a {type(model).__name__}, not a torch.nn.Module")
     source = "as built by the factory"

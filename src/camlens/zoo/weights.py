@@ -20,11 +20,22 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"weight file {path} does not exist")
+    import pickle
+    import warnings
+
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unpickling failure means "not a weight file"
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UsageError(f"{path} is not a PyTorch weight file ({reason[:120]})") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's own advice would cut our one line in two
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "Weights only load failed" in str(error):
+            raise UsageError(
+                f"{path} is not a plain weight file: it holds pickled Python objects or code, which camlens "
+                "refuses to run; save the weights alone with torch.save(model.state_dict(), FILE)"
+            ) from None
+        raise UsageError(f"{path} is not a PyTorch weight file (unpickling failed: {_first_line(error)})") from None
+    except Exception as error:  # noqa: BLE001 - any other loading failure means "not a weight file"
+        raise UsageError(f"{path} is not a PyTorch weight file ({_first_line(error)})") from None
     for key in ("state_dict", "model", "model_state_dict", "net"):
         if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
             loaded = loaded[key]
@@ -34,6 +45,12 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if all(k.startswith("module.") for k in loaded):
         loaded = {k[len("module.") :]: v for k, v in loaded.items()}
     return dict(loaded)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    line = text.splitlines()[0] if text else type(error).__name__
+    return line if len(line) <= 160 else line[:157] + "..."
 
 
 def fit_state_dict(
