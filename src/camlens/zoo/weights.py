@@ -28,12 +28,12 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             warnings.simplefilter("ignore")  # torch's own advice would cut our one line in two
             loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        if "Weights only load failed" in str(error):
+        if "Unsupported global" in str(error) or "Unsupported operand" in str(error):
             raise UsageError(
                 f"{path} is not a plain weight file: it holds pickled Python objects or code, which camlens "
                 "refuses to run; save the weights alone with torch.save(model.state_dict(), FILE)"
             ) from None
-        raise UsageError(f"{path} is not a PyTorch weight file (unpickling failed: {_first_line(error)})") from None
+        raise UsageError(f"{path} is not a PyTorch weight file (it cannot be unpickled)") from None
     except Exception as error:  # noqa: BLE001 - any other loading failure means "not a weight file"
         raise UsageError(f"{path} is not a PyTorch weight file ({_first_line(error)})") from None
     for key in ("state_dict", "model", "model_state_dict", "net"):
