@@ -28,7 +28,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             warnings.simplefilter("ignore")  # torch's own advice would cut our one line in two
             loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        if "Unsupported global" in str(error) or "Unsupported operand" in str(error):
+        if "Unsupported global" in str(error):
             raise UsageError(
                 f"{path} is not a plain weight file: it holds pickled Python objects or code, which camlens "
                 "refuses to run; save the weights alone with torch.save(model.state_dict(), FILE)"
