@@ -72,8 +72,12 @@ def load_torchvision(name: str, weight_path: str | None, offline: bool) -> Netwo
 def _download(weights: Any, name: str, cached: Path) -> dict[str, torch.Tensor]:
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(20)
-    try:
-        return weights.get_state_dict(progress=False, check_hash=True)
+    import contextlib
+    import io
+
+    try:  # torch.hub prints "Downloading: ..." even without progress: it reads as success when it fails
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            return weights.get_state_dict(progress=False, check_hash=True)
     except Exception:  # noqa: BLE001 - no network, refused, timed out: all mean "cannot be had"
         raise UsageError(
             f"no weights for {name}: the download failed; pass --weight-path FILE, or put {cached.name} in "
