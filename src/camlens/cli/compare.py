@@ -25,7 +25,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     common.add_explain_options(parser, per_network_layer=True)
     common.add_picture_options(parser)
-    parser.add_argument("--annotate", action="store_true", help="caption the pictures: class, method, colour bar")
+    parser.add_argument(
+        "--plain", action="store_true", help="pictures without their caption (class, method) and colour bar"
+    )
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
     common.add_model_options(parser)
     parser.set_defaults(handler=main)
@@ -66,7 +68,7 @@ def main(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         image_format=args.format,
-        annotate=args.annotate,
+        annotate=not args.plain,
         overwrite=args.overwrite,
     )
     summary = compare(
