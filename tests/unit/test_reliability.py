@@ -159,6 +159,14 @@ def test_concurrent_calls_in_train_mode_keep_buffers():
     _stress(model, inputs)
 
 
+def test_repeated_calls_are_bit_identical():
+    model = tiny_resnet()
+    x = torch.rand(2, 3, 32, 32)
+    first, second = (camlens.explain(model, x, ALL_METHODS) for _ in range(2))
+    for name in ALL_METHODS:
+        assert torch.equal(first[name], second[name]), name
+
+
 # ---------------------------------------------------------------------------------- compiled, scripted
 @pytest.mark.parametrize("method", ALL_METHODS)
 def test_compiled_model_is_explained_as_its_eager_original(method):
