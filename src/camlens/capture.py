@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from camlens.guard import guarded_call
 from camlens.methods.guided import GuidedReLUMode, GuidedSwitch
 from camlens.targets import Targets, target_scores
 
@@ -82,6 +83,7 @@ def check_input(model: Any, x: Any) -> None:
         raise TypeError(f"x must be a floating-point tensor, not {x.dtype}")
 
 
+@guarded_call
 def capture(
     model: nn.Module,
     x: Tensor,
@@ -93,7 +95,7 @@ def capture(
     """Run ``model`` once on ``x`` and collect what the requested methods need.
 
     Args:
-        model: any ``nn.Module``; left exactly as found.
+        model: any ``nn.Module``; left exactly as found (see :mod:`camlens.guard`).
         x: input batch ``(B, C, H, W)``; not modified.
         targets: see :mod:`camlens.targets`.
         layer: ``(name, module)`` of the target layer, or None when no CAM is wanted.

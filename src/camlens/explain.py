@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 from torch import Tensor, nn
 
 from camlens.capture import Capture, capture, check_input
+from camlens.guard import eager_module, guard
 from camlens.layers import LayerSpec, closest_names, default_layer, resolve_layer
 from camlens.methods.cam import CAM_METHODS
 from camlens.names import GUIDED_BACKPROP as GUIDED_BACKPROP
@@ -39,6 +40,7 @@ class Explanation(Mapping[str, Tensor]):
     classes: Tensor | None
     target_layer: str | None
     counterfactual: bool = False
+    compiled: bool = False  # a torch.compile wrapper: its eager ``_orig_mod`` (same parameters) was explained
     capture: Capture | None = field(default=None, repr=False, compare=False)
 
     def __getitem__(self, name: str) -> Tensor:
@@ -113,9 +115,12 @@ def explain(
     cam_names = [n for n in names if n in CAM_METHODS]
     needs_layer = bool(cam_names) or GUIDED_GRADCAM in names
     needs_guided = GUIDED_BACKPROP in names or GUIDED_GRADCAM in names
-    layer = _layer_for(model, x, target_layer) if needs_layer else None
-    cap = capture(model, x, targets, layer, guided=needs_guided)
-    return _assemble(cap, names, x.shape[-2:], counterfactual)
+    with guard(model) as guarded:
+        if guarded.compiled and isinstance(target_layer, str):
+            target_layer = target_layer.removeprefix("_orig_mod.")
+        layer = _layer_for(guarded.model, x, target_layer) if needs_layer else None
+        cap = capture(guarded.model, x, targets, layer, guided=needs_guided)
+    return _assemble(cap, names, x.shape[-2:], counterfactual, guarded.compiled)
 
 
 def _layer_for(model: nn.Module, x: Tensor, target_layer: LayerSpec) -> tuple[str, nn.Module]:
@@ -124,7 +129,7 @@ def _layer_for(model: nn.Module, x: Tensor, target_layer: LayerSpec) -> tuple[st
     return resolve_layer(model, target_layer)
 
 
-def _assemble(cap: Capture, names: list[str], size: Any, counterfactual: bool) -> Explanation:
+def _assemble(cap: Capture, names: list[str], size: Any, counterfactual: bool, compiled: bool = False) -> Explanation:
     size = (int(size[0]), int(size[1]))
     maps: dict[str, Tensor] = {}
     raw: dict[str, Tensor] = {}
@@ -151,6 +156,7 @@ def _assemble(cap: Capture, names: list[str], size: Any, counterfactual: bool) -
         classes=cap.classes,
         target_layer=cap.layer_name,
         counterfactual=counterfactual,
+        compiled=compiled,
         capture=cap,
     )
 
@@ -168,7 +174,7 @@ class _Explainer:
         self.counterfactual = counterfactual
         self._layer: tuple[str, nn.Module] | None = None
         if target_layer is not None:
-            self._layer = resolve_layer(model, target_layer)
+            self._layer = resolve_layer(eager_module(model)[0], target_layer)
 
     @property
     def target_layer_name(self) -> str | None:
@@ -180,7 +186,7 @@ class _Explainer:
         layer = self._layer[1] if self._layer else None
         result = explain(self.model, x, [self.method], layer, targets, counterfactual=self.counterfactual)
         if self._layer is None and result.target_layer is not None:
-            self._layer = resolve_layer(self.model, result.target_layer)  # the automatic choice, kept
+            self._layer = resolve_layer(eager_module(self.model)[0], result.target_layer)  # the automatic choice
         return result
 
     def __call__(self, x: Tensor, targets: Targets = None) -> Tensor:

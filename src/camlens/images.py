@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from camlens.errors import UsageError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 MAX_PIXELS = 16_000 * 12_000  # 192 megapixels
+DEFAULT_MAX_SIDE = 4096  # the pictures' resolution; the network input is resized from it (224 for most)
+_RESIZABLE = {"L", "LA", "RGB", "RGBA", "RGBX", "CMYK", "I", "F"}
 
 
 def _to_rgb(image: Image.Image) -> np.ndarray:
@@ -29,9 +32,51 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image as H x W x 3 uint8 RGB, upright (EXIF orientation applied), or raise one line."""
+def _fit(image: Image.Image, max_side: int) -> Image.Image:
+    """``image`` scaled down (antialiased, aspect ratio kept) so that its longer side is ``max_side``."""
+    width, height = image.size
+    if max(width, height) <= max_side:
+        return image
+    if image.mode in ("1", "P", "PA"):  # palette and bilevel images resize in a full-colour mode
+        alpha = image.mode == "PA" or "transparency" in image.info
+        image = image.convert("RGBA" if alpha else ("L" if image.mode == "1" else "RGB"))
+    elif image.mode.startswith("I;16"):
+        image = image.convert("I")
+    elif image.mode not in _RESIZABLE:
+        image = image.convert("RGB")
+    scale = max_side / max(width, height)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    # as Image.thumbnail: an integer box reduction down to twice the size (cheap), then bicubic
+    return image.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
+
+
+def _draft_size(width: int, height: int, max_side: int | None) -> tuple[int, int] | None:
+    if max_side is None or max(width, height) <= max_side:
+        return None
+    scale = max_side / max(width, height)
+    return max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale))
+
+
+def read_image(path: str | Path, max_side: int | None = DEFAULT_MAX_SIDE) -> np.ndarray:
+    """Read an image as H x W x 3 uint8 RGB, upright (EXIF orientation applied), or raise one line.
+
+    Images whose longer side exceeds ``max_side`` are decoded at reduced size where the format allows
+    (JPEG draft mode decodes at 1/2, 1/4 or 1/8 scale), then scaled down (antialiased, aspect ratio kept)
+    to exactly ``max_side`` pixels on the longer side: a 10,000 x 10,000 photo costs a fraction of its
+    full-size memory, and the pictures keep far more resolution than the network's input needs.
+    ``max_side=None`` keeps the full size.
+
+    Example:
+        >>> import tempfile, os
+        >>> from PIL import Image
+        >>> path = os.path.join(tempfile.mkdtemp(), "wide.jpg")
+        >>> Image.new("RGB", (3000, 1000), "red").save(path)
+        >>> read_image(path, max_side=600).shape
+        (200, 600, 3)
+    """
     path = Path(path)
+    if max_side is not None and (isinstance(max_side, bool) or not isinstance(max_side, int) or max_side < 1):
+        raise ValueError(f"max_side must be a positive int or None, not {max_side!r}")
     if not path.exists():
         raise UsageError(f"image {path} does not exist")
     if not path.is_file():
@@ -44,8 +89,12 @@ def read_image(path: str | Path) -> np.ndarray:
             with Image.open(path) as opened:
                 if opened.width * opened.height > MAX_PIXELS:
                     raise UsageError(f"image {path} is too large ({opened.width} x {opened.height} pixels)")
+                draft = _draft_size(opened.width, opened.height, max_side)
+                if draft is not None:
+                    opened.draft(None, draft)  # JPEG: decode at the smallest scale still >= draft; others: no-op
                 opened.load()
-                image = ImageOps.exif_transpose(opened) or opened
+                image = opened if max_side is None else _fit(opened, max_side)
+                image = ImageOps.exif_transpose(image) or image
                 rgb = _to_rgb(image)
     except UsageError:
         raise

@@ -13,6 +13,7 @@ Scores are pre-softmax: the class logit, or whatever scalar per image the callab
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -67,21 +68,38 @@ def _check_class_range(classes: list[int], num_classes: int) -> None:
             )
 
 
+def _is_class_index(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _classes_from(targets: Any, batch: int, num_classes: int, device: torch.device) -> Tensor:
     if isinstance(targets, bool):
         raise TypeError("targets must be None, an int, B ints, a 1-D tensor or a callable, not a bool")
-    if isinstance(targets, int) or (isinstance(targets, Tensor) and targets.dim() == 0):
+    if isinstance(targets, Tensor) and (
+        targets.dtype.is_floating_point or targets.dtype.is_complex or targets.dtype == torch.bool
+    ):
+        raise TypeError(
+            f"a targets tensor must hold integer class indices, not {targets.dtype} (shape {tuple(targets.shape)}): "
+            "pass a long tensor or an int, or a callable for any other score"
+        )
+    if isinstance(targets, float):
+        raise TypeError(
+            f"targets must be a class index (an int), not the float {targets!r}: pass int(...) if you mean a class, "
+            "or a callable for any other score"
+        )
+    if _is_class_index(targets) or (isinstance(targets, Tensor) and targets.dim() == 0):
         value = int(targets)
         _check_class_range([value], num_classes)
         return torch.full((batch,), value, dtype=torch.long, device=device)
     if isinstance(targets, Tensor):
-        if targets.dim() != 1 or targets.dtype.is_floating_point or targets.dtype == torch.bool:
+        if targets.dim() != 1:
             raise TypeError(f"a targets tensor must be 1-D integer, got {targets.dtype} {tuple(targets.shape)}")
         values = targets.tolist()
     elif isinstance(targets, Sequence) and not isinstance(targets, str | bytes):
         values = list(targets)
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        if not all(_is_class_index(v) for v in values):
             raise TypeError("a targets sequence must hold ints (one class per image)")
+        values = [int(v) for v in values]
     else:
         raise TypeError(
             f"targets must be None, an int, B ints, a 1-D tensor or a callable, not {type(targets).__name__}"
