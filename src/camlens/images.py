@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -29,6 +30,14 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
 
 
+class NotAnImage(UsageError):
+    """Bytes that Pillow cannot identify as an image."""
+
+
+class ImageTooLarge(UsageError):
+    """An image with more pixels than the limit (or than Pillow opens safely)."""
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image as H x W x 3 uint8 RGB, upright (EXIF orientation applied), or raise one line."""
     path = Path(path)
@@ -38,27 +47,48 @@ def read_image(path: str | Path) -> np.ndarray:
         raise UsageError(f"image {path} is not a file")
     if path.stat().st_size == 0:
         raise UsageError(f"image {path} is empty")
+    return _decode(path, str(path), MAX_PIXELS)
+
+
+def decode_image(data: bytes, name: str = "the upload", max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode image bytes held in memory (nothing touches the disk) like :func:`read_image`.
+
+    Raises :class:`NotAnImage`, :class:`ImageTooLarge` (more than ``max_pixels``), or :class:`UsageError`
+    (empty, damaged or truncated), each with a one-line message naming ``name``.
+
+    Example:
+        >>> import io; from PIL import Image
+        >>> buffer = io.BytesIO(); Image.new("RGB", (3, 2)).save(buffer, format="PNG")
+        >>> decode_image(buffer.getvalue()).shape
+        (2, 3, 3)
+    """
+    if not data:
+        raise UsageError(f"image {name} is empty")
+    return _decode(io.BytesIO(data), name, max_pixels)
+
+
+def _decode(source: Path | io.BytesIO, name: str, max_pixels: int) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies
-            with Image.open(path) as opened:
-                if opened.width * opened.height > MAX_PIXELS:
-                    raise UsageError(f"image {path} is too large ({opened.width} x {opened.height} pixels)")
+            with Image.open(source) as opened:
+                if opened.width * opened.height > max_pixels:
+                    raise ImageTooLarge(f"image {name} is too large ({opened.width} x {opened.height} pixels)")
                 opened.load()
                 image = ImageOps.exif_transpose(opened) or opened
                 rgb = _to_rgb(image)
     except UsageError:
         raise
     except Image.DecompressionBombError:
-        raise UsageError(f"image {path} is too large for Pillow to open safely") from None
+        raise ImageTooLarge(f"image {name} is too large for Pillow to open safely") from None
     except UnidentifiedImageError:
-        raise UsageError(f"{path} is not an image (or not a format Pillow can read)") from None
+        raise NotAnImage(f"{name} is not an image (or not a format Pillow can read)") from None
     except PermissionError:
-        raise UsageError(f"image {path} cannot be read (permission denied)") from None
+        raise UsageError(f"image {name} cannot be read (permission denied)") from None
     except (OSError, SyntaxError, ValueError) as error:
-        raise UsageError(f"image {path} is damaged or truncated ({str(error).splitlines()[0][:100]})") from None
+        raise UsageError(f"image {name} is damaged or truncated ({str(error).splitlines()[0][:100]})") from None
     if rgb.shape[0] < 1 or rgb.shape[1] < 1:
-        raise UsageError(f"image {path} has no pixels")
+        raise UsageError(f"image {name} has no pixels")
     return rgb
 
 
