@@ -44,7 +44,9 @@ CANVAS_STATS = """() => [...document.querySelectorAll('#grid figure')].map((card
   const canvas = card.querySelector('canvas');
   const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
   let sum = 0, sq = 0, n = 0;
-  for (let p = 0; p < data.length; p += 4) for (let c = 0; c < 3; c++) { sum += data[p + c]; sq += data[p + c] ** 2; n++; }
+  for (let p = 0; p < data.length; p += 4) {
+    for (let c = 0; c < 3; c++) { sum += data[p + c]; sq += data[p + c] ** 2; n++; }
+  }
   const mean = sum / n;
   let hash = 0;
   for (let p = 0; p < data.length; p += 97) hash = (hash * 31 + data[p]) >>> 0;
@@ -67,7 +69,11 @@ def _get(url: str) -> dict:
 @pytest.fixture(scope="module")
 def server():
     port = _free_port()
-    env = {**os.environ, "CAMLENS_OFFLINE": "1", "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "CAMLENS_OFFLINE": "1",
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+    }
     process = subprocess.Popen(
         [sys.executable, "-m", "camlens.serve", "--port", str(port), "--examples", str(ROOT / "examples")],
         env=env,

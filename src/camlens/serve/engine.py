@@ -120,6 +120,11 @@ def _jpeg(array: np.ndarray) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def megabytes(size: int) -> str:
+    """A byte count for messages: ``"20 MB"``, ``"0.2 MB"``."""
+    return f"{size / 1e6:.0f} MB" if size >= 10e6 else f"{size / 1e6:.1f} MB"
+
+
 def fit_side(size: tuple[int, int], side: int) -> tuple[int, int]:
     """``(h, w)`` scaled down (never up) so that the longer side is at most ``side``."""
     h, w = size
@@ -276,8 +281,7 @@ class Explorer:
 
         if len(data) > self.max_upload_bytes:
             raise ServeError(
-                f"{name} is too large ({len(data) / 1e6:.1f} MB; the limit is {self.max_upload_bytes / 1e6:.0f} MB)",
-                413,
+                f"{name} is too large ({megabytes(len(data))}; the limit is {megabytes(self.max_upload_bytes)})", 413
             )
         try:
             rgb = decode_image(data, name, self.max_upload_pixels)
@@ -304,16 +308,14 @@ class Explorer:
         return self.add_upload((self.examples_dir / name).read_bytes(), name)
 
     # ----------------------------------------------------------------------------------- runs
-    def explain(
+    def check(
         self,
-        upload: Upload,
         network: str | None = None,
         layer: str | None = None,
         methods: Sequence[str] | None = None,
-        counterfactual: bool = False,
         topk: int | None = None,
-    ) -> Run:
-        """Explain the top-k classes of ``upload`` with every method, in one batched call (one model run)."""
+    ) -> tuple[Network, str, list[str], int]:
+        """Resolve a request's options (loading the network if needed), or raise a ServeError saying why not."""
         net = self.network(network)
         methods = list(dict.fromkeys(methods or camlens.SEED_METHODS))
         known = camlens.available_methods()
@@ -327,6 +329,19 @@ class Explorer:
         layer = layer or default
         if layer not in layers:
             raise ServeError(f"{net.name} has no spatial layer named {layer!r}", 422)
+        return net, layer, methods, k
+
+    def explain(
+        self,
+        upload: Upload,
+        network: str | None = None,
+        layer: str | None = None,
+        methods: Sequence[str] | None = None,
+        counterfactual: bool = False,
+        topk: int | None = None,
+    ) -> Run:
+        """Explain the top-k classes of ``upload`` with every method, in one batched call (one model run)."""
+        net, layer, methods, k = self.check(network, layer, methods, topk)
         x = to_batch([upload.rgb], net.input_size, net.mean, net.std).to(self.device)
         with self._lock:
             start = time.perf_counter()

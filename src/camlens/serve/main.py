@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from camlens.errors import UsageError
-from camlens.serve.engine import MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS, Explorer, ServeError
+from camlens.serve.engine import MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS, Explorer, ServeError, megabytes
 from camlens.zoo import DEFAULT_NETWORK, SEED_NETWORKS, Network
 
 if TYPE_CHECKING:
@@ -184,6 +184,8 @@ def create_app(
         ``/api/runs/{run_id}/classes/{class_id}`` without running the model again."""
         if request.headers.get("content-type", "").startswith("multipart/"):
             raise ServeError("send the image's bytes as the request body, not as a form (curl --data-binary)", 415)
+        names = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
+        await run_in_threadpool(explorer.check, network, layer or None, names, topk)  # before keeping an image
         data = await _read_capped(request, explorer.max_upload_bytes, filename)
         if data:
             upload = await run_in_threadpool(explorer.add_upload, data, filename[:100])
@@ -193,7 +195,6 @@ def create_app(
             upload = await run_in_threadpool(explorer.example, example)
         else:
             raise ServeError("no image: send its bytes as the request body, or give image_id or example", 400)
-        names = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
         run = await run_in_threadpool(explorer.explain, upload, network, layer or None, names, counterfactual, topk)
         return await run_in_threadpool(explorer.describe, run, all_classes)
 
@@ -210,13 +211,13 @@ async def _read_capped(request: Any, limit: int, name: str) -> bytes:
     """The request body, refused with 413 as soon as it passes ``limit`` bytes (never buffered beyond it)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise ServeError(f"{name} is too large ({int(declared) / 1e6:.1f} MB; the limit is {limit / 1e6:.0f} MB)", 413)
+        raise ServeError(f"{name} is too large ({megabytes(int(declared))}; the limit is {megabytes(limit)})", 413)
     chunks: list[bytes] = []
     total = 0
     async for chunk in request.stream():
         total += len(chunk)
         if total > limit:
-            raise ServeError(f"{name} is too large (more than {limit / 1e6:.0f} MB)", 413)
+            raise ServeError(f"{name} is too large (more than the limit, {megabytes(limit)})", 413)
         chunks.append(chunk)
     return b"".join(chunks)
 
