@@ -134,12 +134,16 @@ async function init() {
   $("layer").addEventListener("change", () => reexplain());
   $("counterfactual").addEventListener("change", () => reexplain());
   $("network").addEventListener("change", async () => {
+    const previous = state.run ? state.run.network : state.options.network;
     try {
       await loadLayers($("network").value);
-      await reexplain();
-    } catch (error) {
+    } catch (error) {  // e.g. no weights offline: say why and go back to the network that works
       say(error.message, "error");
+      $("network").value = previous;
+      await loadLayers(previous);
+      return;
     }
+    await reexplain();
   });
   $("save-png").addEventListener("click", savePng);
   $("save-html").addEventListener("click", saveHtml);
