@@ -34,7 +34,7 @@ from camlens.postprocess import cam_to_image, normalize_per_image
 from camlens.viz import gradient_image, resize_maps
 from camlens.zoo import DEFAULT_NETWORK, SEED_NETWORKS, Network, load_network
 
-MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+MAX_UPLOAD_BYTES = 20_000_000  # 20 MB
 MAX_UPLOAD_PIXELS = 40_000_000  # 40 megapixels: a 10,000 x 10,000 image is refused
 WORKING_SIDE = 1024  # uploads are kept at most this long on their longer side
 VIEW_SIDE = 384  # maps are sent at most this long on their longer side

@@ -1,6 +1,6 @@
 """The web app (FastAPI, imported lazily), its command-line options and its entry points.
 
-The JSON API (also browsable at ``/docs``, from the app's own OpenAPI schema):
+The JSON API (its OpenAPI schema at ``/openapi.json``):
 
 * ``POST /api/explain``: the image as the raw request body (or ``image_id`` of an earlier upload, or
   ``example``), options in the query string -> top-k classes, layer, the first class's maps as PNG data
@@ -102,14 +102,15 @@ def create_app(
         title="camlens",
         description="Grad-CAM-family explanations of a vision model's predictions, served locally.",
         version=_version(),
+        docs_url=None,  # FastAPI's Swagger UI and ReDoc pages load scripts from a CDN: not offline
+        redoc_url=None,
     )
     app.state.explorer = explorer
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next: Any) -> Any:
         response = await call_next(request)
-        if not request.url.path.startswith("/docs"):
-            response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+        response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
         response.headers["X-Content-Type-Options"] = "nosniff"
         return response
 
@@ -246,7 +247,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ...")
     parser.add_argument("--topk", type=int, default=5, help="classes explained per image (default 5)")
     parser.add_argument(
-        "--max-upload-mb", type=float, default=MAX_UPLOAD_BYTES / 2**20, help="upload size limit (default 20)"
+        "--max-upload-mb", type=float, default=MAX_UPLOAD_BYTES / 1e6, help="upload size limit in MB (default 20)"
     )
     parser.add_argument("--examples", default=None, metavar="DIR", help="folder of example *.jpg images to offer")
 
@@ -276,7 +277,9 @@ def run(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, app: "FastAPI | None
         raise UsageError(f"--port {port} is not a port number (0-65535)")
     app = app if app is not None else create_app(**options)
     shown = f"[{host}]" if ":" in host else host
-    print(f"camlens serve: http://{shown}:{port}/  (API docs: http://{shown}:{port}/docs; Ctrl+C stops)", flush=True)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"camlens serve: warning: bound to {host}: other machines can reach this server", file=sys.stderr)
+    print(f"camlens serve: http://{shown}:{port}/  (API: http://{shown}:{port}/openapi.json; Ctrl+C stops)", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
@@ -299,7 +302,7 @@ def cli_main(args: argparse.Namespace) -> int:
             device=args.device,
             examples_dir=examples,
             topk=args.topk,
-            max_upload_bytes=int(args.max_upload_mb * 2**20),
+            max_upload_bytes=int(args.max_upload_mb * 1e6),
         )
     except ValueError as error:
         raise UsageError(str(error)) from None
