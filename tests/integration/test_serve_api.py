@@ -193,6 +193,9 @@ def test_page_and_static_files_are_local(tiny):
     options = client.get("/api/options").json()
     assert options["methods"] == camlens.available_methods()
     assert options["networks"][1] == {"name": "elsewhere", "loaded": False, "unavailable": None}
+    from camlens.viz.annotate import colorize
+
+    assert options["colormaps"]["viridis"][128] == colorize(np.array(128 / 255), "viridis").tolist()
 
 
 def test_import_is_lazy_and_a_missing_extra_names_the_install():

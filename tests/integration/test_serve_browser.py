@@ -20,6 +20,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
@@ -169,7 +170,7 @@ def test_upload_explain_switch_class_opacity_and_bad_file(server, page, capsys):
     stronger = {s["title"]: s for s in page.evaluate(CANVAS_STATS)}
     assert stronger["Grad-CAM"]["hash"] != after["Grad-CAM"]["hash"]
     assert stronger["heatmap"]["hash"] == after["heatmap"]["hash"]  # opacity touches overlays only
-    page.select_option("#colormap", "hot")
+    page.select_option("#colormap", "inferno")
     page.wait_for_function(f"() => Number(document.body.dataset.drawn) > {drawn + 1}")
     hot = {s["title"]: s for s in page.evaluate(CANVAS_STATS)}
     assert hot["heatmap"]["hash"] != stronger["heatmap"]["hash"]
@@ -183,6 +184,22 @@ def test_upload_explain_switch_class_opacity_and_bad_file(server, page, capsys):
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOT), full_page=True)
     assert _get(f"{server}/api/health")["model_runs"] == runs
+
+    # Downloads: one map (named as the CLI names it) and the view as the compare table.
+    with page.expect_download() as download:
+        page.click("#grid figure[data-suffix='cam'] button")
+    assert download.value.suggested_filename == "cat-class285-efficientnet_lite0-cam.png"
+    with Image.open(download.value.path()) as picture:
+        assert picture.size == (384, 255)
+    with page.expect_download() as download:
+        page.click("#save-png")
+    assert download.value.suggested_filename == "cat-class285-efficientnet_lite0-compare.png"
+    with Image.open(download.value.path()) as table:
+        assert table.size == (220 + 7 * 164 + 4, 28 + 168)  # label column, original + six pictures
+    with page.expect_download() as download:
+        page.click("#save-html")
+    report = Path(download.value.path()).read_text(encoding="utf-8")
+    assert "explained: class 285 (Egyptian cat)" in report and report.count("<img") == 7
 
     # A file that is not an image: a clear message, and the server keeps serving.
     page.set_input_files("#file", files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"not a picture"}])

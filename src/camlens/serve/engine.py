@@ -30,8 +30,8 @@ import camlens
 from camlens.errors import UsageError
 from camlens.images import decode_image, to_batch
 from camlens.layers import _PASSTHROUGH, _is_pool
-from camlens.postprocess import cam_to_image, normalize_per_image
-from camlens.viz import gradient_image, resize_maps
+from camlens.postprocess import normalize_per_image
+from camlens.viz import gradient_image
 from camlens.zoo import DEFAULT_NETWORK, SEED_NETWORKS, Network, load_network
 
 MAX_UPLOAD_BYTES = 20_000_000  # 20 MB
@@ -39,12 +39,15 @@ MAX_UPLOAD_PIXELS = 40_000_000  # 40 megapixels: a 10,000 x 10,000 image is refu
 WORKING_SIDE = 1024  # uploads are kept at most this long on their longer side
 VIEW_SIDE = 384  # maps are sent at most this long on their longer side
 MAX_TOPK = 10
-TITLES = {  # method -> (heatmap title, overlay or picture title)
-    "gradcam": ("heatmap", "Grad-CAM"),
-    "gradcam++": ("heatmap++", "Grad-CAM++"),
-    "guided_backprop": ("", "guided backprop"),
-    "guided_gradcam": ("", "Guided Grad-CAM"),
+SEED_HEADERS = {  # the seeds' picture names -> the column headers of `camlens compare`
+    "heatmap": "heatmap",
+    "cam": "Grad-CAM",
+    "heatmap++": "heatmap++",
+    "cam++": "Grad-CAM++",
+    "gb": "guided backprop",
+    "cam_gb": "Guided Grad-CAM",
 }
+KINDS = {"heat": "heatmap", "overlay": "overlay", "gradient": "picture"}  # camlens.render's kinds -> the page's
 
 
 class ServeError(UsageError):
@@ -176,12 +179,23 @@ def spatial_layers(model: nn.Module, x: Tensor) -> list[str]:
     return [name for name in order if calls[name] == 1]
 
 
-def map_pictures(method: str, maps: Tensor) -> list[dict[str, str]]:
-    """How the page shows one method's map: a colourised heatmap and an overlay, or a picture as is."""
-    heat, main = TITLES.get(method, (f"{method} heatmap", method))
-    if maps.dim() == 2:
-        return [{"title": heat, "kind": "heatmap"}, {"title": main, "kind": "overlay"}]
-    return [{"title": main, "kind": "picture"}]
+def map_pictures(method: str, spatial: bool) -> list[dict[str, str]]:
+    """How the page shows one method's map, with the file suffixes of the CLI.
+
+    A ``(H, W)`` map is sent once and shown twice, as a colourised ``heatmap`` and as an ``overlay`` on the
+    image; a ``(C, H, W)`` map (guided backprop) is sent as a ready ``picture``.
+
+    Example:
+        >>> [p["title"] for p in map_pictures("gradcam", True)], map_pictures("guided_backprop", False)[0]["suffix"]
+        (['heatmap', 'Grad-CAM'], 'gb')
+    """
+    from camlens.render import picture_kinds, title
+
+    out = []
+    for suffix, kind in picture_kinds(method, spatial):
+        name = SEED_HEADERS.get(suffix) or (f"{title(method)} heatmap" if kind == "heat" else title(method))
+        out.append({"title": name, "kind": KINDS[kind], "suffix": suffix})
+    return out
 
 
 class Explorer:
@@ -407,22 +421,18 @@ class Explorer:
 
     @staticmethod
     def _encode(result: Any, method: str, i: int, size: tuple[int, int]) -> dict[str, Any]:
-        if method in result.raw:  # a CAM: upsample the layer map to the view size in one step
-            values = cam_to_image(result.raw[method][i : i + 1].float().cpu(), size)[0]
-        elif method == "guided_gradcam" and "gradcam" in result.raw:
-            cam = cam_to_image(result.raw["gradcam"][i : i + 1].float().cpu(), size)[0]
-            values = resize_maps(result["guided_backprop"][i : i + 1].float().cpu(), size)[0] * cam[None]
-        else:
-            values = resize_maps(result[method][i : i + 1].float().cpu(), size)[0]
+        from camlens.render import maps_at_size
+
+        values = maps_at_size(result, i, [method], size)[method]
         if values.dim() == 2:
             if values.min() < 0 or values.max() > 1:
                 values = normalize_per_image(values[None])[0]
             gray = (values.clamp(0, 1).numpy() * 255.0 + 0.5).astype(np.uint8)
-            return {"pictures": map_pictures(method, values), "png": _png(gray)}
+            return {"pictures": map_pictures(method, True), "png": _png(gray)}
         picture = gradient_image(np.transpose(values.numpy(), (1, 2, 0)))
-        if picture.shape[2] == 1:
-            picture = np.repeat(picture, 3, axis=2)
-        return {"pictures": map_pictures(method, values), "png": _png(picture[..., :3])}
+        if picture.shape[2] != 3:
+            picture = np.repeat(picture[..., :1], 3, axis=2)
+        return {"pictures": map_pictures(method, False), "png": _png(picture)}
 
     def describe(self, run: Run, include_all: bool = False) -> dict[str, Any]:
         """The JSON answer of an explain request: top-k, layer, the first class's maps (or all of them)."""

@@ -151,6 +151,7 @@ def create_app(
             "examples": explorer.examples(),
             "max_upload_bytes": explorer.max_upload_bytes,
             "max_upload_pixels": explorer.max_upload_pixels,
+            "colormaps": colormaps(),
         }
 
     @app.get("/api/layers", summary="A network's spatial layers (forward order) and its default target layer")
@@ -206,6 +207,21 @@ def create_app(
         return {"run_id": run_id, "class_id": class_id, "maps": maps, "model_runs": explorer.model_runs}
 
     return app
+
+
+def colormaps() -> dict[str, list[list[int]]]:
+    """Every colour map of :mod:`camlens.viz.annotate` as a 256-entry RGB table, for the page.
+
+    Example:
+        >>> colormaps()["gray"][255]
+        [255, 255, 255]
+    """
+    import numpy as np
+
+    from camlens.viz.annotate import COLORMAPS, colorize
+
+    ramp = np.linspace(0.0, 1.0, 256)
+    return {name: colorize(ramp, name).tolist() for name in COLORMAPS}
 
 
 async def _read_capped(request: Any, limit: int, name: str) -> bytes:

@@ -16,24 +16,13 @@ const state = {
 };
 window.camlens = state;
 
-// ------------------------------------------------------------------ colour maps (same formulas as camlens.viz)
-const clip = (v) => Math.min(1, Math.max(0, v));
-const COLORMAPS = {
-  jet: (v) => [clip(1.5 - Math.abs(4 * v - 3)), clip(1.5 - Math.abs(4 * v - 2)), clip(1.5 - Math.abs(4 * v - 1))],
-  hot: (v) => [clip(3 * v), clip(3 * v - 1), clip(3 * v - 2)],
-  cool: (v) => [v, 1 - v, 1],
-  gray: (v) => [v, v, v],
-};
+// ------------------------------------------------------------------ colour maps
+// The tables come from the server (camlens.viz.annotate.colorize), so the page's colours are the CLI's.
 const lutCache = {};
 function lut(name) {
   if (!lutCache[name]) {
     const table = new Uint8ClampedArray(256 * 3);
-    for (let i = 0; i < 256; i++) {
-      const [r, g, b] = COLORMAPS[name](i / 255);
-      table[3 * i] = Math.round(r * 255);
-      table[3 * i + 1] = Math.round(g * 255);
-      table[3 * i + 2] = Math.round(b * 255);
-    }
+    state.options.colormaps[name].forEach(([r, g, b], i) => table.set([r, g, b], 3 * i));
     lutCache[name] = table;
   }
   return lutCache[name];
@@ -103,6 +92,8 @@ async function init() {
     label.append(box, ` ${method}`);
     $("methods").append(label);
   }
+  for (const name of Object.keys(opts.colormaps)) $("colormap").add(new Option(name, name));
+  $("colormap").value = "jet";
   for (const name of opts.examples) {
     const button = document.createElement("button");
     button.type = "button";
@@ -306,11 +297,12 @@ function build() {
       canvas.width = entry.data.width;
       canvas.height = entry.data.height;
       canvas.setAttribute("aria-label", picture.title);
-      download.addEventListener("click", () => downloadCanvas(canvas, picture.title));
+      download.addEventListener("click", () => downloadCanvas(canvas, picture.suffix));
       head.append(title, download);
       card.append(head, canvas);
       grid.append(card);
-      state.cards.push({ canvas, kind: picture.kind, method, title: picture.title });
+      card.dataset.suffix = picture.suffix;
+      state.cards.push({ canvas, kind: picture.kind, method, title: picture.title, suffix: picture.suffix });
     }
   }
 }
@@ -352,8 +344,8 @@ function draw() {
 
 // ------------------------------------------------------------------ saving
 function stem() {
-  const name = state.run.image_name || "image";
-  return `${name.replace(/\.[^.]*$/, "").replace(/[^A-Za-z0-9_-]+/g, "_")}-${state.run.network}-${state.classId}`;
+  const name = (state.run.image_name || "image").replace(/\.[^.]*$/, "").replace(/[^A-Za-z0-9_-]+/g, "_");
+  return `${name}-class${state.classId}-${state.run.network}`;
 }
 
 function save(href, name) {
@@ -365,17 +357,25 @@ function save(href, name) {
   link.remove();
 }
 
-function downloadCanvas(canvas, title) {
+function downloadCanvas(canvas, suffix) {
   canvas.toBlob((blob) => {
     const url = URL.createObjectURL(blob);
-    save(url, `${stem()}-${title.replace(/[^A-Za-z0-9+_-]+/g, "_")}.png`);
+    save(url, `${stem()}-${suffix}.png`);
     setTimeout(() => URL.revokeObjectURL(url), 1000);
   }, "image/png");
 }
 
-function prediction() {
-  const entry = state.run.topk.find((e) => e.class_id === state.classId);
-  return `${entry.label} (${entry.probability.toFixed(2)}), class ${entry.class_id}`;
+// The row label of `camlens compare`: the network's prediction, the class explained, the layer.
+function labels() {
+  const top = state.run.topk[0];
+  const chosen = state.run.topk.find((e) => e.class_id === state.classId);
+  const lines = [
+    `${top.label} (${top.probability.toFixed(2)})`,
+    `explained: class ${chosen.class_id} (${chosen.label})`,
+    `layer ${state.run.layer}`,
+  ];
+  if (state.run.counterfactual) lines.push("counterfactual");
+  return lines;
 }
 
 function originalCanvas() {
@@ -399,10 +399,9 @@ function savePng() {
   ctx.fillStyle = "#000";
   ctx.font = "15px sans-serif";
   pictures.forEach((p, c) => ctx.fillText(p.title, labelWidth + c * (cell + pad) + pad, 20));
-  const lines = [state.run.network, prediction(), `layer ${state.run.layer}`];
-  if (state.run.counterfactual) lines.push("counterfactual");
+  ctx.fillText(state.run.network, 6, headerHeight + 18, labelWidth - 10);
   ctx.font = "13px sans-serif";
-  lines.forEach((line, i) => ctx.fillText(line, 6, headerHeight + 18 + i * 17, labelWidth - 10));
+  labels().forEach((line, i) => ctx.fillText(line, 6, headerHeight + 35 + i * 17, labelWidth - 10));
   pictures.forEach((p, c) => {
     const scale = Math.min(cell / p.canvas.width, cell / p.canvas.height);
     const w = p.canvas.width * scale, h = p.canvas.height * scale;
@@ -417,11 +416,11 @@ function saveHtml() {
   const pictures = [{ title: "original", canvas: originalCanvas() }, ...state.cards];
   const head = ["network", ...pictures.map((p) => p.title)].map((t) => `<th>${esc(t)}</th>`).join("");
   const cells = pictures.map((p) => `<td><img src="${p.canvas.toDataURL("image/jpeg", 0.9)}"></td>`).join("");
-  const mode = state.run.counterfactual ? "<br><small>counterfactual</small>" : "";
+  const notes = labels().map((line) => `<br><small>${esc(line)}</small>`).join("");
   const html = "<!doctype html><html><head><meta charset='utf-8'><title>camlens: " + esc(state.run.image_name) + "</title>"
     + "<style>body{font-family:sans-serif}td img{width:160px}th{text-align:left;vertical-align:top}</style></head>"
     + `<body><h1>camlens comparison: ${esc(state.run.image_name)}</h1><table><tr>${head}</tr>`
-    + `<tr><th>${esc(state.run.network)}<br><small>${esc(prediction())}</small><br><small>layer ${esc(state.run.layer)}</small>${mode}</th>${cells}</tr>`
+    + `<tr><th>${esc(state.run.network)}${notes}</th>${cells}</tr>`
     + "</table></body></html>\n";
   const url = URL.createObjectURL(new Blob([html], { type: "text/html" }));
   save(url, `${stem()}-compare.html`);
