@@ -247,41 +247,26 @@ def _version() -> str:
 
 # ------------------------------------------------------------------------------------------ command line
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``camlens serve`` (for the ``camlens`` command's subparser)."""
+    """The options of ``camlens serve`` (for the ``camlens`` command's subparser).
+
+    The model options (``--model``, ``--device``, ``--offline``, ``--input-size``, ``--mean``, ``--std``,
+    ``--labels``) are those of ``camlens explain``.
+    """
+    from camlens.cli import common
+
     parser.add_argument("--network", default=None, help=f"network shown first (default: {DEFAULT_NETWORK}, bundled)")
-    parser.add_argument("--model", default=None, metavar="FILE.py:FACTORY", help="your own model, shown first")
     parser.add_argument("--weight-path", default=None, help="state dict or checkpoint for --network/--model")
-    parser.add_argument("--labels", default=None, help="class names file, one per line, for --model")
-    parser.add_argument("--input-size", type=int, default=None, help="input side for --model (default 224)")
     parser.add_argument(
         "--networks",
         default=",".join(SEED_NETWORKS),
         help="comma-separated networks the page may switch to (loaded offline on first use)",
     )
-    parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST}: this machine)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ...")
-    parser.add_argument("--topk", type=int, default=5, help="classes explained per image (default 5)")
-    parser.add_argument(
-        "--max-upload-mb", type=float, default=MAX_UPLOAD_BYTES / 1e6, help="upload size limit in MB (default 20)"
-    )
+    parser.add_argument("--host", default=DEFAULT_HOST, help="address to bind (127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port")
+    parser.add_argument("--topk", type=int, default=5, help="classes explained per image")
+    parser.add_argument("--max-upload-mb", type=float, default=MAX_UPLOAD_BYTES / 1e6, help="upload size limit in MB")
     parser.add_argument("--examples", default=None, metavar="DIR", help="folder of example *.jpg images to offer")
-
-
-def _first_network(args: argparse.Namespace) -> Network:
-    from camlens.zoo import load_network
-
-    network = load_network(args.model or args.network or DEFAULT_NETWORK, args.weight_path, offline=True)
-    if args.input_size is not None:
-        if args.input_size < 8:
-            raise UsageError(f"--input-size {args.input_size} is too small")
-        network.input_size = (args.input_size, args.input_size)
-    if args.labels is not None:
-        path = Path(args.labels)
-        if not path.is_file():
-            raise UsageError(f"labels file {path} does not exist")
-        network.labels = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return network
+    common.add_model_options(parser)
 
 
 def run(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, app: "FastAPI | None" = None, **options: Any) -> None:
@@ -301,21 +286,26 @@ def run(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, app: "FastAPI | None
 
 def cli_main(args: argparse.Namespace) -> int:
     """Run ``camlens serve`` from parsed :func:`add_arguments` options. Returns the exit status."""
+    from camlens.cli import common
+    from camlens.run import resolve_device
+
     _require()
-    if args.topk < 1:
-        raise UsageError("--topk must be at least 1")
+    common.check_numbers(args)
     if args.max_upload_mb <= 0:
         raise UsageError("--max-upload-mb must be positive")
-    network = _first_network(args)
-    names = [n.strip() for n in args.networks.split(",") if n.strip()]
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port {args.port} is not a port number (0-65535)")
+    device = resolve_device(args.device)
     examples = Path(args.examples) if args.examples else _SOURCE_EXAMPLES
     if args.examples and not examples.is_dir():
         raise UsageError(f"examples folder {examples} does not exist")
+    network = common.network_of(args, args.network, args.weight_path)
+    names = [n.strip() for n in args.networks.split(",") if n.strip()]
     try:
         app = create_app(
             network,
             names,
-            device=args.device,
+            device=str(device),
             examples_dir=examples,
             topk=args.topk,
             max_upload_bytes=int(args.max_upload_mb * 1e6),
@@ -328,7 +318,11 @@ def cli_main(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m camlens.serve [options]``: the same as ``camlens serve``."""
-    parser = argparse.ArgumentParser(prog="camlens serve", description="Explore explanations in the browser.")
+    from camlens.cli.common import HelpFormatter
+
+    parser = argparse.ArgumentParser(
+        prog="camlens serve", description="Explore explanations in the browser.", formatter_class=HelpFormatter
+    )
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:
