@@ -203,7 +203,7 @@ def test_import_is_lazy_and_a_missing_extra_names_the_install():
         "import sys; import camlens.serve; assert 'fastapi' not in sys.modules and 'uvicorn' not in sys.modules\n"
         "sys.modules['fastapi'] = None\n"
         "from camlens.serve import main\n"
-        "sys.exit(main(['--port', '0']))\n"
+        "sys.exit(main(['--port', '8123']))\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
@@ -211,3 +211,12 @@ def test_import_is_lazy_and_a_missing_extra_names_the_install():
     assert done.stderr.strip().splitlines() == [
         "camlens: error: camlens serve needs FastAPI and uvicorn (fastapi is not installed): pip install camlens[serve]"
     ]
+
+
+def test_camlens_serve_command_is_wired():
+    import importlib
+
+    cli = importlib.import_module("camlens.cli.main")
+    args = cli.build_parser().parse_args(["serve", "--port", "8123", "--topk", "3", "--offline"])
+    assert (args.port, args.topk, args.offline, args.host) == (8123, 3, True, "127.0.0.1")
+    assert cli.main(["serve", "--port", "70000"]) == 2  # refused before any model loads

@@ -274,8 +274,8 @@ def run(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, app: "FastAPI | None
     _require()
     import uvicorn
 
-    if not 0 <= port <= 65535:
-        raise UsageError(f"--port {port} is not a port number (0-65535)")
+    if not 1 <= port <= 65535:
+        raise UsageError(f"--port {port} is not a port number (1-65535)")
     app = app if app is not None else create_app(**options)
     shown = f"[{host}]" if ":" in host else host
     if host not in ("127.0.0.1", "localhost", "::1"):
@@ -293,8 +293,8 @@ def cli_main(args: argparse.Namespace) -> int:
     common.check_numbers(args)
     if args.max_upload_mb <= 0:
         raise UsageError("--max-upload-mb must be positive")
-    if not 0 <= args.port <= 65535:
-        raise UsageError(f"--port {args.port} is not a port number (0-65535)")
+    if not 1 <= args.port <= 65535:
+        raise UsageError(f"--port {args.port} is not a port number (1-65535)")
     device = resolve_device(args.device)
     examples = Path(args.examples) if args.examples else _SOURCE_EXAMPLES
     if args.examples and not examples.is_dir():
