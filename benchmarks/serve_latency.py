@@ -5,7 +5,8 @@
 
 Contenders, each timed once per round in turn (round-robin, medians; ratios are the headline since the
 machine is shared): a plain forward of the bundled EfficientNet-Lite0 on ``examples/cat.jpg``; one
-``camlens.explain`` of the predicted class with the four seed methods; the whole ``POST /api/explain``
+``camlens.explain`` of the predicted class with the four seed methods, and of the top-5 classes as one
+batch of five copies (what the server runs per upload); the whole ``POST /api/explain``
 request (decode, top-5, one batched explain of the five classes, the first class's PNGs, JSON) through
 FastAPI's TestClient; and switching to another class of a kept run (PNG encoding only, no model run).
 The browser's upload-to-first-overlay time is printed by ``tests/integration/test_serve_browser.py``.
@@ -51,6 +52,12 @@ def main() -> None:
     def explain() -> None:
         camlens.explain(network.model, x)
 
+    with torch.no_grad():
+        top5 = network.model(x).topk(5).indices[0].tolist()
+
+    def explain_top5() -> None:
+        camlens.explain(network.model, x.expand(5, -1, -1, -1), targets=top5)
+
     def upload() -> None:
         answer = client.post("/api/explain?filename=cat.jpg", content=data)
         assert answer.status_code == 200, answer.text
@@ -67,6 +74,7 @@ def main() -> None:
         {
             "plain inference (1 forward)": inference,
             "camlens.explain, 1 class, 4 methods": explain,
+            "camlens.explain, 5 classes batched, 4 methods": explain_top5,
             "POST /api/explain (top-5 classes, first maps)": upload,
             "another class from the kept run": other_class,
         },
@@ -75,7 +83,7 @@ def main() -> None:
     base = medians["plain inference (1 forward)"]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.rounds} rounds (medians)")
     for name, seconds in medians.items():
-        print(f"  {name:<48s} {seconds * 1000:8.1f} ms   {seconds / base:6.1f} x inference")
+        print(f"  {name:<50s} {seconds * 1000:8.1f} ms   {seconds / base:6.1f} x inference")
     ratio = medians["POST /api/explain (top-5 classes, first maps)"] / medians["camlens.explain, 1 class, 4 methods"]
     print(f"  upload request / one explain: {ratio:.2f}")
 
