@@ -4,11 +4,12 @@
     python benchmarks/serve_latency.py --rounds 3
 
 Contenders, each timed once per round in turn (round-robin, medians; ratios are the headline since the
-machine is shared): a plain forward of the bundled EfficientNet-Lite0 on ``examples/cat.jpg``; one
-``camlens.explain`` of the predicted class with the four seed methods, and of the top-5 classes as one
-batch of five copies (what the server runs per upload); the whole ``POST /api/explain``
-request (decode, top-5, one batched explain of the five classes, the first class's PNGs, JSON) through
-FastAPI's TestClient; and switching to another class of a kept run (PNG encoding only, no model run).
+machine is shared), all in this thread: a plain forward of the bundled EfficientNet-Lite0 on
+``examples/cat.jpg``; one ``camlens.explain`` of the predicted class with the four seed methods, and of
+the top-5 classes as one batch of five copies (what the server runs per upload); the work of one
+``POST /api/explain`` in the server's engine (decode, top-5 forward, the batched explain, the first
+class's PNGs, JSON; HTTP on localhost adds milliseconds); and switching to another class of a kept run
+(PNG encoding only, no model run).
 The browser's upload-to-first-overlay time is printed by ``tests/integration/test_serve_browser.py``.
 """
 
@@ -34,12 +35,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
 
-    from starlette.testclient import TestClient
+    import json
 
-    from camlens.serve import create_app
+    from camlens.serve.engine import Explorer
 
-    client = TestClient(create_app(networks=[]))
-    explorer = client.app.state.explorer
+    explorer = Explorer(networks=[])
     network = explorer.network(None)
     data = (ROOT / "examples" / "cat.jpg").read_bytes()
     x = to_batch([read_image(ROOT / "examples" / "cat.jpg")], network.input_size, network.mean, network.std)
@@ -59,15 +59,14 @@ def main() -> None:
         camlens.explain(network.model, x.expand(5, -1, -1, -1), targets=top5)
 
     def upload() -> None:
-        answer = client.post("/api/explain?filename=cat.jpg", content=data)
-        assert answer.status_code == 200, answer.text
-        last["run"] = answer.json()["run_id"]
+        run = explorer.explain(explorer.add_upload(data, "cat.jpg"))
+        json.dumps(explorer.describe(run))
+        last["run"] = run.id
 
     def other_class() -> None:
         run = explorer.run(last["run"])
         run.encoded.clear()  # as on a first click
-        answer = client.get(f"/api/runs/{run.id}/classes/{run.classes[1]}")
-        assert answer.status_code == 200
+        json.dumps(explorer.class_maps(run, run.classes[1]))
 
     upload()
     medians = round_robin(
@@ -75,7 +74,7 @@ def main() -> None:
             "plain inference (1 forward)": inference,
             "camlens.explain, 1 class, 4 methods": explain,
             "camlens.explain, 5 classes batched, 4 methods": explain_top5,
-            "POST /api/explain (top-5 classes, first maps)": upload,
+            "upload: decode, top-5 maps, first PNGs, JSON": upload,
             "another class from the kept run": other_class,
         },
         args.rounds,
@@ -84,8 +83,8 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.rounds} rounds (medians)")
     for name, seconds in medians.items():
         print(f"  {name:<50s} {seconds * 1000:8.1f} ms   {seconds / base:6.1f} x inference")
-    ratio = medians["POST /api/explain (top-5 classes, first maps)"] / medians["camlens.explain, 1 class, 4 methods"]
-    print(f"  upload request / one explain: {ratio:.2f}")
+    ratio = medians["upload: decode, top-5 maps, first PNGs, JSON"] / medians["camlens.explain, 1 class, 4 methods"]
+    print(f"  upload / one explain: {ratio:.2f}")
 
 
 if __name__ == "__main__":

@@ -312,6 +312,7 @@ def cli_main(args: argparse.Namespace) -> int:
         )
     except ValueError as error:
         raise UsageError(str(error)) from None
+    app.state.explorer.warm_up()
     run(args.host, args.port, app)
     return 0
 
