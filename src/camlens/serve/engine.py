@@ -208,6 +208,18 @@ class Explorer:
         device: where the model runs.
         examples_dir: a folder of example images offered on the page (None: none).
         topk: how many classes each upload explains.
+
+    Example:
+        >>> import io, torch; from PIL import Image; from camlens.zoo import Network
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+        ...                             torch.nn.Flatten(), torch.nn.Linear(4, 3)).eval()
+        >>> explorer = Explorer(Network("tiny", model, (16, 16)), [], topk=2)
+        >>> buffer = io.BytesIO(); Image.new("RGB", (20, 10), "red").save(buffer, format="PNG")
+        >>> run = explorer.explain(explorer.add_upload(buffer.getvalue()), methods=["gradcam"])
+        >>> len(run.classes), run.layer, explorer.model_runs
+        (2, '1', 1)
+        >>> sorted(explorer.class_maps(run, run.classes[1])["gradcam"])  # no model run
+        ['pictures', 'png']
     """
 
     def __init__(
