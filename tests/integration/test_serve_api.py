@@ -8,6 +8,7 @@ the documented 4xx; concurrent requests on one model give the answers of sequent
 from __future__ import annotations
 
 import base64
+import importlib.util
 import io
 import os
 import subprocess
@@ -149,7 +150,13 @@ def test_bad_uploads_get_4xx_and_the_server_keeps_serving(tiny):
     assert explorer.model_runs == 0 and len(explorer.uploads) == 0
     good = client.post("/api/explain", content=_encoded(Image.new("RGB", (40, 30), "blue")))
     assert good.status_code == 200 and explorer.model_runs == 1
-    assert client.get("/api/health").json() == {"status": "ok", "model_runs": 1, "cached_images": 1, "cached_runs": 1}
+    assert client.get("/api/health").json() == {
+        "status": "ok",
+        "model_runs": 1,
+        "metric_runs": 0,
+        "cached_images": 1,
+        "cached_runs": 1,
+    }
     other = good.json()["topk"][1]["class_id"]
     assert client.get(f"/api/runs/{good.json()['run_id']}/classes/{other}").status_code == 200
     missing = next(c for c in range(6) if c not in [e["class_id"] for e in good.json()["topk"]])
@@ -220,3 +227,40 @@ def test_camlens_serve_command_is_wired():
     args = cli.build_parser().parse_args(["serve", "--port", "8123", "--topk", "3", "--offline"])
     assert (args.port, args.topk, args.offline, args.host) == (8123, 3, True, "127.0.0.1")
     assert cli.main(["serve", "--port", "70000"]) == 2  # refused before any model loads
+
+
+HAS_METRICS = importlib.util.find_spec("camlens.metrics") is not None
+
+
+@pytest.mark.skipif(HAS_METRICS, reason="camlens.metrics is present: the panel works (next test)")
+def test_faithfulness_without_metrics_says_so(tiny):
+    explorer, client = tiny
+    body = client.post("/api/explain", content=_encoded(Image.new("RGB", (40, 30), "blue"))).json()
+    assert client.get("/api/options").json()["faithfulness"] is False
+    answer = client.get(f"/api/runs/{body['run_id']}/classes/{body['topk'][0]['class_id']}/faithfulness")
+    assert answer.status_code == 501 and "camlens.metrics" in answer.json()["detail"]
+
+
+@pytest.mark.skipif(not HAS_METRICS, reason="camlens.metrics is not part of this camlens")
+def test_faithfulness_curves_are_the_metrics_of_the_kept_maps(tiny):
+    import camlens.metrics as cm
+
+    explorer, client = tiny
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 255, (30, 40, 3), dtype=np.uint8))
+    methods = {"methods": "gradcam,gradcam++,guided_backprop"}  # encoded: a bare "+" in a URL is a space
+    body = client.post("/api/explain", params=methods, content=_encoded(image)).json()
+    class_id = body["topk"][1]["class_id"]
+    answer = client.get(f"/api/runs/{body['run_id']}/classes/{class_id}/faithfulness?steps=8")
+    assert answer.status_code == 200, answer.text
+    curves = answer.json()
+    assert list(curves["deletion"]["auc"]) == ["gradcam", "gradcam++"]  # (H, W) maps only
+    network = explorer.network(None)
+    upload = explorer.upload(body["image_id"])
+    x = to_batch([upload.rgb], network.input_size, network.mean, network.std)
+    alone = camlens.explain(network.model, x, ["gradcam++"], targets=class_id)["gradcam++"]
+    expected = cm.insertion(network.model, x, alone, [class_id], steps=8)
+    assert curves["insertion"]["auc"]["gradcam++"] == pytest.approx(float(expected.values[0]), abs=1e-5)
+    assert curves["insertion"]["curve"]["gradcam++"] == pytest.approx(expected.curve[0].tolist(), abs=1e-5)
+    assert curves["fractions"] == pytest.approx(expected.fractions.tolist())
+    health = client.get("/api/health").json()
+    assert (health["model_runs"], health["metric_runs"]) == (1, 1)

@@ -201,6 +201,13 @@ def test_upload_explain_switch_class_opacity_and_bad_file(server, page, capsys):
     report = Path(download.value.path()).read_text(encoding="utf-8")
     assert "explained: class 285 (Egyptian cat)" in report and report.count("<img") == 7
 
+    # The faithfulness panel, where camlens has the metrics.
+    if page.evaluate("() => window.camlens.options.faithfulness"):
+        page.click("#faith-run")
+        page.wait_for_selector("#faith-charts canvas[data-metric='insertion']")
+        assert page.eval_on_selector_all("#faith-charts canvas", "c => c.length") == 2
+        assert _get(f"{server}/api/health")["metric_runs"] == 1
+
     # A file that is not an image: a clear message, and the server keeps serving.
     page.set_input_files("#file", files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"not a picture"}])
     page.wait_for_selector("#message.error")

@@ -109,6 +109,7 @@ class Run:
     result: Any  # camlens.Explanation over the k copies of the image
     seconds: float
     encoded: dict[int, dict[str, Any]] = field(default_factory=dict)
+    faithfulness: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
 
 
 def _png(array: np.ndarray) -> str:
@@ -256,6 +257,7 @@ class Explorer:
         self.uploads = LRU(cache_size)
         self.runs = LRU(cache_size * 2)
         self.model_runs = 0  # batched explain calls: what the page must not repeat for a class change
+        self.metric_runs = 0  # faithfulness curves, computed on request
 
     # ----------------------------------------------------------------------------------- networks
     def network(self, name: str | None) -> Network:
@@ -422,6 +424,51 @@ class Explorer:
         if run is None:
             raise ServeError(f"no run with id {run_id!r} (it expired from the cache): explain the image again", 404)
         return run
+
+    def faithfulness(self, run: Run, class_id: int, steps: int = 20) -> dict[str, Any]:
+        """Deletion and insertion curves (RISE) of each CAM map of one class, from :mod:`camlens.metrics`.
+
+        Needs the metrics (ServeError 501 without them); the maps are the run's, at the model's input
+        size; the curves cost ``2 x (steps + 1)`` forwards per map, under the model's lock.
+        """
+        try:
+            from camlens.metrics import deletion, insertion
+        except ImportError:
+            raise ServeError("the faithfulness panel needs camlens.metrics, which this camlens lacks", 501) from None
+        if class_id not in run.classes:
+            raise ServeError(f"class {class_id} is not among this run's top {len(run.classes)} ({run.classes})", 404)
+        if not 2 <= steps <= 100:
+            raise ServeError(f"steps must be between 2 and 100, got {steps}", 422)
+        key = (class_id, steps)
+        if key not in run.faithfulness:
+            i = run.classes.index(class_id)
+            methods = [m for m in run.methods if run.result[m].dim() == 3]
+            if not methods:
+                raise ServeError("no CAM method in this run: deletion and insertion rank a (H, W) map", 422)
+            net = self._networks[run.network]
+            x = to_batch([run.upload.rgb], net.input_size, net.mean, net.std).to(self.device)
+            xs = x.expand(len(methods), -1, -1, -1)
+            maps = torch.stack([run.result[m][i] for m in methods]).to(self.device)
+            targets = [class_id] * len(methods)
+            with self._lock, torch.inference_mode(False):
+                curves = {
+                    name: metric(net.model, xs, maps, targets, steps=steps)
+                    for name, metric in (("deletion", deletion), ("insertion", insertion))
+                }
+                self.metric_runs += 1
+            run.faithfulness[key] = {
+                "class_id": class_id,
+                "fractions": curves["deletion"].fractions.tolist(),
+                **{
+                    name: {
+                        "higher_is_better": result.higher_is_better,
+                        "auc": dict(zip(methods, result.values.tolist(), strict=True)),
+                        "curve": dict(zip(methods, result.curve.tolist(), strict=True)),
+                    }
+                    for name, result in curves.items()
+                },
+            }
+        return run.faithfulness[key]
 
     # ----------------------------------------------------------------------------------- encoding
     def class_maps(self, run: Run, class_id: int) -> dict[str, Any]:

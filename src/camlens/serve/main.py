@@ -13,6 +13,7 @@ they name classes imported inside :func:`create_app` (FastAPI is imported only w
 """
 
 import argparse
+import importlib.util
 import os
 import sys
 from collections.abc import Sequence
@@ -134,6 +135,7 @@ def create_app(
         return {
             "status": "ok",
             "model_runs": explorer.model_runs,
+            "metric_runs": explorer.metric_runs,
             "cached_images": len(explorer.uploads),
             "cached_runs": len(explorer.runs),
         }
@@ -152,6 +154,7 @@ def create_app(
             "max_upload_bytes": explorer.max_upload_bytes,
             "max_upload_pixels": explorer.max_upload_pixels,
             "colormaps": colormaps(),
+            "faithfulness": importlib.util.find_spec("camlens.metrics") is not None,
         }
 
     @app.get("/api/layers", summary="A network's spatial layers (forward order) and its default target layer")
@@ -199,6 +202,14 @@ def create_app(
             raise ServeError("no image: send its bytes as the request body, or give image_id or example", 400)
         run = await run_in_threadpool(explorer.explain, upload, network, layer or None, names, counterfactual, topk)
         return await run_in_threadpool(explorer.describe, run, all_classes)
+
+    @app.get(
+        "/api/runs/{run_id}/classes/{class_id}/faithfulness",
+        summary="Deletion and insertion curves of the class's CAM maps (needs camlens.metrics)",
+    )
+    async def faithfulness(run_id: str, class_id: int, steps: int = 20) -> dict[str, Any]:
+        run = explorer.run(run_id)
+        return await run_in_threadpool(explorer.faithfulness, run, class_id, steps)
 
     @app.get("/api/runs/{run_id}/classes/{class_id}", summary="Maps of another top-k class (no model run)")
     async def class_maps(run_id: str, class_id: int) -> dict[str, Any]:

@@ -136,6 +136,7 @@ async function init() {
     }
     await reexplain();
   });
+  $("faith-run").addEventListener("click", faithfulness);
   $("save-png").addEventListener("click", savePng);
   $("save-html").addEventListener("click", saveHtml);
   say("Drop an image, choose a file or pick an example.");
@@ -276,6 +277,8 @@ function showChips() {
 }
 
 function build() {
+  $("faithfulness").hidden = !state.options.faithfulness;
+  $("faith-charts").innerHTML = "";
   const grid = $("grid");
   grid.innerHTML = "";
   state.cards = [];
@@ -340,6 +343,64 @@ function draw() {
     ctx.putImageData(out, 0, 0);
   }
   document.body.dataset.drawn = String(Number(document.body.dataset.drawn || 0) + 1);
+}
+
+// ------------------------------------------------------------------ faithfulness
+const PALETTE = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"];
+
+async function faithfulness() {
+  const run = state.run, classId = state.classId;
+  $("faith-run").disabled = true;
+  say("Computing deletion and insertion curves ...", "busy");
+  try {
+    const answer = await getJSON(`/api/runs/${run.run_id}/classes/${classId}/faithfulness`);
+    if (state.run !== run || state.classId !== classId) return;
+    const charts = $("faith-charts");
+    charts.innerHTML = "";
+    for (const name of ["deletion", "insertion"]) charts.append(chart(name, answer.fractions, answer[name]));
+    say(`Deletion and insertion curves of class ${classId}.`);
+  } catch (error) {
+    say(error.message, "error");
+  } finally {
+    $("faith-run").disabled = false;
+  }
+}
+
+function chart(name, fractions, metric) {
+  const width = 360, height = 230, left = 40, right = 10, top = 24, bottom = 60;
+  const canvas = document.createElement("canvas");
+  canvas.width = width;
+  canvas.height = height;
+  canvas.dataset.metric = name;
+  const ctx = canvas.getContext("2d");
+  ctx.fillStyle = "#fff";
+  ctx.fillRect(0, 0, width, height);
+  const methods = Object.keys(metric.curve);
+  const high = Math.max(1e-6, ...methods.flatMap((m) => metric.curve[m]));
+  const px = (f) => left + f * (width - left - right);
+  const py = (v) => top + (1 - v / high) * (height - top - bottom);
+  ctx.strokeStyle = "#888";
+  ctx.beginPath();
+  ctx.moveTo(left, top);
+  ctx.lineTo(left, py(0));
+  ctx.lineTo(width - right, py(0));
+  ctx.stroke();
+  ctx.fillStyle = "#1d2330";
+  ctx.font = "13px sans-serif";
+  ctx.fillText(`${name} (${metric.higher_is_better ? "higher" : "lower"} area is better)`, left, 16);
+  ctx.font = "11px sans-serif";
+  ctx.fillText(high.toFixed(2), 4, top + 4);
+  ctx.fillText("0", 28, py(0) + 4);
+  ctx.fillText(`fraction of pixels ${name === "deletion" ? "removed" : "restored"}`, left + 80, py(0) + 16);
+  methods.forEach((method, k) => {
+    ctx.strokeStyle = ctx.fillStyle = PALETTE[k % PALETTE.length];
+    ctx.lineWidth = 2;
+    ctx.beginPath();
+    metric.curve[method].forEach((v, t) => (t ? ctx.lineTo(px(fractions[t]), py(v)) : ctx.moveTo(px(fractions[t]), py(v))));
+    ctx.stroke();
+    ctx.fillText(`${method}: area ${metric.auc[method].toFixed(3)}`, left + (k % 2) * 150, py(0) + 32 + Math.floor(k / 2) * 13);
+  });
+  return canvas;
 }
 
 // ------------------------------------------------------------------ saving
