@@ -431,8 +431,10 @@ class Explorer:
         Needs the metrics (ServeError 501 without them); the maps are the run's, at the model's input
         size; the curves cost ``2 x (steps + 1)`` forwards per map, under the model's lock.
         """
-        try:
-            from camlens.metrics import deletion, insertion
+        import importlib
+
+        try:  # an optional part of camlens: looked up at run time
+            metrics = importlib.import_module("camlens.metrics")
         except ImportError:
             raise ServeError("the faithfulness panel needs camlens.metrics, which this camlens lacks", 501) from None
         if class_id not in run.classes:
@@ -453,7 +455,7 @@ class Explorer:
             with self._lock, torch.inference_mode(False):
                 curves = {
                     name: metric(net.model, xs, maps, targets, steps=steps)
-                    for name, metric in (("deletion", deletion), ("insertion", insertion))
+                    for name, metric in (("deletion", metrics.deletion), ("insertion", metrics.insertion))
                 }
                 self.metric_runs += 1
             run.faithfulness[key] = {
