@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import warnings
 from pathlib import Path
@@ -83,12 +84,43 @@ def read_image(path: str | Path, max_side: int | None = DEFAULT_MAX_SIDE) -> np.
         raise UsageError(f"image {path} is not a file")
     if path.stat().st_size == 0:
         raise UsageError(f"image {path} is empty")
+    return _decode(path, str(path), MAX_PIXELS, max_side)
+
+
+class NotAnImage(UsageError):
+    """Bytes that Pillow cannot identify as an image."""
+
+
+class ImageTooLarge(UsageError):
+    """An image with more pixels than the limit (or than Pillow opens safely)."""
+
+
+def decode_image(
+    data: bytes, name: str = "the upload", max_pixels: int = MAX_PIXELS, max_side: int | None = DEFAULT_MAX_SIDE
+) -> np.ndarray:
+    """Decode image bytes held in memory (nothing touches the disk) like :func:`read_image`.
+
+    Raises :class:`NotAnImage`, :class:`ImageTooLarge` (more than ``max_pixels``), or :class:`UsageError`
+    (empty, damaged or truncated), each with a one-line message naming ``name``.
+
+    Example:
+        >>> import io; from PIL import Image
+        >>> buffer = io.BytesIO(); Image.new("RGB", (3, 2)).save(buffer, format="PNG")
+        >>> decode_image(buffer.getvalue()).shape
+        (2, 3, 3)
+    """
+    if not data:
+        raise UsageError(f"image {name} is empty")
+    return _decode(io.BytesIO(data), name, max_pixels, max_side)
+
+
+def _decode(source: Path | io.BytesIO, name: str, max_pixels: int, max_side: int | None) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies
-            with Image.open(path) as opened:
-                if opened.width * opened.height > MAX_PIXELS:
-                    raise UsageError(f"image {path} is too large ({opened.width} x {opened.height} pixels)")
+            with Image.open(source) as opened:
+                if opened.width * opened.height > max_pixels:
+                    raise ImageTooLarge(f"image {name} is too large ({opened.width} x {opened.height} pixels)")
                 draft = _draft_size(opened.width, opened.height, max_side)
                 if draft is not None:
                     opened.draft(None, draft)  # JPEG: decode at the smallest scale still >= draft; others: no-op
@@ -99,15 +131,15 @@ def read_image(path: str | Path, max_side: int | None = DEFAULT_MAX_SIDE) -> np.
     except UsageError:
         raise
     except Image.DecompressionBombError:
-        raise UsageError(f"image {path} is too large for Pillow to open safely") from None
+        raise ImageTooLarge(f"image {name} is too large for Pillow to open safely") from None
     except UnidentifiedImageError:
-        raise UsageError(f"{path} is not an image (or not a format Pillow can read)") from None
+        raise NotAnImage(f"{name} is not an image (or not a format Pillow can read)") from None
     except PermissionError:
-        raise UsageError(f"image {path} cannot be read (permission denied)") from None
+        raise UsageError(f"image {name} cannot be read (permission denied)") from None
     except (OSError, SyntaxError, ValueError) as error:
-        raise UsageError(f"image {path} is damaged or truncated ({str(error).splitlines()[0][:100]})") from None
+        raise UsageError(f"image {name} is damaged or truncated ({str(error).splitlines()[0][:100]})") from None
     if rgb.shape[0] < 1 or rgb.shape[1] < 1:
-        raise UsageError(f"image {path} has no pixels")
+        raise UsageError(f"image {name} has no pixels")
     return rgb
 
 

@@ -551,21 +551,12 @@ def _decode(
     items: list[tuple[Path, str, Any]] = []
     for path, stem in batch:
         try:
-            rgb: Any = read_image(path) if max_side is None else _read_small(path, max_side)
+            rgb: Any = read_image(path) if max_side is None else read_image(path, max_side=max_side)
         except UsageError as error:
             rgb = str(error)
         items.append((path, stem, rgb))
     timings["decode"] += time.perf_counter() - t
     return items
-
-
-def _read_small(path: Path, max_side: int) -> Any:
-    from camlens.images import read_image
-
-    try:
-        return read_image(path, max_side=max_side)  # type: ignore[call-arg]
-    except TypeError:
-        return read_image(path)
 
 
 def _in_order(

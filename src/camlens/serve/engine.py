@@ -1,0 +1,529 @@
+"""The viewer's model side, free of any web framework: uploads, runs, an LRU cache, PNG encoding.
+
+One :class:`Explorer` owns the networks and one lock: every forward/backward and every network load
+runs under it, so concurrent requests queue instead of racing on one model. An upload is decoded in
+memory (never written to disk) and kept, downsized, in an LRU cache under an id; each run explains the
+top-k classes of one image with one batched :func:`camlens.explain` call (the image repeated k times,
+one target class per copy: one forward, one backward) and keeps the result in a second LRU cache, so
+maps for another class, or the same view again, cost no model run.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+import camlens
+from camlens.errors import UsageError
+from camlens.images import decode_image, to_batch
+from camlens.layers import _PASSTHROUGH, _is_pool
+from camlens.postprocess import normalize_per_image
+from camlens.viz import gradient_image
+from camlens.zoo import DEFAULT_NETWORK, SEED_NETWORKS, Network, load_network
+
+MAX_UPLOAD_BYTES = 20_000_000  # 20 MB
+MAX_UPLOAD_PIXELS = 40_000_000  # 40 megapixels: a 10,000 x 10,000 image is refused
+WORKING_SIDE = 1024  # uploads are kept at most this long on their longer side
+VIEW_SIDE = 384  # maps are sent at most this long on their longer side
+MAX_TOPK = 10
+SEED_HEADERS = {  # the seeds' picture names -> the column headers of `camlens compare`
+    "heatmap": "heatmap",
+    "cam": "Grad-CAM",
+    "heatmap++": "heatmap++",
+    "cam++": "Grad-CAM++",
+    "gb": "guided backprop",
+    "cam_gb": "Guided Grad-CAM",
+}
+KINDS = {"heat": "heatmap", "overlay": "overlay", "gradient": "picture"}  # camlens.render's kinds -> the page's
+
+
+class ServeError(UsageError):
+    """A request the viewer refuses; ``status`` is the HTTP status the API answers with."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class LRU:
+    """A small thread-safe least-recently-used mapping."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Any:
+        with self._lock:
+            if key not in self._items:
+                return None
+            self._items.move_to_end(key)
+            return self._items[key]
+
+    def put(self, key: str, value: Any) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+@dataclass
+class Upload:
+    """One decoded image, kept in memory."""
+
+    id: str
+    name: str
+    rgb: np.ndarray  # H x W x 3 uint8, at most WORKING_SIDE on its longer side
+
+
+@dataclass
+class Run:
+    """The maps of the top-k classes of one image, from one batched ``explain`` call."""
+
+    id: str
+    upload: Upload
+    network: str
+    layer: str | None
+    methods: list[str]
+    counterfactual: bool
+    classes: list[int]
+    probabilities: list[float]
+    scores: list[float]
+    result: Any  # camlens.Explanation over the k copies of the image
+    seconds: float
+    encoded: dict[int, dict[str, Any]] = field(default_factory=dict)
+    faithfulness: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
+
+
+def _png(array: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG", compress_level=3)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _jpeg(array: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="JPEG", quality=90)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def megabytes(size: int) -> str:
+    """A byte count for messages: ``"20 MB"``, ``"0.2 MB"``."""
+    return f"{size / 1e6:.0f} MB" if size >= 10e6 else f"{size / 1e6:.1f} MB"
+
+
+def fit_side(size: tuple[int, int], side: int) -> tuple[int, int]:
+    """``(h, w)`` scaled down (never up) so that the longer side is at most ``side``."""
+    h, w = size
+    scale = min(1.0, side / max(h, w))
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def shrink(rgb: np.ndarray, side: int) -> np.ndarray:
+    """An RGB array resized (Lanczos) so that its longer side is at most ``side``."""
+    h, w = fit_side(rgb.shape[:2], side)
+    if (h, w) == rgb.shape[:2]:
+        return rgb
+    return np.asarray(Image.fromarray(rgb).resize((w, h), Image.Resampling.LANCZOS))
+
+
+def spatial_layers(model: nn.Module, x: Tensor) -> list[str]:
+    """Names of the modules that run once and output a ``(B, K, u, v)`` map larger than 1 x 1, in forward order.
+
+    Pooling layers and pass-throughs (dropout, identity) are left out, as by :func:`camlens.default_layer`.
+    """
+    names = {module: name for name, module in model.named_modules() if name}
+    order: list[str] = []
+    calls: dict[str, int] = {}
+
+    def record(module: nn.Module, _inputs: object, output: object) -> None:
+        name = names[module]
+        calls[name] = calls.get(name, 0) + 1
+        if (
+            isinstance(output, Tensor)
+            and output.dim() == 4
+            and output.shape[-1] * output.shape[-2] > 1
+            and not _is_pool(module)
+            and not isinstance(module, _PASSTHROUGH)
+            and name not in order
+        ):
+            order.append(name)
+
+    modes = [(module, module.training) for module in model.modules()]
+    handles = [module.register_forward_hook(record) for module in names]
+    try:
+        model.eval()
+        with torch.inference_mode(False), torch.no_grad():
+            model(x[:1].detach())
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, training in modes:
+            module.training = training
+    return [name for name in order if calls[name] == 1]
+
+
+def map_pictures(method: str, spatial: bool) -> list[dict[str, str]]:
+    """How the page shows one method's map, with the file suffixes of the CLI.
+
+    A ``(H, W)`` map is sent once and shown twice, as a colourised ``heatmap`` and as an ``overlay`` on the
+    image; a ``(C, H, W)`` map (guided backprop) is sent as a ready ``picture``.
+
+    Example:
+        >>> [p["title"] for p in map_pictures("gradcam", True)], map_pictures("guided_backprop", False)[0]["suffix"]
+        (['heatmap', 'Grad-CAM'], 'gb')
+    """
+    from camlens.render import picture_kinds, title
+
+    out = []
+    for suffix, kind in picture_kinds(method, spatial):
+        name = SEED_HEADERS.get(suffix) or (f"{title(method)} heatmap" if kind == "heat" else title(method))
+        out.append({"title": name, "kind": KINDS[kind], "suffix": suffix})
+    return out
+
+
+class Explorer:
+    """Networks, uploads and runs behind one lock; every public method is safe to call from many threads.
+
+    Args:
+        network: the network shown first: a loaded :class:`~camlens.zoo.Network` or a name/spec for
+            :func:`~camlens.zoo.load_network`.
+        networks: the other names the page may switch to (loaded on first use; unavailable ones say why).
+        device: where the model runs.
+        examples_dir: a folder of example images offered on the page (None: none).
+        topk: how many classes each upload explains.
+
+    Example:
+        >>> import io, torch; from PIL import Image; from camlens.zoo import Network
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+        ...                             torch.nn.Flatten(), torch.nn.Linear(4, 3)).eval()
+        >>> explorer = Explorer(Network("tiny", model, (16, 16)), [], topk=2)
+        >>> buffer = io.BytesIO(); Image.new("RGB", (20, 10), "red").save(buffer, format="PNG")
+        >>> run = explorer.explain(explorer.add_upload(buffer.getvalue()), methods=["gradcam"])
+        >>> len(run.classes), run.layer, explorer.model_runs
+        (2, '1', 1)
+        >>> sorted(explorer.class_maps(run, run.classes[1])["gradcam"])  # no model run
+        ['pictures', 'png']
+    """
+
+    def __init__(
+        self,
+        network: Network | str = DEFAULT_NETWORK,
+        networks: Sequence[str] = SEED_NETWORKS,
+        *,
+        device: str | torch.device = "cpu",
+        examples_dir: str | Path | None = None,
+        topk: int = 5,
+        max_upload_bytes: int = MAX_UPLOAD_BYTES,
+        max_upload_pixels: int = MAX_UPLOAD_PIXELS,
+        cache_size: int = 16,
+        loader: Callable[[str], Network] | None = None,
+    ) -> None:
+        if not 1 <= topk <= MAX_TOPK:
+            raise ValueError(f"topk must be between 1 and {MAX_TOPK}, got {topk}")
+        self.device = torch.device(device)
+        self.topk = topk
+        self.max_upload_bytes = max_upload_bytes
+        self.max_upload_pixels = max_upload_pixels
+        self._loader = loader or (lambda name: load_network(name, offline=True))
+        self._lock = threading.Lock()
+        self._networks: dict[str, Network] = {}
+        self._layers: dict[str, tuple[list[str], str]] = {}
+        self._unavailable: dict[str, str] = {}
+        if isinstance(network, str):
+            network = self._loader(network)
+        self.default_network = network.name
+        network.model.to(self.device)
+        self._networks[network.name] = network
+        self.network_names = list(dict.fromkeys([network.name, *networks]))
+        self.examples_dir = Path(examples_dir) if examples_dir is not None else None
+        self.uploads = LRU(cache_size)
+        self.runs = LRU(cache_size * 2)
+        self.model_runs = 0  # batched explain calls: what the page must not repeat for a class change
+        self.metric_runs = 0  # faithfulness curves, computed on request
+
+    # ----------------------------------------------------------------------------------- networks
+    def network(self, name: str | None) -> Network:
+        """The loaded network ``name`` (loaded now if needed), or a ServeError saying why not."""
+        name = name or self.default_network
+        if name not in self.network_names:
+            raise ServeError(f"unknown network {name!r}; this server offers {', '.join(self.network_names)}", 404)
+        if name in self._networks:
+            return self._networks[name]
+        if name in self._unavailable:
+            raise ServeError(self._unavailable[name], 409)
+        with self._lock:
+            if name not in self._networks:
+                try:
+                    network = self._loader(name)
+                except UsageError as error:
+                    self._unavailable[name] = f"network {name} is unavailable: {error}"
+                    raise ServeError(self._unavailable[name], 409) from None
+                network.model.to(self.device)
+                self._networks = {**self._networks, name: network}
+        return self._networks[name]
+
+    def layers(self, name: str | None) -> tuple[list[str], str]:
+        """The spatial layers of a network in forward order, and its default target layer."""
+        network = self.network(name)
+        if network.name not in self._layers:
+            x = torch.zeros(1, 3, *network.input_size, device=self.device)
+            with self._lock:
+                names = spatial_layers(network.model, x)
+                default, _ = camlens.default_layer(network.model, x)
+            self._layers[network.name] = (names, default)
+        return self._layers[network.name]
+
+    def networks_info(self) -> list[dict[str, Any]]:
+        return [
+            {"name": n, "loaded": n in self._networks, "unavailable": self._unavailable.get(n)}
+            for n in self.network_names
+        ]
+
+    def examples(self) -> list[str]:
+        if self.examples_dir is None or not self.examples_dir.is_dir():
+            return []
+        return sorted(p.name for p in self.examples_dir.glob("*.jpg"))
+
+    # ----------------------------------------------------------------------------------- uploads
+    def add_upload(self, data: bytes, name: str = "the upload") -> Upload:
+        """Decode image bytes in memory and keep them under a new id (ServeError 413/415/422 if bad)."""
+        from camlens.images import ImageTooLarge, NotAnImage
+
+        if len(data) > self.max_upload_bytes:
+            raise ServeError(
+                f"{name} is too large ({megabytes(len(data))}; the limit is {megabytes(self.max_upload_bytes)})", 413
+            )
+        try:
+            rgb = decode_image(data, name, self.max_upload_pixels)
+        except ImageTooLarge as error:
+            raise ServeError(f"{error}; the limit is {self.max_upload_pixels / 1e6:.0f} megapixels", 413) from None
+        except NotAnImage as error:
+            raise ServeError(str(error), 415) from None
+        except UsageError as error:
+            raise ServeError(str(error), 422) from None
+        upload = Upload(uuid.uuid4().hex, name, shrink(rgb, WORKING_SIDE))
+        self.uploads.put(upload.id, upload)
+        return upload
+
+    def upload(self, image_id: str) -> Upload:
+        upload = self.uploads.get(image_id)
+        if upload is None:
+            raise ServeError(f"no image with id {image_id!r} (it expired from the cache): upload it again", 404)
+        return upload
+
+    def example(self, name: str) -> Upload:
+        if name not in self.examples():
+            raise ServeError(f"no example named {name!r}; examples: {', '.join(self.examples()) or 'none'}", 404)
+        assert self.examples_dir is not None
+        return self.add_upload((self.examples_dir / name).read_bytes(), name)
+
+    # ----------------------------------------------------------------------------------- runs
+    def check(
+        self,
+        network: str | None = None,
+        layer: str | None = None,
+        methods: Sequence[str] | None = None,
+        topk: int | None = None,
+    ) -> tuple[Network, str, list[str], int]:
+        """Resolve a request's options (loading the network if needed), or raise a ServeError saying why not."""
+        net = self.network(network)
+        methods = list(dict.fromkeys(methods or camlens.SEED_METHODS))
+        known = camlens.available_methods()
+        unknown = [m for m in methods if m not in known]
+        if unknown:
+            raise ServeError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(known)}", 422)
+        k = self.topk if topk is None else topk
+        if not 1 <= k <= MAX_TOPK:
+            raise ServeError(f"topk must be between 1 and {MAX_TOPK}, got {k}", 422)
+        layers, default = self.layers(net.name)
+        layer = layer or default
+        if layer not in layers:
+            raise ServeError(f"{net.name} has no spatial layer named {layer!r}", 422)
+        return net, layer, methods, k
+
+    def explain(
+        self,
+        upload: Upload,
+        network: str | None = None,
+        layer: str | None = None,
+        methods: Sequence[str] | None = None,
+        counterfactual: bool = False,
+        topk: int | None = None,
+    ) -> Run:
+        """Explain the top-k classes of ``upload`` with every method, in one batched call (one model run)."""
+        net, layer, methods, k = self.check(network, layer, methods, topk)
+        x = to_batch([upload.rgb], net.input_size, net.mean, net.std).to(self.device)
+        with self._lock:
+            start = time.perf_counter()
+            with torch.inference_mode(False):
+                with torch.no_grad():
+                    logits = net.model(x)
+                if not isinstance(logits, Tensor) or logits.dim() != 2:
+                    raise ServeError(f"{net.name} does not output (batch, classes) logits", 422)
+                probabilities = logits.float().softmax(dim=1)[0]
+                top = probabilities.topk(min(k, probabilities.numel()))
+                classes = top.indices.tolist()
+                try:
+                    result = camlens.explain(
+                        net.model,
+                        x.expand(len(classes), -1, -1, -1),
+                        methods,
+                        target_layer=layer,
+                        targets=classes,
+                        counterfactual=counterfactual,
+                    )
+                except ValueError as error:
+                    raise ServeError(str(error), 422) from None
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            seconds = time.perf_counter() - start
+            self.model_runs += 1
+        run = Run(
+            id=uuid.uuid4().hex,
+            upload=upload,
+            network=net.name,
+            layer=result.target_layer,
+            methods=methods,
+            counterfactual=counterfactual,
+            classes=classes,
+            probabilities=top.values.tolist(),
+            scores=result.scores.float().tolist(),
+            result=result,
+            seconds=seconds,
+        )
+        self.runs.put(run.id, run)
+        return run
+
+    def warm_up(self) -> None:
+        """One explain of a grey image, so that the first upload does not pay for the first forward's setup."""
+        grey = Upload("warm-up", "warm-up", np.full((64, 64, 3), 128, dtype=np.uint8))
+        self.explain(grey)
+        self.model_runs -= 1
+        self.runs = LRU(self.runs.capacity)
+
+    def run(self, run_id: str) -> Run:
+        run = self.runs.get(run_id)
+        if run is None:
+            raise ServeError(f"no run with id {run_id!r} (it expired from the cache): explain the image again", 404)
+        return run
+
+    def faithfulness(self, run: Run, class_id: int, steps: int = 20) -> dict[str, Any]:
+        """Deletion and insertion curves (RISE) of each CAM map of one class, from :mod:`camlens.metrics`.
+
+        Needs the metrics (ServeError 501 without them); the maps are the run's, at the model's input
+        size; the curves cost ``2 x (steps + 1)`` forwards per map, under the model's lock.
+        """
+        import importlib
+
+        try:  # an optional part of camlens: looked up at run time
+            metrics = importlib.import_module("camlens.metrics")
+        except ImportError:
+            raise ServeError("the faithfulness panel needs camlens.metrics, which this camlens lacks", 501) from None
+        if class_id not in run.classes:
+            raise ServeError(f"class {class_id} is not among this run's top {len(run.classes)} ({run.classes})", 404)
+        if not 2 <= steps <= 100:
+            raise ServeError(f"steps must be between 2 and 100, got {steps}", 422)
+        key = (class_id, steps)
+        if key not in run.faithfulness:
+            i = run.classes.index(class_id)
+            methods = [m for m in run.methods if run.result[m].dim() == 3]
+            if not methods:
+                raise ServeError("no CAM method in this run: deletion and insertion rank a (H, W) map", 422)
+            net = self._networks[run.network]
+            x = to_batch([run.upload.rgb], net.input_size, net.mean, net.std).to(self.device)
+            xs = x.expand(len(methods), -1, -1, -1)
+            maps = torch.stack([run.result[m][i] for m in methods]).to(self.device)
+            targets = [class_id] * len(methods)
+            with self._lock, torch.inference_mode(False):
+                curves = {
+                    name: metric(net.model, xs, maps, targets, steps=steps)
+                    for name, metric in (("deletion", metrics.deletion), ("insertion", metrics.insertion))
+                }
+                self.metric_runs += 1
+            run.faithfulness[key] = {
+                "class_id": class_id,
+                "fractions": curves["deletion"].fractions.tolist(),
+                **{
+                    name: {
+                        "higher_is_better": result.higher_is_better,
+                        "auc": dict(zip(methods, result.values.tolist(), strict=True)),
+                        "curve": dict(zip(methods, result.curve.tolist(), strict=True)),
+                    }
+                    for name, result in curves.items()
+                },
+            }
+        return run.faithfulness[key]
+
+    # ----------------------------------------------------------------------------------- encoding
+    def class_maps(self, run: Run, class_id: int) -> dict[str, Any]:
+        """The maps of one of the run's classes at the view size, as PNG data URLs (no model run)."""
+        if class_id not in run.classes:
+            raise ServeError(
+                f"class {class_id} is not among this run's top {len(run.classes)} ({run.classes}): "
+                "explain with a larger topk",
+                404,
+            )
+        if class_id not in run.encoded:
+            i = run.classes.index(class_id)
+            size = fit_side(run.upload.rgb.shape[:2], VIEW_SIDE)
+            run.encoded[class_id] = {m: self._encode(run.result, m, i, size) for m in run.methods}
+        return run.encoded[class_id]
+
+    @staticmethod
+    def _encode(result: Any, method: str, i: int, size: tuple[int, int]) -> dict[str, Any]:
+        from camlens.render import maps_at_size
+
+        values = maps_at_size(result, i, [method], size)[method]
+        if values.dim() == 2:
+            if values.min() < 0 or values.max() > 1:
+                values = normalize_per_image(values[None])[0]
+            gray = (values.clamp(0, 1).numpy() * 255.0 + 0.5).astype(np.uint8)
+            return {"pictures": map_pictures(method, True), "png": _png(gray)}
+        picture = gradient_image(np.transpose(values.numpy(), (1, 2, 0)))
+        if picture.shape[2] != 3:
+            picture = np.repeat(picture[..., :1], 3, axis=2)
+        return {"pictures": map_pictures(method, False), "png": _png(picture)}
+
+    def describe(self, run: Run, include_all: bool = False) -> dict[str, Any]:
+        """The JSON answer of an explain request: top-k, layer, the first class's maps (or all of them)."""
+        net = self._networks[run.network]
+        _, default = self._layers[run.network]
+        view = shrink(run.upload.rgb, VIEW_SIDE)
+        shown = run.classes if include_all else run.classes[:1]
+        return {
+            "run_id": run.id,
+            "image_id": run.upload.id,
+            "image_name": run.upload.name,
+            "network": run.network,
+            "layer": run.layer,
+            "default_layer": default,
+            "counterfactual": run.counterfactual,
+            "methods": run.methods,
+            "size": [int(view.shape[1]), int(view.shape[0])],
+            "image": _jpeg(view),
+            "topk": [
+                {"class_id": c, "label": net.label(c), "probability": p, "score": s}
+                for c, p, s in zip(run.classes, run.probabilities, run.scores, strict=True)
+            ],
+            "maps": {str(c): self.class_maps(run, c) for c in shown},
+            "seconds": {"model": round(run.seconds, 4)},
+            "model_runs": self.model_runs,
+        }

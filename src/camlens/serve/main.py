@@ -1,0 +1,351 @@
+"""The web app (FastAPI, imported lazily), its command-line options and its entry points.
+
+The JSON API (its OpenAPI schema at ``/openapi.json``):
+
+* ``POST /api/explain``: the image as the raw request body (or ``image_id`` of an earlier upload, or
+  ``example``), options in the query string -> top-k classes, layer, the first class's maps as PNG data
+  URLs, ``run_id`` and ``image_id``.
+* ``GET /api/runs/{run_id}/classes/{class_id}``: another top-k class's maps from the kept run (no model run).
+* ``GET /api/options``, ``GET /api/layers``, ``GET /api/health`` (``model_runs`` counts model runs).
+
+No ``from __future__ import annotations`` here: FastAPI reads the endpoints' annotations at runtime, and
+they name classes imported inside :func:`create_app` (FastAPI is imported only when an app is built).
+"""
+
+import argparse
+import importlib.util
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from camlens.errors import UsageError
+from camlens.serve.engine import MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS, Explorer, ServeError, megabytes
+from camlens.zoo import DEFAULT_NETWORK, SEED_NETWORKS, Network
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+STATIC = Path(__file__).parent / "static"
+_SOURCE_EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; connect-src 'self'"
+)
+IMAGE_BODY = {
+    "requestBody": {
+        "required": False,
+        "description": "The image file's bytes (JPEG, PNG, ...) as the raw body; leave empty to use image_id "
+        "or example.",
+        "content": {
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+
+def _require() -> None:
+    """Import the ``serve`` extra's packages, or raise one line naming the install command."""
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as error:
+        raise UsageError(
+            f"camlens serve needs FastAPI and uvicorn ({error.name} is not installed): pip install camlens[serve]"
+        ) from None
+
+
+def create_app(
+    network: Network | str | Explorer = DEFAULT_NETWORK,
+    networks: Sequence[str] = SEED_NETWORKS,
+    *,
+    device: str = "cpu",
+    examples_dir: str | Path | None = _SOURCE_EXAMPLES,
+    topk: int = 5,
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    max_upload_pixels: int = MAX_UPLOAD_PIXELS,
+) -> "FastAPI":
+    """The viewer as an ASGI app: the page at ``/``, the JSON API under ``/api``.
+
+    Args:
+        network: the network shown first (a loaded :class:`~camlens.zoo.Network`, a name, or a ready
+            :class:`~camlens.serve.engine.Explorer`, which then brings its own settings).
+        networks: further network names the page offers (loaded offline on first use).
+        device: where the models run.
+        examples_dir: a folder whose ``*.jpg`` the page offers as examples (None: none).
+        topk: classes explained per upload.
+        max_upload_bytes: larger request bodies get 413.
+        max_upload_pixels: images with more pixels get 413.
+    """
+    _require()
+    from fastapi import FastAPI, Request
+    from fastapi.concurrency import run_in_threadpool
+    from fastapi.responses import FileResponse, JSONResponse, Response
+    from fastapi.staticfiles import StaticFiles
+
+    explorer = (
+        network
+        if isinstance(network, Explorer)
+        else Explorer(
+            network,
+            networks,
+            device=device,
+            examples_dir=examples_dir,
+            topk=topk,
+            max_upload_bytes=max_upload_bytes,
+            max_upload_pixels=max_upload_pixels,
+        )
+    )
+    app = FastAPI(
+        title="camlens",
+        description="Grad-CAM-family explanations of a vision model's predictions, served locally.",
+        version=_version(),
+        docs_url=None,  # FastAPI's Swagger UI and ReDoc pages load scripts from a CDN: not offline
+        redoc_url=None,
+    )
+    app.state.explorer = explorer
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next: Any) -> Any:
+        response = await call_next(request)
+        response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+    @app.exception_handler(ServeError)
+    async def refused(_request: Request, error: ServeError) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=error.status)
+
+    @app.exception_handler(Exception)
+    async def failed(_request: Request, error: Exception) -> JSONResponse:
+        message = (str(error).strip().splitlines() or [""])[0][:300]
+        return JSONResponse({"detail": f"internal error: {type(error).__name__}: {message}"}, status_code=500)
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/api/health", summary="Liveness and the number of model runs so far")
+    def health() -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "model_runs": explorer.model_runs,
+            "metric_runs": explorer.metric_runs,
+            "cached_images": len(explorer.uploads),
+            "cached_runs": len(explorer.runs),
+        }
+
+    @app.get("/api/options", summary="Networks, methods, examples and limits the page offers")
+    def options() -> dict[str, Any]:
+        import camlens
+
+        return {
+            "network": explorer.default_network,
+            "networks": explorer.networks_info(),
+            "methods": camlens.available_methods(),
+            "default_methods": list(camlens.SEED_METHODS),
+            "topk": explorer.topk,
+            "examples": explorer.examples(),
+            "max_upload_bytes": explorer.max_upload_bytes,
+            "max_upload_pixels": explorer.max_upload_pixels,
+            "colormaps": colormaps(),
+            "faithfulness": importlib.util.find_spec("camlens.metrics") is not None,
+        }
+
+    @app.get("/api/layers", summary="A network's spatial layers (forward order) and its default target layer")
+    async def layers(network: str | None = None) -> dict[str, Any]:
+        names, default = await run_in_threadpool(explorer.layers, network)
+        return {"network": network or explorer.default_network, "layers": names, "default": default}
+
+    @app.get("/api/examples/{name}", summary="An example image's bytes")
+    def example_image(name: str) -> Response:
+        if name not in explorer.examples():
+            raise ServeError(f"no example named {name!r}", 404)
+        assert explorer.examples_dir is not None
+        return Response((explorer.examples_dir / name).read_bytes(), media_type="image/jpeg")
+
+    @app.post("/api/explain", summary="Explain an image's top-k classes", openapi_extra=IMAGE_BODY)
+    async def explain(
+        request: Request,
+        image_id: str | None = None,
+        example: str | None = None,
+        filename: str = "upload",
+        network: str | None = None,
+        layer: str | None = None,
+        methods: str | None = None,
+        counterfactual: bool = False,
+        topk: int | None = None,
+        all_classes: bool = False,
+    ) -> dict[str, Any]:
+        """Send the image as the raw body (``curl --data-binary @cat.jpg``), or ``image_id`` of an earlier
+        upload, or ``example``. ``methods`` is comma-separated (default: the four seed methods); ``layer``
+        a name from ``/api/layers`` (default: the network's default). The answer holds the top-k classes
+        and the first class's maps (all classes' with ``all_classes=true``); other classes come from
+        ``/api/runs/{run_id}/classes/{class_id}`` without running the model again."""
+        if request.headers.get("content-type", "").startswith("multipart/"):
+            raise ServeError("send the image's bytes as the request body, not as a form (curl --data-binary)", 415)
+        names = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
+        await run_in_threadpool(explorer.check, network, layer or None, names, topk)  # before keeping an image
+        data = await _read_capped(request, explorer.max_upload_bytes, filename)
+        if data:
+            upload = await run_in_threadpool(explorer.add_upload, data, filename[:100])
+        elif image_id:
+            upload = explorer.upload(image_id)
+        elif example:
+            upload = await run_in_threadpool(explorer.example, example)
+        else:
+            raise ServeError("no image: send its bytes as the request body, or give image_id or example", 400)
+        run = await run_in_threadpool(explorer.explain, upload, network, layer or None, names, counterfactual, topk)
+        return await run_in_threadpool(explorer.describe, run, all_classes)
+
+    @app.get(
+        "/api/runs/{run_id}/classes/{class_id}/faithfulness",
+        summary="Deletion and insertion curves of the class's CAM maps (needs camlens.metrics)",
+    )
+    async def faithfulness(run_id: str, class_id: int, steps: int = 20) -> dict[str, Any]:
+        run = explorer.run(run_id)
+        return await run_in_threadpool(explorer.faithfulness, run, class_id, steps)
+
+    @app.get("/api/runs/{run_id}/classes/{class_id}", summary="Maps of another top-k class (no model run)")
+    async def class_maps(run_id: str, class_id: int) -> dict[str, Any]:
+        run = explorer.run(run_id)
+        maps = await run_in_threadpool(explorer.class_maps, run, class_id)
+        return {"run_id": run_id, "class_id": class_id, "maps": maps, "model_runs": explorer.model_runs}
+
+    return app
+
+
+def colormaps() -> dict[str, list[list[int]]]:
+    """Every colour map of :mod:`camlens.viz.annotate` as a 256-entry RGB table, for the page.
+
+    Example:
+        >>> colormaps()["gray"][255]
+        [255, 255, 255]
+    """
+    import numpy as np
+
+    from camlens.viz.annotate import COLORMAPS, colorize
+
+    ramp = np.linspace(0.0, 1.0, 256)
+    return {name: colorize(ramp, name).tolist() for name in COLORMAPS}
+
+
+async def _read_capped(request: Any, limit: int, name: str) -> bytes:
+    """The request body, refused with 413 as soon as it passes ``limit`` bytes (never buffered beyond it)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ServeError(f"{name} is too large ({megabytes(int(declared))}; the limit is {megabytes(limit)})", 413)
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise ServeError(f"{name} is too large (more than the limit, {megabytes(limit)})", 413)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _version() -> str:
+    import camlens
+
+    return camlens.__version__
+
+
+# ------------------------------------------------------------------------------------------ command line
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``camlens serve`` (for the ``camlens`` command's subparser).
+
+    The model options (``--model``, ``--device``, ``--offline``, ``--input-size``, ``--mean``, ``--std``,
+    ``--labels``) are those of ``camlens explain``.
+    """
+    from camlens.cli import common
+
+    parser.add_argument("--network", default=None, help=f"network shown first (default: {DEFAULT_NETWORK}, bundled)")
+    parser.add_argument("--weight-path", default=None, help="state dict or checkpoint for --network/--model")
+    parser.add_argument(
+        "--networks",
+        default=",".join(SEED_NETWORKS),
+        help="comma-separated networks the page may switch to (loaded offline on first use)",
+    )
+    parser.add_argument("--host", default=DEFAULT_HOST, help="address to bind (127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port")
+    parser.add_argument("--topk", type=int, default=5, help="classes explained per image")
+    parser.add_argument("--max-upload-mb", type=float, default=MAX_UPLOAD_BYTES / 1e6, help="upload size limit in MB")
+    parser.add_argument("--examples", default=None, metavar="DIR", help="folder of example *.jpg images to offer")
+    common.add_model_options(parser)
+
+
+def run(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, app: "FastAPI | None" = None, **options: Any) -> None:
+    """Serve ``app`` (default: ``create_app(**options)``) until interrupted, after printing its URL."""
+    _require()
+    import uvicorn
+
+    if not 1 <= port <= 65535:
+        raise UsageError(f"--port {port} is not a port number (1-65535)")
+    app = app if app is not None else create_app(**options)
+    shown = f"[{host}]" if ":" in host else host
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"camlens serve: warning: bound to {host}: other machines can reach this server", file=sys.stderr)
+    print(f"camlens serve: http://{shown}:{port}/  (API: http://{shown}:{port}/openapi.json; Ctrl+C stops)", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def cli_main(args: argparse.Namespace) -> int:
+    """Run ``camlens serve`` from parsed :func:`add_arguments` options. Returns the exit status."""
+    from camlens.cli import common
+    from camlens.run import resolve_device
+
+    _require()
+    common.check_numbers(args)
+    if args.max_upload_mb <= 0:
+        raise UsageError("--max-upload-mb must be positive")
+    if not 1 <= args.port <= 65535:
+        raise UsageError(f"--port {args.port} is not a port number (1-65535)")
+    device = resolve_device(args.device)
+    examples = Path(args.examples) if args.examples else _SOURCE_EXAMPLES
+    if args.examples and not examples.is_dir():
+        raise UsageError(f"examples folder {examples} does not exist")
+    network = common.network_of(args, args.network, args.weight_path)
+    names = [n.strip() for n in args.networks.split(",") if n.strip()]
+    try:
+        app = create_app(
+            network,
+            names,
+            device=str(device),
+            examples_dir=examples,
+            topk=args.topk,
+            max_upload_bytes=int(args.max_upload_mb * 1e6),
+        )
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    app.state.explorer.warm_up()
+    run(args.host, args.port, app)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m camlens.serve [options]``: the same as ``camlens serve``."""
+    from camlens.cli.common import HelpFormatter
+
+    parser = argparse.ArgumentParser(
+        prog="camlens serve", description="Explore explanations in the browser.", formatter_class=HelpFormatter
+    )
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return cli_main(args)
+    except UsageError as error:
+        print(f"camlens: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:  # noqa: BLE001 - one line, never a traceback (CAMLENS_DEBUG=1 shows it)
+        if os.environ.get("CAMLENS_DEBUG"):
+            raise
+        print(f"camlens: error: {type(error).__name__}: {str(error).strip()[:300]}", file=sys.stderr)
+        return 1
