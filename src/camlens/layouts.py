@@ -18,8 +18,8 @@ is ``nchw`` when only its last two axes form a plausible grid, ``nhwc`` when onl
 when both do (e.g. ``(B, 7, 7, 7)``), the module decides (a convolution or 2-d norm: ``nchw``; a
 ``LayerNorm`` or ``Linear`` over the last axis: ``nhwc``); otherwise channels-first is assumed and the
 layout says so (``Layout.assumed``; ``explain`` records a warning naming ``layout=``). Tokens that lay
-out on no grid are an error that says how to state the layout. Tokens take the prefix count from the model, else the smallest
-count (0 to 8) that leaves a plausible grid.
+out on no grid are an error that says how to state the layout. Tokens take the prefix count from the
+model, else the smallest count (0 to 8) that leaves a plausible grid.
 """
 
 from __future__ import annotations
