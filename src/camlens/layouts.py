@@ -19,7 +19,7 @@ when both do (e.g. ``(B, 7, 7, 7)``), the module decides (a convolution or 2-d n
 ``LayerNorm`` or ``Linear`` over the last axis: ``nhwc``); otherwise channels-first is assumed and the
 layout says so (``Layout.assumed``; ``explain`` records a warning naming ``layout=``). Tokens that lay
 out on no grid are an error that says how to state the layout. Tokens take the prefix count from the
-model, else the smallest count (0 to 8) that leaves a plausible grid.
+model, else the count (0 to 8) whose grid best fits the input's aspect (on a tie, the smallest).
 """
 
 from __future__ import annotations
@@ -172,6 +172,7 @@ def _tokens(shape: tuple[int, ...], size: tuple[int, int], model: nn.Module | No
     declared = model_prefix_tokens(model) if model is not None else None
     prefixes = [declared, 0] if declared is not None else list(range(_MAX_GUESSED_PREFIX + 1))
     grid_hint = model_grid(model, size) if model is not None else None
+    best: tuple[float, Layout] | None = None
     for prefix in dict.fromkeys(prefixes):
         assert prefix is not None
         rest = count - prefix
@@ -181,8 +182,12 @@ def _tokens(shape: tuple[int, ...], size: tuple[int, int], model: nn.Module | No
             return Layout("tokens", grid_hint, prefix, shape)
         grid = grid_for(rest, size)
         if grid is not None:
-            return Layout("tokens", grid, prefix, shape)
-    return None
+            if declared is not None:
+                return Layout("tokens", grid, prefix, shape)
+            score = _stride_mismatch(grid, size)
+            if best is None or score < best[0] - 1e-9:  # the best-fitting grid; on a tie the fewest prefix tokens
+                best = (score, Layout("tokens", grid, prefix, shape))
+    return None if best is None else best[1]
 
 
 def _how_to_state(shape: tuple[int, ...]) -> str:
