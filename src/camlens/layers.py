@@ -213,7 +213,7 @@ class CandidateRecorder:
         )
 
 
-def cached_default(model: nn.Module, size: tuple[int, int]) -> tuple[str, nn.Module] | None:
+def cached_default(model: nn.Module, size: tuple[int, ...]) -> tuple[str, nn.Module] | None:
     """The automatic layer chosen before for this model and input size, if any."""
     name = _default_cache.get(model, {}).get((int(size[0]), int(size[1])))
     if name is None:
@@ -222,7 +222,7 @@ def cached_default(model: nn.Module, size: tuple[int, int]) -> tuple[str, nn.Mod
     return (name, modules[name]) if name in modules else None
 
 
-def remember_default(model: nn.Module, size: tuple[int, int], name: str) -> None:
+def remember_default(model: nn.Module, size: tuple[int, ...], name: str) -> None:
     """Keep the automatic choice for later calls with the same input size."""
     _default_cache.setdefault(model, {})[(int(size[0]), int(size[1]))] = name
 
