@@ -12,6 +12,11 @@ with respect to the input.
   ``autograd.grad`` with the true ReLU derivative gives ``g``, a second with the guided rule gives the
   input gradient: four methods, one forward.
 
+The target layer may output a channels-first map, a channels-last map or tokens; it is read as
+``(B, K, u, v)`` after the pass (:mod:`camlens.layouts`), the gradients identically. With ``layer=AUTO``
+the layer is chosen inside the same forward (:class:`camlens.layers.CandidateRecorder`), so the model
+runs once per call either way.
+
 The layer's own output is captured and a copy goes downstream, so an in-place op after the layer
 (densenet's ``F.relu(..., inplace=True)`` after ``norm5``) cannot overwrite it. Hooks live for one call
 and are removed in ``finally``; no ``.backward()`` runs, so no parameter's ``.grad`` changes; no module
@@ -28,7 +33,9 @@ import torch
 from torch import Tensor, nn
 
 from camlens.guard import guarded_call
-from camlens.methods.guided import GuidedReLUMode, GuidedSwitch
+from camlens.layers import CandidateRecorder, UninformativeLayerError, _Auto, remember_default
+from camlens.layouts import Layout, LayoutSpec, resolve_layout
+from camlens.methods.guided import GuidedMode, GuidedSwitch
 from camlens.targets import Targets, target_scores
 
 
@@ -44,6 +51,8 @@ class Capture:
     activations: Tensor | None  # (B, K, u, v)
     gradients: Tensor | None  # (B, K, u, v) dS/dA
     input_gradient: Tensor | None  # (B, C, H, W) guided dS/dx
+    layout: Layout | None = None  # how the layer's output was read as (B, K, u, v)
+    guided_rule: dict[str, int] | None = None  # activations routed by the guided rule, by kind
 
 
 class _LayerHook:
@@ -58,7 +67,7 @@ class _LayerHook:
 
     def __call__(self, _module: nn.Module, _inputs: Any, output: Any) -> Any:
         self.calls += 1
-        if not isinstance(output, Tensor) or output.dim() != 4:
+        if not isinstance(output, Tensor) or output.dim() not in (3, 4):
             self.bad_output = (
                 f"{type(output).__name__} of shape {tuple(output.shape)}"
                 if isinstance(output, Tensor)
@@ -88,9 +97,10 @@ def capture(
     model: nn.Module,
     x: Tensor,
     targets: Targets = None,
-    layer: tuple[str, nn.Module] | None = None,
+    layer: tuple[str, nn.Module] | _Auto | None = None,
     *,
     guided: bool = False,
+    layout: LayoutSpec = None,
 ) -> Capture:
     """Run ``model`` once on ``x`` and collect what the requested methods need.
 
@@ -98,27 +108,36 @@ def capture(
         model: any ``nn.Module``; left exactly as found (see :mod:`camlens.guard`).
         x: input batch ``(B, C, H, W)``; not modified.
         targets: see :mod:`camlens.targets`.
-        layer: ``(name, module)`` of the target layer, or None when no CAM is wanted.
+        layer: ``(name, module)`` of the target layer, ``camlens.layers.AUTO`` to choose it in this
+            forward pass, or None when no CAM is wanted.
         guided: also compute the guided-backprop gradient with respect to ``x``.
+        layout: how the layer's output is laid out (see :func:`camlens.layouts.resolve_layout`).
     """
     check_input(model, x)
     batch = x.shape[0]
+    size = (int(x.shape[-2]), int(x.shape[-1]))
+    auto = isinstance(layer, _Auto)
     with torch.inference_mode(False):
         x_in = x.detach()
         if x_in.is_inference():
             x_in = x_in.clone()
-        if guided:
-            x_in = x_in.requires_grad_(True)
+        if guided or auto:
+            x_in = x_in.requires_grad_(True)  # record the whole forward
         switch = GuidedSwitch()
-        hook = handle = None
-        if layer is not None:
+        mode = GuidedMode(switch) if guided else None
+        hook = handle = recorder = None
+        if auto:
+            recorder = CandidateRecorder(model, batch)
+        elif isinstance(layer, tuple):
             hook = _LayerHook(layer[0], start_recording=not guided)
             handle = layer[1].register_forward_hook(hook)
         try:
             with contextlib.ExitStack() as stack:
-                stack.enter_context(torch.enable_grad() if guided else torch.no_grad())
-                if guided:
-                    stack.enter_context(GuidedReLUMode(switch))
+                stack.enter_context(torch.enable_grad() if guided or auto else torch.no_grad())
+                if recorder is not None:
+                    stack.enter_context(recorder)
+                if mode is not None:
+                    stack.enter_context(mode)
                 output = model(x_in)
         finally:
             if handle is not None:
@@ -126,20 +145,61 @@ def capture(
 
         if hook is not None:
             _check_hook(hook)
+        layer_name = activations = gradients = found_layout = None
         with torch.enable_grad():
             picked = target_scores(output, targets, batch)
-            gradients, input_gradient = _differentiate(picked.scores, hook, x_in if guided else None, switch)
+            _check_connected(picked.scores, hook)
+            if recorder is not None:
+                choice = recorder.choose(picked.scores.sum(), size, layout, retain_graph=guided)
+                if choice.remember:
+                    remember_default(model, size, choice.name)
+                layer_name, found_layout = choice.name, choice.layout
+                activations, gradients = choice.activations, choice.gradients
+            gradients, input_gradient = _differentiate(picked.scores, hook, x_in if guided else None, switch, gradients)
+        if hook is not None and hook.activations is not None:
+            assert isinstance(layer, tuple) and gradients is not None
+            layer_name, activations = hook.name, hook.activations.detach()
+            found_layout = resolve_layout(tuple(activations.shape), size, model, layer[1], layout)
+        if found_layout is not None:
+            assert activations is not None and gradients is not None
+            activations, gradients = _to_spatial(found_layout, activations, gradients, layer_name)
 
     return Capture(
         output=_detach(output),
         logits=None if picked.logits is None else picked.logits.detach(),
         scores=picked.scores.detach(),
         classes=picked.classes,
-        layer_name=None if hook is None else hook.name,
-        activations=None if hook is None or hook.activations is None else hook.activations.detach(),
+        layer_name=layer_name,
+        activations=activations,
         gradients=gradients,
         input_gradient=input_gradient,
+        layout=found_layout,
+        guided_rule=None if mode is None else dict(mode.routed),
     )
+
+
+def _to_spatial(layout: Layout, activations: Tensor, gradients: Tensor, name: str | None) -> tuple[Tensor, Tensor]:
+    a, g = layout.to_spatial(activations), layout.to_spatial(gradients)
+    # A gradient that is zero everywhere (a dead target, dead units) gives a zero map, which explain reports
+    # as a warning; zero at the positions but not at the prefix tokens is the layer's structure: an error.
+    if a.dim() != 4 or a.shape != g.shape:
+        raise ValueError(f"layout for layer {name!r} must give (B, K, u, v) maps, got shape {tuple(a.shape)}")
+    if a.shape[-2] * a.shape[-1] < 2:
+        raise UninformativeLayerError(
+            f"the target layer {name!r} gives a {a.shape[-2]} x {a.shape[-1]} map (it comes after the global "
+            "pooling): every CAM there is constant"
+        )
+    if not bool(g.any()) and bool(gradients.any()):
+        raise UninformativeLayerError(
+            f"the target score gets no gradient at the spatial positions of layer {name!r} "
+            f"({layout.describe()}): its map would be empty"
+            + (
+                " (in a class-token ViT only the class token reaches the head after the last block's attention)"
+                if layout.kind == "tokens" and layout.prefix_tokens
+                else ""
+            )
+        )
+    return a, g
 
 
 def _check_hook(hook: _LayerHook) -> None:
@@ -147,8 +207,8 @@ def _check_hook(hook: _LayerHook) -> None:
         raise ValueError(f"the target layer {hook.name!r} did not run in the forward pass: pick a layer the model uses")
     if hook.bad_output is not None:
         raise ValueError(
-            f"the target layer {hook.name!r} outputs a {hook.bad_output}; CAM methods need a "
-            "(batch, channels, height, width) map: pick a convolutional layer"
+            f"the target layer {hook.name!r} outputs a {hook.bad_output}; CAM methods need a spatial map "
+            "(B, C, H, W) / (B, H, W, C) or tokens (B, N, C): pick a layer before the global pooling"
         )
     if hook.calls > 1:
         raise ValueError(
@@ -157,17 +217,24 @@ def _check_hook(hook: _LayerHook) -> None:
         )
 
 
-def _differentiate(
-    scores: Tensor, hook: _LayerHook | None, x_in: Tensor | None, switch: GuidedSwitch
-) -> tuple[Tensor | None, Tensor | None]:
+def _check_connected(scores: Tensor, hook: _LayerHook | None) -> None:
     if scores.grad_fn is None:
         where = f"the target layer {hook.name!r}" if hook is not None else "the input"
         raise ValueError(
             f"no gradient reaches {where}: the target score is not connected to it "
             "(does the model or the target detach its output, or run under torch.no_grad inside forward?)"
         )
+
+
+def _differentiate(
+    scores: Tensor,
+    hook: _LayerHook | None,
+    x_in: Tensor | None,
+    switch: GuidedSwitch,
+    gradients: Tensor | None = None,
+) -> tuple[Tensor | None, Tensor | None]:
     total = scores.sum()
-    gradients = input_gradient = None
+    input_gradient = None
     if hook is not None and hook.activations is not None:
         (gradients,) = torch.autograd.grad(total, [hook.activations], retain_graph=x_in is not None, allow_unused=True)
         if gradients is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings as _warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -10,8 +11,19 @@ from torch import Tensor, nn
 
 from camlens.capture import Capture, capture, check_input
 from camlens.guard import eager_module, guard
-from camlens.layers import LayerSpec, closest_names, default_layer, resolve_layer
+from camlens.layers import (
+    AUTO,
+    LayerSpec,
+    UninformativeLayerError,
+    _Auto,
+    cached_default,
+    closest_names,
+    default_layer,
+    resolve_layer,
+)
+from camlens.layouts import Layout, LayoutSpec
 from camlens.methods.cam import CAM_METHODS
+from camlens.methods.guided import RELU_KINDS
 from camlens.names import GUIDED_BACKPROP as GUIDED_BACKPROP
 from camlens.names import GUIDED_GRADCAM as GUIDED_GRADCAM
 from camlens.names import SEED_METHODS as SEED_METHODS
@@ -31,6 +43,13 @@ class Explanation(Mapping[str, Tensor]):
     ``result["gradcam"]`` is ``(B, H, W)`` in [0, 1]; ``result["guided_backprop"]`` and
     ``result["guided_gradcam"]`` are ``(B, C, H, W)``. ``raw[name]`` is the signed layer-resolution map
     ``sum_k w_k A_k`` before the ReLU, for each CAM method.
+
+    ``layout`` says how the layer's output was read as ``(B, K, u, v)`` (``layout.describe()``:
+    channels-first, channels-last, or tokens with the prefix tokens dropped and the grid).
+    ``guided_rule`` counts the activations the guided rule was applied at, by kind (``{"relu": 17}``;
+    any kind other than relu/relu6/hardtanh means the generalised rule ``f'(x) * max(grad, 0)``).
+    ``warnings`` lists what is legal but suspicious (a constant map, a guided map with no activation
+    routed); each is also issued as a Python ``UserWarning``.
     """
 
     maps: dict[str, Tensor]
@@ -42,6 +61,14 @@ class Explanation(Mapping[str, Tensor]):
     counterfactual: bool = False
     compiled: bool = False  # a torch.compile wrapper: its eager ``_orig_mod`` (same parameters) was explained
     capture: Capture | None = field(default=None, repr=False, compare=False)
+    layout: Layout | None = None
+    guided_rule: dict[str, int] | None = None
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def guided_generalised(self) -> bool:
+        """True when the guided map used the generalised rule at some non-ReLU activation."""
+        return any(kind not in RELU_KINDS for kind in (self.guided_rule or {}))
 
     def __getitem__(self, name: str) -> Tensor:
         return self.maps[name]
@@ -90,6 +117,7 @@ def explain(
     targets: Targets = None,
     *,
     counterfactual: bool = False,
+    layout: LayoutSpec = None,
 ) -> Explanation:
     """Explain ``model``'s scores on ``x`` with several methods from one forward pass.
 
@@ -98,10 +126,18 @@ def explain(
         x: images ``(B, C, H, W)``, already preprocessed as the model expects.
         methods: names from :func:`available_methods`.
         target_layer: a module or dotted name (``"layer4"``, ``"features.29"``); None picks the
-            deepest spatial layer feeding the classifier's pooling (its name is in the result).
+            deepest spatial layer whose gradient at the spatial positions is not identically zero
+            (see :mod:`camlens.layers`; chosen inside this call's own forward pass, then cached; its
+            name is in the result).
         targets: None (predicted class), an int, B ints, or a callable ``output -> (B,)`` scores.
         counterfactual: negate the gradients (Grad-CAM paper, section 3.3): regions that argue
             *against* the class.
+        layout: how the layer's output is laid out: None (detected), ``"nchw"``, ``"nhwc"``,
+            ``"tokens"`` or a callable ``output -> (B, K, u, v)`` (see :mod:`camlens.layouts`).
+
+    Raises:
+        ValueError: a layer whose map cannot show anything (1 x 1, or no gradient at its positions;
+            the message names the automatic layer), or an undecidable layout (it says how to state it).
 
     Example:
         >>> import torch, torchvision
@@ -118,15 +154,30 @@ def explain(
     with guard(model) as guarded:
         if guarded.compiled and isinstance(target_layer, str):
             target_layer = target_layer.removeprefix("_orig_mod.")
-        layer = _layer_for(guarded.model, x, target_layer) if needs_layer else None
-        cap = capture(guarded.model, x, targets, layer, guided=needs_guided)
+        eager = guarded.model
+        layer = _layer_for(eager, x, target_layer) if needs_layer else None
+        try:
+            cap = capture(eager, x, targets, layer, guided=needs_guided, layout=layout)
+        except UninformativeLayerError as error:
+            raise UninformativeLayerError(f"{error}; {_better_layer(eager, x, layer)}") from None
     return _assemble(cap, names, x.shape[-2:], counterfactual, guarded.compiled)
 
 
-def _layer_for(model: nn.Module, x: Tensor, target_layer: LayerSpec) -> tuple[str, nn.Module]:
+def _layer_for(model: nn.Module, x: Tensor, target_layer: LayerSpec) -> tuple[str, nn.Module] | _Auto:
     if target_layer is None:
-        return default_layer(model, x)
+        return cached_default(model, x.shape[-2:]) or AUTO
     return resolve_layer(model, target_layer)
+
+
+def _better_layer(model: nn.Module, x: Tensor, layer: Any) -> str:
+    """Name the automatic layer as the better choice (an extra pass, on this error path only)."""
+    try:
+        name, _ = default_layer(model, x)
+    except ValueError:
+        return "pick a layer before the global pooling whose output the score depends on"
+    if isinstance(layer, tuple) and layer[0] == name:
+        return "pick another layer before the global pooling"
+    return f"pick an earlier spatial layer, e.g. the automatic choice {name!r} (target_layer=None)"
 
 
 def _assemble(cap: Capture, names: list[str], size: Any, counterfactual: bool, compiled: bool = False) -> Explanation:
@@ -142,12 +193,22 @@ def _assemble(cap: Capture, names: list[str], size: Any, counterfactual: bool, c
         for name in wanted_cams:
             raw[name] = CAM_METHODS[name](cap.activations, gradients)
             maps[name] = cam_to_image(raw[name], size).to(cap.activations.dtype)
+    notes = _constant_maps(raw, cap.layer_name)
+    if cap.layout is not None and cap.layout.assumed:
+        notes.append(f"layer {cap.layer_name!r}: {cap.layout.describe()}; pass layout='nhwc' if it is channels-last")
     if GUIDED_BACKPROP in names or GUIDED_GRADCAM in names:
         assert cap.input_gradient is not None
+        if not cap.guided_rule:
+            notes.append(
+                "guided backprop: the forward ran no activation the guided rule applies to, so the guided map "
+                "is the plain input gradient"
+            )
         maps[GUIDED_BACKPROP] = cap.input_gradient
         if GUIDED_GRADCAM in names:
             maps[GUIDED_GRADCAM] = cap.input_gradient * maps["gradcam"][:, None]
     ordered = {n: maps[n] for n in names}
+    for note in notes:
+        _warnings.warn(note, UserWarning, stacklevel=3)
     return Explanation(
         maps=ordered,
         raw=raw,
@@ -158,7 +219,22 @@ def _assemble(cap: Capture, names: list[str], size: Any, counterfactual: bool, c
         counterfactual=counterfactual,
         compiled=compiled,
         capture=cap,
+        layout=cap.layout,
+        guided_rule=cap.guided_rule,
+        warnings=tuple(notes),
     )
+
+
+def _constant_maps(raw: dict[str, Tensor], layer: str | None) -> list[str]:
+    """A note for each CAM method whose signed map is constant over the positions for some image."""
+    notes = []
+    for name, m in raw.items():
+        flat = m.flatten(1)
+        constant = (flat.amax(dim=1) - flat.amin(dim=1)) <= 1e-7 * flat.abs().amax(dim=1).clamp(min=1e-30)
+        if bool(constant.any()):
+            which = constant.nonzero().flatten().tolist()
+            notes.append(f"{name}: the map at layer {layer!r} is constant for image(s) {which}: it shows nothing")
+    return notes
 
 
 class _Explainer:
@@ -167,11 +243,19 @@ class _Explainer:
     method: ClassVar[str]
     uses_layer: ClassVar[bool] = True
 
-    def __init__(self, model: nn.Module, target_layer: LayerSpec = None, *, counterfactual: bool = False) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        target_layer: LayerSpec = None,
+        *,
+        counterfactual: bool = False,
+        layout: LayoutSpec = None,
+    ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, not {type(model).__name__}")
         self.model = model
         self.counterfactual = counterfactual
+        self.layout = layout
         self._layer: tuple[str, nn.Module] | None = None
         if target_layer is not None:
             self._layer = resolve_layer(eager_module(model)[0], target_layer)
@@ -184,7 +268,9 @@ class _Explainer:
     def explain(self, x: Tensor, targets: Targets = None) -> Explanation:
         """The full result: the map, the raw signed layer map, logits, classes and layer name."""
         layer = self._layer[1] if self._layer else None
-        result = explain(self.model, x, [self.method], layer, targets, counterfactual=self.counterfactual)
+        result = explain(
+            self.model, x, [self.method], layer, targets, counterfactual=self.counterfactual, layout=self.layout
+        )
         if self._layer is None and result.target_layer is not None:
             self._layer = resolve_layer(eager_module(self.model)[0], result.target_layer)  # the automatic choice
         return result
@@ -217,7 +303,11 @@ class GradCAMPlusPlus(_Explainer):
 
 
 class GuidedBackprop(_Explainer):
-    """Guided backpropagation (Springenberg et al. 2015) at every ReLU the forward runs, ``(B, C, H, W)``."""
+    """Guided backpropagation (Springenberg et al. 2015) at every activation the forward runs, ``(B, C, H, W)``.
+
+    ReLUs follow Springenberg's rule; other pointwise activations ``f`` the generalised rule
+    ``f'(x) * max(grad_out, 0)`` (see :mod:`camlens.methods.guided`).
+    """
 
     method = GUIDED_BACKPROP
     uses_layer = False

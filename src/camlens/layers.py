@@ -1,22 +1,54 @@
 """Resolve the target layer: by module or dotted name, or picked automatically.
 
-The automatic choice is the deepest layer whose output is still a spatial map on its way to the
-classifier's pooling: found once per model by a one-image trace with the forward hooks of every module
-(removed in ``finally``; the model's ``training`` flags are put back exactly as found).
+The automatic choice is **the deepest spatial layer whose gradient at the spatial positions is not
+identically zero**. It is made in the same forward pass as the explanation (so the model, and any
+forward hook of the user's, runs exactly once per call): every module's 3-D or 4-D output is recorded
+(:class:`CandidateRecorder`), one ``autograd.grad`` gives the score's gradient at all of them, and the
+last module to complete whose output
+
+* has a spatial layout (:mod:`camlens.layouts`: a map or tokens) with at least 2 positions,
+* is not a pooling layer, a container returning a pooling layer's output, or a pass-through
+  (dropout, identity, flatten), and ran once,
+* gets a gradient that is not identically zero at the spatial positions (prefix tokens excluded), and
+  activations that are not constant over the positions,
+* is not a ``Linear`` projection of another such layer (attention's ``qkv``: its query part gets no
+  gradient; the projection's input is the representation)
+
+is chosen, and remembered per model and input size. In a class-token ViT only the class token reaches
+the head after the last attention, so the rule lands on the last block's first norm (the input of its
+attention); in CNNs, on the last map before the global pooling; never after the pooling.
 """
 
 from __future__ import annotations
 
 import difflib
 import weakref
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from camlens.layouts import Layout, LayoutError, LayoutSpec, resolve_layout
+
 LayerSpec = None | str | nn.Module
 
 _PASSTHROUGH = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity, nn.Flatten)
-_default_cache: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()
+_default_cache: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, int], str]] = weakref.WeakKeyDictionary()
+
+
+class UninformativeLayerError(ValueError):
+    """The target layer's map cannot show anything (1 x 1, or no gradient reaches its positions)."""
+
+
+class _Auto:
+    """The automatic layer choice, made inside the explanation's own forward pass."""
+
+    def __repr__(self) -> str:
+        return "AUTO"
+
+
+AUTO = _Auto()
 
 
 def closest_names(name: str, names: list[str], n: int = 5) -> list[str]:
@@ -56,54 +88,156 @@ def _is_pool(module: nn.Module) -> bool:
     return "Pool" in type(module).__name__
 
 
-def trace_default_layer(model: nn.Module, x: Tensor) -> str:
-    """Find the default target layer by running one image through ``model``.
+@dataclass
+class _Record:
+    name: str
+    module: nn.Module
+    output: Tensor
+    pooled: bool
+    projection: bool
+    hint: nn.Module  # the module that made the tensor (a container passes its child's output on)
 
-    The choice is the last module (in completion order) whose output is a 4-D ``(B, K, u, v)`` map,
-    which is not a pooling layer, not a container that returns a pooling layer's output, not a
-    dropout/identity/flatten pass-through, and ran once. Containers complete after their children, so
-    ``layer4`` is reported rather than ``layer4.2.relu`` when they return the same tensor.
+
+@dataclass(frozen=True)
+class AutoChoice:
+    """The layer the automatic rule chose, with its raw output and gradient."""
+
+    name: str
+    module: nn.Module
+    activations: Tensor  # the layer's own output, as recorded
+    gradients: Tensor  # dS/d(output), same shape
+    layout: Layout
+    remember: bool = True  # False for a fallback that depends on this call's target
+
+
+class CandidateRecorder:
+    """Forward hooks on every module that record each 3-D/4-D output as a candidate target layer.
+
+    Each hook keeps the module's own output and hands a copy downstream, so in-place ops later in the
+    network (densenet's ``F.relu(..., inplace=True)`` after ``norm5``) cannot change a candidate. Use as
+    a context manager: the hooks are removed on exit.
     """
-    names = {module: name for name, module in model.named_modules() if name}
-    records: list[tuple[str, nn.Module, object]] = []
-    calls: dict[str, int] = {}
 
-    def record(module: nn.Module, _inputs: object, output: object) -> None:
-        name = names[module]
-        calls[name] = calls.get(name, 0) + 1
-        records.append((name, module, output))
+    def __init__(self, model: nn.Module, batch: int) -> None:
+        self.model = model
+        self.batch = batch
+        self.names = {module: name for name, module in model.named_modules() if name}
+        self.records: list[_Record] = []
+        self.calls: dict[str, int] = {}
+        self._handed: dict[int, tuple[Tensor, _Record]] = {}  # id(copy handed downstream) -> (copy, record)
+        self._handles: list[Any] = []
 
-    modes = [(module, module.training) for module in model.modules()]
-    handles = [module.register_forward_hook(record) for module in names]
-    try:
-        model.eval()
-        with torch.inference_mode(False), torch.no_grad():
-            model(x[:1].detach())
-    finally:
-        for handle in handles:
+    def __enter__(self) -> CandidateRecorder:
+        try:
+            for module in self.names:
+                self._handles.append(module.register_forward_hook(self._hook))
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        for handle in self._handles:
             handle.remove()
-        for module, training in modes:
-            module.training = training
+        self._handles.clear()
 
-    pooled = {id(out) for _, module, out in records if _is_pool(module) and isinstance(out, Tensor)}
-    for name, module, out in reversed(records):
-        if (
-            isinstance(out, Tensor)
-            and out.dim() == 4
-            and not _is_pool(module)
-            and not isinstance(module, _PASSTHROUGH)
-            and id(out) not in pooled
-            and calls[name] == 1
-        ):
-            return name
-    raise ValueError("found no layer with a (batch, channels, height, width) output to explain: pass target_layer")
+    def _source(self, t: Any) -> _Record | None:
+        found = self._handed.get(id(t)) if isinstance(t, Tensor) else None
+        return found[1] if found is not None and found[0] is t else None
+
+    def _hook(self, module: nn.Module, inputs: Any, output: Any) -> Any:
+        name = self.names[module]
+        self.calls[name] = self.calls.get(name, 0) + 1
+        if not isinstance(output, Tensor):
+            return None
+        source = self._source(output)
+        pooled = _is_pool(module) or (source is not None and source.pooled)
+        if output.dim() not in (3, 4) or output.shape[0] != self.batch or not output.is_floating_point():
+            return None
+        projection = isinstance(module, nn.Linear) and any(self._source(i) is not None for i in inputs)
+        hint = source.hint if source is not None else module
+        record = _Record(name, module, output, pooled, projection, hint)
+        self.records.append(record)
+        handed = output.clone()
+        self._handed[id(handed)] = (handed, record)
+        return handed
+
+    def choose(
+        self, total: Tensor, size: tuple[int, int], spec: LayoutSpec = None, *, retain_graph: bool = False
+    ) -> AutoChoice:
+        """Differentiate ``total`` at every candidate once and pick the automatic layer (see the module doc)."""
+        candidates: list[tuple[_Record, Layout]] = []
+        for record in self.records:
+            if (
+                record.pooled
+                or isinstance(record.module, _PASSTHROUGH)
+                or self.calls[record.name] != 1
+                or not record.output.requires_grad
+            ):
+                continue
+            try:
+                layout = resolve_layout(tuple(record.output.shape), size, self.model, record.hint, spec)
+            except LayoutError:
+                continue
+            if layout.kind != "custom" and layout.grid[0] * layout.grid[1] < 2:
+                continue
+            candidates.append((record, layout))
+        fallback: AutoChoice | None = None
+        if candidates:
+            grads = torch.autograd.grad(
+                total, [r.output for r, _ in candidates], retain_graph=retain_graph, allow_unused=True
+            )
+            for (record, layout), grad in zip(reversed(candidates), reversed(grads), strict=True):
+                if grad is None or record.projection:
+                    continue
+                try:
+                    a, g = layout.to_spatial(record.output.detach()), layout.to_spatial(grad)
+                except RuntimeError:
+                    continue
+                if a.dim() != 4 or a.shape[-2] * a.shape[-1] < 2:
+                    continue
+                choice = AutoChoice(record.name, record.module, record.output.detach(), grad, layout)
+                fallback = fallback or choice
+                if not bool(g.any()) or not bool((a.amax(dim=(2, 3)) > a.amin(dim=(2, 3))).any()):
+                    continue
+                return choice
+        if fallback is not None:
+            # No candidate is informative for this call (e.g. a class whose weights are all zero, a dead layer):
+            # the deepest spatial one is explained as it is (its flat map is reported by explain) and the
+            # choice, which depends on this call's target, is not remembered.
+            f = fallback
+            return AutoChoice(f.name, f.module, f.activations, f.gradients, f.layout, remember=False)
+        raise ValueError(
+            "found no layer with a spatial output (a map or tokens) that the target score depends on: "
+            "pass target_layer (and layout= if its output is neither (B, C, H, W), (B, H, W, C) nor (B, N, C))"
+        )
+
+
+def cached_default(model: nn.Module, size: tuple[int, ...]) -> tuple[str, nn.Module] | None:
+    """The automatic layer chosen before for this model and input size, if any."""
+    name = _default_cache.get(model, {}).get((int(size[0]), int(size[1])))
+    if name is None:
+        return None
+    modules = dict(model.named_modules())
+    return (name, modules[name]) if name in modules else None
+
+
+def remember_default(model: nn.Module, size: tuple[int, ...], name: str) -> None:
+    """Keep the automatic choice for later calls with the same input size."""
+    _default_cache.setdefault(model, {})[(int(size[0]), int(size[1]))] = name
 
 
 def default_layer(model: nn.Module, x: Tensor) -> tuple[str, nn.Module]:
-    """The automatic target layer of ``model`` (traced once per model, then cached)."""
-    name = _default_cache.get(model)
-    modules = dict(model.named_modules())
-    if name is None or name not in modules:
-        name = trace_default_layer(model, x)
-        _default_cache[model] = name
-    return name, modules[name]
+    """The automatic target layer of ``model`` for inputs like ``x`` (chosen once, then cached).
+
+    The first call for a model and input size runs one forward and backward of the predicted class
+    (see the module doc); ``explain`` makes the same choice inside its own forward instead.
+    """
+    found = cached_default(model, x.shape[-2:])
+    if found is not None:
+        return found
+    from camlens.capture import capture  # the engine makes the choice
+
+    cap = capture(model, x[:1], None, AUTO)
+    assert cap.layer_name is not None
+    return cap.layer_name, dict(model.named_modules())[cap.layer_name]

@@ -1,0 +1,260 @@
+"""Layer output layouts: channels-first maps, channels-last maps and tokens, all seen as ``(B, K, u, v)``.
+
+A target layer may output
+
+* ``nchw``: a channels-first map ``(B, C, H, W)`` (convolutional networks);
+* ``nhwc``: a channels-last map ``(B, H, W, C)`` (Swin and MaxViT stages, ConvNeXt block internals);
+* ``tokens``: ``(B, N, C)``, patch tokens after any prefix tokens (class, distillation, register tokens).
+  The prefix tokens are dropped and the patch tokens laid out row by row on the patch grid.
+
+:func:`resolve_layout` decides which, from the tensor's shape, the input's size and what the model says
+(timm's ``num_prefix_tokens`` and ``patch_embed.grid_size``, torchvision ViT's ``class_token``).
+:meth:`Layout.to_spatial` turns the activations and, identically, their gradients into ``(B, K, u, v)``,
+so every CAM function is unchanged. The conversion is a view (a slice, a reshape and a permute).
+
+How the shape is read: a spatial grid ``(u, v)`` is plausible for an ``H x W`` input when it fits inside
+it and both axes have about the same stride (``H/u`` and ``W/v`` within a factor 1.5). A 4-D output
+is ``nchw`` when only its last two axes form a plausible grid, ``nhwc`` when only its middle two do;
+when both do (e.g. ``(B, 7, 7, 7)``), the module decides (a convolution or 2-d norm: ``nchw``; a
+``LayerNorm`` or ``Linear`` over the last axis: ``nhwc``); otherwise channels-first is assumed and the
+layout says so (``Layout.assumed``; ``explain`` records a warning naming ``layout=``). Tokens that lay
+out on no grid are an error that says how to state the layout. Tokens take the prefix count from the
+model, else the count (0 to 8) whose grid best fits the input's aspect (on a tie, the smallest).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from torch import Tensor, nn
+
+LAYOUTS = ("nchw", "nhwc", "tokens")
+LayoutSpec = None | str | Callable[[Tensor], Tensor]
+
+_MAX_STRIDE_RATIO = 1.5
+_MAX_GUESSED_PREFIX = 8
+
+
+class LayoutError(ValueError):
+    """The layout of a layer's output cannot be decided; the message says how to state it."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a layer's output was read as ``(B, K, u, v)``.
+
+    Attributes:
+        kind: ``"nchw"``, ``"nhwc"``, ``"tokens"`` or ``"custom"`` (a user callable).
+        grid: the spatial grid ``(u, v)``.
+        prefix_tokens: the number of leading tokens dropped (tokens only).
+        shape: the layer's own output shape.
+        reshape: the user's callable for ``"custom"``.
+        assumed: the shape read both ways and nothing told them apart: channels-first was assumed
+            (``explain`` records a warning saying how to state it).
+
+    Example:
+        >>> import torch
+        >>> layout = Layout("tokens", (2, 3), prefix_tokens=1, shape=(1, 7, 4))
+        >>> layout.to_spatial(torch.zeros(1, 7, 4)).shape
+        torch.Size([1, 4, 2, 3])
+        >>> layout.describe()
+        'tokens (1, 7, 4): 1 prefix token dropped, 2 x 3 grid'
+    """
+
+    kind: str
+    grid: tuple[int, int]
+    prefix_tokens: int = 0
+    shape: tuple[int, ...] = ()
+    reshape: Callable[[Tensor], Tensor] | None = field(default=None, compare=False, repr=False)
+    assumed: bool = False
+
+    def to_spatial(self, t: Tensor) -> Tensor:
+        """The layer output (or its gradient) as ``(B, K, u, v)``; a view where possible."""
+        if self.kind == "nchw":
+            return t
+        if self.kind == "nhwc":
+            return t.permute(0, 3, 1, 2)
+        if self.kind == "tokens":
+            u, v = self.grid
+            return t[:, self.prefix_tokens :, :].reshape(t.shape[0], u, v, t.shape[-1]).permute(0, 3, 1, 2)
+        assert self.reshape is not None
+        return self.reshape(t)
+
+    def describe(self) -> str:
+        """One line for people: ``"tokens (1, 197, 384): 1 prefix token dropped, 14 x 14 grid"``."""
+        shape = tuple(self.shape)
+        text = f"{self.kind} {shape}"
+        if self.kind == "tokens":
+            s = "" if self.prefix_tokens == 1 else "s"
+            text += f": {self.prefix_tokens} prefix token{s} dropped,"
+        else:
+            text += ":"
+        text = f"{text} {self.grid[0]} x {self.grid[1]} grid"
+        return text + (" (assumed channels-first: the shape reads both ways)" if self.assumed else "")
+
+
+def _stride_mismatch(grid: tuple[int, int], size: tuple[int, int]) -> float:
+    """``|log((H/u) / (W/v))|``, infinite when the grid does not fit inside the input."""
+    (u, v), (h, w) = grid, size
+    if u < 1 or v < 1 or u > h or v > w:
+        return math.inf
+    return abs(math.log((h / u) / (w / v)))
+
+
+def _plausible(grid: tuple[int, int], size: tuple[int, int]) -> bool:
+    return _stride_mismatch(grid, size) <= math.log(_MAX_STRIDE_RATIO) + 1e-9
+
+
+def grid_for(count: int, size: tuple[int, int]) -> tuple[int, int] | None:
+    """The plausible grid ``(u, v)`` with ``u * v == count`` closest to the input's aspect, or None.
+
+    Example:
+        >>> grid_for(24, (64, 96)), grid_for(50, (64, 64))
+        ((4, 6), None)
+    """
+    best: tuple[float, tuple[int, int]] | None = None
+    for u in range(1, count + 1):
+        if count % u:
+            continue
+        grid = (u, count // u)
+        score = _stride_mismatch(grid, size)
+        if _plausible(grid, size) and (best is None or score < best[0]):
+            best = (score, grid)
+    return None if best is None else best[1]
+
+
+def model_prefix_tokens(model: nn.Module) -> int | None:
+    """Prefix tokens the model declares: timm's ``num_prefix_tokens``, torchvision ViT's class token."""
+    count = getattr(model, "num_prefix_tokens", None)
+    if isinstance(count, int) and not isinstance(count, bool):
+        return count
+    if isinstance(getattr(model, "class_token", None), Tensor):
+        return 1
+    return None
+
+
+def model_grid(model: nn.Module, size: tuple[int, int]) -> tuple[int, int] | None:
+    """The patch grid the model declares for an input of ``size``, if any."""
+    patch_embed = getattr(model, "patch_embed", None)
+    patch = getattr(patch_embed, "patch_size", None)
+    if patch is None and isinstance(getattr(model, "patch_size", None), int):
+        patch = model.patch_size  # torchvision VisionTransformer
+    if isinstance(patch, int):
+        patch = (patch, patch)
+    if isinstance(patch, tuple | list) and len(patch) == 2 and all(isinstance(p, int) and p > 0 for p in patch):
+        return size[0] // patch[0], size[1] // patch[1]
+    grid = getattr(patch_embed, "grid_size", None)
+    if isinstance(grid, tuple | list) and len(grid) == 2:
+        return int(grid[0]), int(grid[1])
+    return None
+
+
+def _module_hint(module: nn.Module | None, channels_last: int, channels_first: int) -> str | None:
+    """What the module's type says about its output's layout (None: nothing)."""
+    if module is None:
+        return None
+    name = type(module).__name__.lower()
+    if isinstance(module, nn.modules.conv._ConvNd | nn.modules.batchnorm._BatchNorm) or "2d" in name:
+        return "nchw"
+    if isinstance(module, nn.LayerNorm) and tuple(module.normalized_shape) == (channels_last,):
+        return "nhwc"
+    if isinstance(module, nn.Linear) and module.out_features == channels_last:
+        return "nhwc"
+    if isinstance(module, nn.GroupNorm) and module.num_channels == channels_first:
+        return "nchw"
+    return None
+
+
+def _tokens(shape: tuple[int, ...], size: tuple[int, int], model: nn.Module | None) -> Layout | None:
+    count = shape[1]
+    declared = model_prefix_tokens(model) if model is not None else None
+    prefixes = [declared, 0] if declared is not None else list(range(_MAX_GUESSED_PREFIX + 1))
+    grid_hint = model_grid(model, size) if model is not None else None
+    best: tuple[float, Layout] | None = None
+    for prefix in dict.fromkeys(prefixes):
+        assert prefix is not None
+        rest = count - prefix
+        if rest < 1:
+            continue
+        if grid_hint is not None and grid_hint[0] * grid_hint[1] == rest:
+            return Layout("tokens", grid_hint, prefix, shape)
+        grid = grid_for(rest, size)
+        if grid is not None:
+            if declared is not None:
+                return Layout("tokens", grid, prefix, shape)
+            score = _stride_mismatch(grid, size)
+            if best is None or score < best[0] - 1e-9:  # the best-fitting grid; on a tie the fewest prefix tokens
+                best = (score, Layout("tokens", grid, prefix, shape))
+    return None if best is None else best[1]
+
+
+def _how_to_state(shape: tuple[int, ...]) -> str:
+    return (
+        f"state it with layout='nchw' (B, C, H, W), 'nhwc' (B, H, W, C), 'tokens' (B, N, C) or a callable "
+        f"returning (B, K, u, v) for the layer output of shape {shape}"
+    )
+
+
+def resolve_layout(
+    shape: tuple[int, ...],
+    size: tuple[int, int],
+    model: nn.Module | None = None,
+    module: nn.Module | None = None,
+    spec: LayoutSpec = None,
+) -> Layout:
+    """Decide how a layer output of ``shape`` (for an input of ``size = (H, W)``) is laid out.
+
+    Args:
+        shape: the layer output's shape, 3-D or 4-D.
+        size: the input's spatial size ``(H, W)``.
+        model: the whole model (prefix tokens, patch grid), optional.
+        module: the layer (a type hint when a 4-D shape reads both ways), optional.
+        spec: None (automatic), ``"nchw"``, ``"nhwc"``, ``"tokens"``, or a callable ``t -> (B, K, u, v)``.
+
+    Raises:
+        LayoutError: the layout is undecidable or does not fit the shape; the message says how to state it.
+
+    Example:
+        >>> resolve_layout((2, 7, 7, 768), (224, 224)).kind, resolve_layout((2, 768, 7, 7), (224, 224)).kind
+        ('nhwc', 'nchw')
+        >>> resolve_layout((2, 197, 384), (224, 224)).describe()
+        'tokens (2, 197, 384): 1 prefix token dropped, 14 x 14 grid'
+    """
+    shape = tuple(int(s) for s in shape)
+    size = (int(size[0]), int(size[1]))
+    if callable(spec):
+        return Layout("custom", (0, 0), 0, shape, reshape=spec)
+    if spec is not None and spec not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, a callable or None, not {spec!r}")
+    if len(shape) == 3:
+        if spec not in (None, "tokens"):
+            raise LayoutError(f"layout={spec!r} needs a 4-D layer output, got {shape}; {_how_to_state(shape)}")
+        found = _tokens(shape, size, model)
+        if found is None:
+            raise LayoutError(
+                f"cannot lay {shape[1]} tokens out on a grid for a {size[0]} x {size[1]} input: " + _how_to_state(shape)
+            )
+        return found
+    if len(shape) != 4:
+        raise LayoutError(
+            f"a layer output of shape {shape} has no spatial layout (CAM methods need a map or tokens): "
+            "pick a layer before the global pooling"
+        )
+    first, last = (shape[2], shape[3]), (shape[1], shape[2])
+    if spec == "nchw":
+        return Layout("nchw", first, 0, shape)
+    if spec == "nhwc":
+        return Layout("nhwc", last, 0, shape)
+    if spec == "tokens":
+        raise LayoutError(f"layout='tokens' needs a 3-D layer output, got {shape}; {_how_to_state(shape)}")
+    as_first, as_last = _plausible(first, size), _plausible(last, size)
+    if as_first and as_last:
+        hint = _module_hint(module, shape[3], shape[1])
+        if hint is None:  # the torch convention, said on the result (Layout.assumed)
+            return Layout("nchw", first, 0, shape, assumed=True)
+        return Layout(hint, first if hint == "nchw" else last, 0, shape)
+    if as_last:
+        return Layout("nhwc", last, 0, shape)
+    return Layout("nchw", first, 0, shape)  # also a grid that fits neither reading: the torch default

@@ -1,0 +1,209 @@
+"""Synthetic ground truth: images whose evidence sits at a known place, tiny models, a short CPU trainer.
+
+The task (:func:`patch_dataset`): a grey texture with one coloured square patch at a random position;
+the class is the patch's colour. A distractor square of the same size (grey, or a colour that belongs to
+no class) sits elsewhere. The patch's box is returned with each image, so a saliency map can be scored
+against it (e.g. "is the map's peak inside the box?"; chance is the box's share of the image).
+
+The models (:class:`TinyCNN`, :class:`TinyViT`) are small enough to train on a CPU in seconds with
+:func:`train` and reach 100% accuracy on this task. Everything is deterministic given the seeds.
+
+Example:
+    >>> data = patch_dataset(8, seed=0)
+    >>> data.images.shape, data.labels.shape, data.boxes.shape
+    (torch.Size([8, 3, 32, 32]), torch.Size([8]), torch.Size([8, 4]))
+    >>> bool(inside(data.boxes, torch.tensor([[0, 0]] * 8)).any()) in (True, False)
+    True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+#: The class colours (RGB in [0, 1]); class ``k`` is a patch of ``CLASS_COLOURS[k]``.
+CLASS_COLOURS = ((0.9, 0.1, 0.1), (0.1, 0.8, 0.1), (0.1, 0.2, 0.9), (0.9, 0.8, 0.1))
+#: Colours of no class, for coloured distractors.
+DISTRACTOR_COLOURS = ((0.8, 0.1, 0.8), (0.1, 0.8, 0.8))
+
+
+@dataclass(frozen=True)
+class PatchData:
+    """A batch of the synthetic task.
+
+    Attributes:
+        images: ``(N, 3, S, S)`` in [0, 1].
+        labels: ``(N,)`` class indices (the patch's colour).
+        boxes: ``(N, 4)`` the evidence patch as ``(top, left, bottom, right)``, bottom/right exclusive.
+    """
+
+    images: Tensor
+    labels: Tensor
+    boxes: Tensor
+
+
+def _place(generator: torch.Generator, size: int, patch: int, avoid: tuple[int, int] | None) -> tuple[int, int]:
+    while True:
+        top, left = (int(v) for v in torch.randint(0, size - patch + 1, (2,), generator=generator))
+        if avoid is None or abs(top - avoid[0]) >= patch or abs(left - avoid[1]) >= patch:
+            return top, left
+
+
+def patch_dataset(
+    n: int,
+    *,
+    size: int = 32,
+    patch: int = 8,
+    classes: int = 4,
+    distractor: str = "grey",
+    seed: int = 0,
+) -> PatchData:
+    """Generate ``n`` images of the coloured-patch task, deterministically from ``seed``.
+
+    Args:
+        n: number of images.
+        size: image side in pixels.
+        patch: side of the evidence patch (and of the distractor).
+        classes: number of classes (at most ``len(CLASS_COLOURS)``).
+        distractor: ``"grey"`` (a flat grey square), ``"colour"`` (a square of a colour of no class) or
+            ``"none"``.
+        seed: the random seed.
+    """
+    if not 1 <= classes <= len(CLASS_COLOURS):
+        raise ValueError(f"classes must be between 1 and {len(CLASS_COLOURS)}, not {classes}")
+    if distractor not in ("grey", "colour", "none"):
+        raise ValueError(f"distractor must be 'grey', 'colour' or 'none', not {distractor!r}")
+    if not 1 <= patch <= size // 2:
+        raise ValueError(f"patch must be between 1 and size // 2 = {size // 2}, not {patch}")
+    generator = torch.Generator().manual_seed(seed)
+    texture = 0.35 + 0.3 * torch.rand(n, 1, size, size, generator=generator)
+    images = F.avg_pool2d(texture, 3, stride=1, padding=1, count_include_pad=False).expand(n, 3, size, size).clone()
+    labels = torch.randint(0, classes, (n,), generator=generator)
+    boxes = torch.zeros(n, 4, dtype=torch.long)
+    noise = 0.05 * torch.randn(n, 3, patch, patch, generator=generator)
+    for i in range(n):
+        top, left = _place(generator, size, patch, None)
+        colour = torch.tensor(CLASS_COLOURS[int(labels[i])]).view(3, 1, 1)
+        images[i, :, top : top + patch, left : left + patch] = colour + noise[i]
+        boxes[i] = torch.tensor([top, left, top + patch, left + patch])
+        if distractor != "none":
+            d_top, d_left = _place(generator, size, patch, (top, left))
+            if distractor == "grey":
+                fill = torch.full((3, 1, 1), 0.15 + 0.7 * float(torch.rand(1, generator=generator)))
+            else:
+                pick = int(torch.randint(0, len(DISTRACTOR_COLOURS), (1,), generator=generator))
+                fill = torch.tensor(DISTRACTOR_COLOURS[pick]).view(3, 1, 1)
+            images[i, :, d_top : d_top + patch, d_left : d_left + patch] = fill
+    return PatchData(images.clamp(0, 1), labels, boxes)
+
+
+def inside(boxes: Tensor, points: Tensor) -> Tensor:
+    """Whether each ``(row, col)`` point lies in its box ``(top, left, bottom, right)``: ``(N,)`` bool."""
+    rows, cols = points[:, 0], points[:, 1]
+    return (rows >= boxes[:, 0]) & (rows < boxes[:, 2]) & (cols >= boxes[:, 1]) & (cols < boxes[:, 3])
+
+
+def peak_in_box_rate(maps: Tensor, boxes: Tensor) -> float:
+    """The share of maps ``(N, H, W)`` whose maximum lies inside the box (pointing game without tolerance)."""
+    flat = maps.flatten(1).argmax(dim=1)
+    points = torch.stack([flat // maps.shape[-1], flat % maps.shape[-1]], dim=1)
+    return float(inside(boxes, points).float().mean())
+
+
+class TinyCNN(nn.Module):
+    """A small global-average-pooling CNN: ``depth`` conv blocks (conv, batch norm, ReLU), max-pooling
+    after the first ``pools`` of them, then GAP and a linear classifier. Few pools keep its receptive
+    field local, so its evidence stays at the patch.
+    """
+
+    def __init__(self, classes: int = 4, width: int = 32, depth: int = 3, pools: int = 1) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = 3
+        for i in range(depth):
+            layers += [nn.Conv2d(channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+            if i < pools:
+                layers.append(nn.MaxPool2d(2))
+            channels = width
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(width, classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.pool(self.features(x)).flatten(1))
+
+
+class _Attention(nn.Module):
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        attention = (q @ k.transpose(-2, -1) * (c // self.heads) ** -0.5).softmax(dim=-1)
+        return self.proj((attention @ v).transpose(1, 2).reshape(b, n, c))
+
+
+class _Block(nn.Module):
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = _Attention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class TinyViT(nn.Module):
+    """A small class-token vision transformer (pre-norm blocks, GELU MLPs), laid out like timm's ViT:
+    ``patch_embed``, ``cls_token``, ``pos_embed``, ``blocks``, ``norm``, ``head``; ``num_prefix_tokens = 1``.
+    """
+
+    num_prefix_tokens = 1
+
+    def __init__(
+        self, classes: int = 4, size: int = 32, patch: int = 4, dim: int = 32, depth: int = 3, heads: int = 2
+    ) -> None:
+        super().__init__()
+        self.patch_embed = nn.Conv2d(3, dim, patch, stride=patch)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(0.02 * torch.randn(1, 1 + (size // patch) ** 2, dim))
+        self.blocks = nn.Sequential(*(_Block(dim, heads) for _ in range(depth)))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        tokens = self.patch_embed(x).flatten(2).transpose(1, 2)
+        tokens = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), tokens], dim=1) + self.pos_embed
+        return self.head(self.norm(self.blocks(tokens))[:, 0])
+
+
+def train(
+    model: nn.Module, data: PatchData, *, steps: int = 300, batch: int = 64, lr: float = 3e-3, seed: int = 0
+) -> float:
+    """Train ``model`` on ``data`` with Adam and cross-entropy; returns the final training accuracy.
+
+    The model is left in ``eval()`` mode.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(steps):
+        index = torch.randint(0, len(data.labels), (batch,), generator=generator)
+        loss = F.cross_entropy(model(data.images[index]), data.labels[index])
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    model.eval()
+    with torch.no_grad():
+        predictions = torch.cat([model(chunk).argmax(1) for chunk in data.images.split(256)])
+    return float((predictions == data.labels).float().mean())

@@ -1,0 +1,56 @@
+"""Meaning without pretrained weights: tiny models trained here on the coloured-patch task
+(:mod:`camlens.synthetic`: the class is the colour of an 8 x 8 patch at a random place in a 32 x 32
+grey texture, with a grey distractor) must have their automatic layer's Grad-CAM peak inside the
+patch far above chance (the patch's share of the image, 6.25%) and at least as often as at a
+hand-picked expert layer.
+
+Expert layers: for the ViT, pytorch-grad-cam's FAQ choice (the last block's ``norm1``, which the
+automatic rule must find by itself) compared with the penultimate block's output; for the CNN, the
+last convolution (before its batch norm and ReLU), the usual hand choice.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import camlens
+from camlens.synthetic import TinyCNN, TinyViT, patch_dataset, peak_in_box_rate, train
+
+CHANCE = (8 * 8) / (32 * 32)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return patch_dataset(1200, seed=0), patch_dataset(200, seed=1)
+
+
+def hit_rate(model, images, boxes, layer=None):
+    result = camlens.explain(model, images, ["gradcam"], target_layer=layer)
+    return result.target_layer, peak_in_box_rate(result["gradcam"], boxes)
+
+
+@pytest.mark.slow
+def test_tiny_vit_automatic_layer_points_at_the_evidence(data):
+    train_set, test_set = data
+    torch.manual_seed(0)
+    model = TinyViT()
+    assert train(model, train_set, steps=200) >= 0.95
+    layer, auto = hit_rate(model, test_set.images, test_set.boxes)
+    assert layer == "blocks.2.norm1"  # the FAQ's expert layer, found by the rule
+    _, penultimate = hit_rate(model, test_set.images, test_set.boxes, "blocks.1")
+    assert auto >= 4 * CHANCE
+    assert auto >= penultimate
+
+
+@pytest.mark.slow
+def test_tiny_cnn_automatic_layer_points_at_the_evidence(data):
+    train_set, test_set = data
+    torch.manual_seed(0)
+    model = TinyCNN()  # one max-pool: a local receptive field, so the colour evidence stays at the patch
+    assert train(model, train_set, steps=200) >= 0.95
+    layer, auto = hit_rate(model, test_set.images, test_set.boxes)
+    assert layer == "features"
+    _, expert = hit_rate(model, test_set.images, test_set.boxes, "features.7")
+    assert auto >= 4 * CHANCE
+    assert auto >= expert
