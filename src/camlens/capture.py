@@ -21,14 +21,15 @@ is replaced, no flag is touched, and the input tensor is never modified.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from camlens.methods.guided import GuidedReLUMode, GuidedSwitch
-from camlens.targets import Targets, target_scores
+from camlens.targets import Targets, TargetScores, target_scores
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,11 @@ class Capture:
     activations: Tensor | None  # (B, K, u, v)
     gradients: Tensor | None  # (B, K, u, v) dS/dA
     input_gradient: Tensor | None  # (B, C, H, W) guided dS/dx
+    extras: dict[str, Tensor] = field(default_factory=dict)  # what the ``head`` callable computed
+
+
+# head(output, activations, picked targets) -> named tensors, run on the recorded graph (retain_graph=True)
+HeadFunction = Callable[[Any, Tensor, TargetScores], dict[str, Tensor]]
 
 
 class _LayerHook:
@@ -89,6 +95,7 @@ def capture(
     layer: tuple[str, nn.Module] | None = None,
     *,
     guided: bool = False,
+    head: HeadFunction | None = None,
 ) -> Capture:
     """Run ``model`` once on ``x`` and collect what the requested methods need.
 
@@ -98,6 +105,11 @@ def capture(
         targets: see :mod:`camlens.targets`.
         layer: ``(name, module)`` of the target layer, or None when no CAM is wanted.
         guided: also compute the guided-backprop gradient with respect to ``x``.
+        head: extra derivatives on the same recorded graph, before it is freed: called as
+            ``head(output, A, picked)`` with ``A`` the recorded layer output and ``picked`` the
+            :class:`~camlens.targets.TargetScores`; it must differentiate with
+            ``retain_graph=True`` and return detached tensors (finer-CAM's other classes, Shapley-CAM's
+            Hessian-vector product). They land in ``Capture.extras``.
     """
     check_input(model, x)
     batch = x.shape[0]
@@ -126,6 +138,9 @@ def capture(
             _check_hook(hook)
         with torch.enable_grad():
             picked = target_scores(output, targets, batch)
+            extras = {}
+            if head is not None and hook is not None and hook.activations is not None:
+                extras = head(output, hook.activations, picked)
             gradients, input_gradient = _differentiate(picked.scores, hook, x_in if guided else None, switch)
 
     return Capture(
@@ -137,6 +152,7 @@ def capture(
         activations=None if hook is None or hook.activations is None else hook.activations.detach(),
         gradients=gradients,
         input_gradient=input_gradient,
+        extras=extras,
     )
 
 

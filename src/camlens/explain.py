@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -11,6 +13,9 @@ from torch import Tensor, nn
 from camlens.capture import Capture, capture, check_input
 from camlens.layers import LayerSpec, closest_names, default_layer, resolve_layer
 from camlens.methods.cam import CAM_METHODS
+from camlens.methods.catalog import CONTEXT_METHODS, MethodContext, MethodOptions, combined_head
+from camlens.methods.gradient import EIGEN_METHODS
+from camlens.methods.gradient import eigen_smooth as eigen_smooth_map
 from camlens.postprocess import cam_to_image
 from camlens.targets import Targets
 
@@ -21,7 +26,7 @@ SEED_METHODS = ("gradcam", "gradcam++", GUIDED_BACKPROP, GUIDED_GRADCAM)
 
 def available_methods() -> list[str]:
     """Every method name ``explain`` accepts."""
-    return [*CAM_METHODS, GUIDED_BACKPROP, GUIDED_GRADCAM]
+    return [*CAM_METHODS, *CONTEXT_METHODS, GUIDED_BACKPROP, GUIDED_GRADCAM]
 
 
 @dataclass(frozen=True)
@@ -71,10 +76,13 @@ def explain(
     model: nn.Module,
     x: Tensor,
     methods: Sequence[str] | str = SEED_METHODS,
-    target_layer: LayerSpec = None,
+    target_layer: LayerSpec | Sequence[LayerSpec] = None,
     targets: Targets = None,
     *,
     counterfactual: bool = False,
+    eigen_smooth: bool = False,
+    aug_smooth: bool = False,
+    **options: Any,
 ) -> Explanation:
     """Explain ``model``'s scores on ``x`` with several methods from one forward pass.
 
@@ -86,7 +94,18 @@ def explain(
             deepest spatial layer feeding the classifier's pooling (its name is in the result).
         targets: None (predicted class), an int, B ints, or a callable ``output -> (B,)`` scores.
         counterfactual: negate the gradients (Grad-CAM paper, section 3.3): regions that argue
-            *against* the class.
+            *against* the class (the ``(A, g)`` methods).
+        eigen_smooth: replace each channel-weighted map ``sum_k w_k A_k`` by the first principal
+            component of its terms ``w_k A_k`` (pytorch-grad-cam's option; ``(A, g)`` methods).
+        aug_smooth: average every map over test-time augmentations (horizontal flip x scales 1, 1.1,
+            0.9), each mapped back to the image; the explained classes are those of the plain image.
+        **options: settings of the methods that have some: ``batch_size``, ``num_samples``,
+            ``noise_std``, ``seed``, ``finer_alpha``, ``finer_classes`` (see
+            :class:`camlens.methods.context.MethodOptions`).
+
+    A list of target layers computes every map at each layer and fuses the image maps: LayerCAM by
+    their maximum (Jiang et al. 2021, section 3.3), Refine-CAM by their product, the others by their mean
+    (as pytorch-grad-cam); ``result.target_layer`` names them joined by ``+``.
 
     Example:
         >>> import torch, torchvision
@@ -97,12 +116,38 @@ def explain(
     """
     names = _check_methods(methods)
     check_input(model, x)
+    method_options = _method_options(options)
+    if aug_smooth or isinstance(target_layer, list | tuple):
+        from camlens.methods import smoothing
+
+        again = functools.partial(
+            explain, model, methods=names, counterfactual=counterfactual, eigen_smooth=eigen_smooth, **options
+        )
+        if aug_smooth:
+            return smoothing.augmented(again, x, target_layer, targets)
+        return smoothing.fuse_layers(again, x, list(target_layer), targets)  # type: ignore[arg-type]
     cam_names = [n for n in names if n in CAM_METHODS]
-    needs_layer = bool(cam_names) or GUIDED_GRADCAM in names
-    needs_guided = GUIDED_BACKPROP in names or GUIDED_GRADCAM in names
-    layer = _layer_for(model, x, target_layer) if needs_layer else None
-    cap = capture(model, x, targets, layer, guided=needs_guided)
-    return _assemble(cap, names, x.shape[-2:], counterfactual)
+    specs = [CONTEXT_METHODS[n] for n in names if n in CONTEXT_METHODS]
+    needs_layer = bool(cam_names) or GUIDED_GRADCAM in names or any(spec.uses_layer for spec in specs)
+    # layer-free methods (fullgrad, legrad) still need the explained classes: the guided capture gives them
+    needs_guided = GUIDED_BACKPROP in names or GUIDED_GRADCAM in names or (bool(specs) and not needs_layer)
+    layer = _layer_for(model, x, target_layer) if needs_layer else None  # type: ignore[arg-type]
+    head = combined_head(specs, method_options, targets)
+    cap = capture(model, x, targets, layer, guided=needs_guided, head=head)
+    context = MethodContext(model, x, targets, layer, cap, method_options)
+    extra = {spec.name: spec.function(context) for spec in specs}
+    return _assemble(cap, names, x.shape[-2:], counterfactual, extra, eigen_smooth)
+
+
+def _method_options(options: dict[str, Any]) -> MethodOptions:
+    known = [f.name for f in dataclasses.fields(MethodOptions)]
+    for key in options:
+        if key not in known:
+            raise TypeError(
+                f"explain() got an unknown option {key!r}; known: {', '.join(known)} "
+                f"(closest: {closest_names(key, known, 2)})"
+            )
+    return MethodOptions(**options)
 
 
 def _layer_for(model: nn.Module, x: Tensor, target_layer: LayerSpec) -> tuple[str, nn.Module]:
@@ -111,7 +156,14 @@ def _layer_for(model: nn.Module, x: Tensor, target_layer: LayerSpec) -> tuple[st
     return resolve_layer(model, target_layer)
 
 
-def _assemble(cap: Capture, names: list[str], size: Any, counterfactual: bool) -> Explanation:
+def _assemble(
+    cap: Capture,
+    names: list[str],
+    size: Any,
+    counterfactual: bool,
+    extra: dict[str, Tensor] | None = None,
+    eigen_smooth: bool = False,
+) -> Explanation:
     size = (int(size[0]), int(size[1]))
     maps: dict[str, Tensor] = {}
     raw: dict[str, Tensor] = {}
@@ -122,8 +174,14 @@ def _assemble(cap: Capture, names: list[str], size: Any, counterfactual: bool) -
         assert cap.activations is not None and cap.gradients is not None
         gradients = -cap.gradients if counterfactual else cap.gradients
         for name in wanted_cams:
-            raw[name] = CAM_METHODS[name](cap.activations, gradients)
+            if eigen_smooth and name not in EIGEN_METHODS:
+                raw[name] = eigen_smooth_map(CAM_METHODS[name], cap.activations, gradients)
+            else:
+                raw[name] = CAM_METHODS[name](cap.activations, gradients)
             maps[name] = cam_to_image(raw[name], size).to(cap.activations.dtype)
+    for name, value in (extra or {}).items():
+        raw[name] = value
+        maps[name] = cam_to_image(value, size).to(value.dtype)
     if GUIDED_BACKPROP in names or GUIDED_GRADCAM in names:
         assert cap.input_gradient is not None
         maps[GUIDED_BACKPROP] = cap.input_gradient
