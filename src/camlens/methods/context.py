@@ -105,7 +105,7 @@ class MethodContext:
             if logits is None or logits.dim() != 2:
                 raise ValueError("the model's output on the perturbed batch holds no (batch, classes) logits")
             return logits.gather(1, self.capture.classes.to(logits.device)[images][:, None])[:, 0]
-        scores = self.targets(output)  # type: ignore[operator]
+        scores = self.targets(output)  # type: ignore[operator,misc]
         if scores.dim() == 2 and scores.shape[1] == 1:
             scores = scores[:, 0]
         return scores

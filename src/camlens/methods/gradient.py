@@ -67,7 +67,8 @@ def gradcam_elementwise(activations: Tensor, gradients: Tensor) -> Tensor:
     """Element-wise Grad-CAM (as pytorch-grad-cam's ``GradCAMElementWise``): ``sum_k ReLU(g_kij A_kij)``.
 
     Example:
-        >>> gradcam_elementwise(torch.tensor([[[[1.0, 2.0]], [[1.0, 1.0]]]]), torch.tensor([[[[-1.0, 3.0]], [[2.0, 2.0]]]]))
+        >>> A = torch.tensor([[[[1.0, 2.0]], [[1.0, 1.0]]]]); g = torch.tensor([[[[-1.0, 3.0]], [[2.0, 2.0]]]])
+        >>> gradcam_elementwise(A, g)
         tensor([[[2., 8.]]])
     """
     return torch.relu(gradients * activations).sum(dim=1)

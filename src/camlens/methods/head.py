@@ -61,7 +61,7 @@ def find_classifier(model: nn.Module, x: Tensor, layer: tuple[str, nn.Module]) -
     found = None
     if isinstance(activations, Tensor) and activations.dim() == 4 and logits is not None:
         pooled = activations.mean(dim=(2, 3))
-        for n, m in linears:
+        for n, _ in linears:
             if n not in seen:
                 continue
             inputs, out = seen[n]

@@ -249,7 +249,7 @@ def smooth_gradcam_plus_plus(context: MethodContext) -> Tensor:
     generator = options.generator(context.x.device)
     classes = context.capture.classes
     targets = context.targets if classes is None else classes
-    d1 = d2 = d3 = None
+    d1 = d2 = d3 = torch.zeros_like(context.activations)
     for _ in range(samples):
         noise = torch.randn(context.x.shape, generator=generator, device=context.x.device, dtype=context.x.dtype)
         cap = capture(context.model, context.x.detach() + std * noise, targets, context.layer)
