@@ -9,10 +9,10 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from helpers import build, corr
-from unit.test_more_methods import tiny
 
 import camlens
+from helpers import build, corr
+from unit.test_more_methods import tiny
 
 PGC_SAME = {
     "xgradcam": "XGradCAM",
