@@ -1,7 +1,7 @@
 """Speed of the CAM family, side by side in one run (CPU): ratios of medians, round-robin timing.
 
     python benchmarks/methods.py            # rounds=3
-    python benchmarks/methods.py --quick    # rounds=1, smaller inputs (smoke test)
+    python benchmarks/methods.py --quick    # rounds=1, 96 x 96 inputs (smoke test)
 
 1. one ``explain`` of every gradient/activation method together vs one Grad-CAM call (resnet50, batch 8);
 2. Ablation-CAM (resnet18, batch 1) vs pytorch-grad-cam's ``AblationCAM``, same batch size, same map;
@@ -78,7 +78,7 @@ def main() -> None:
         memory_child(args.memory_child[0], int(args.memory_child[1]), int(args.memory_child[2]))
         return
     rounds = 1 if args.quick else 3
-    size = 128 if args.quick else 224
+    size = 96 if args.quick else 224
     results: dict[str, object] = {"torch_threads": torch.get_num_threads(), "rounds": rounds, "size": size}
 
     # 1. all gradient/activation methods in one explain vs one Grad-CAM

@@ -119,8 +119,9 @@ def first_component(maps: Tensor, reference: Tensor | None = None) -> Tensor:
     batch, channels, height, width = maps.shape
     matrix = torch.nan_to_num(maps).flatten(2).transpose(1, 2).to(torch.float64)  # (B, uv, K)
     centred = matrix - matrix.mean(dim=1, keepdim=True)
-    _, _, vh = torch.linalg.svd(centred, full_matrices=False)
-    projection = (centred @ vh[:, 0, :, None])[..., 0].view(batch, height, width)
+    # X v_1 = sigma_1 u_1: the top eigenvector of the (uv, uv) Gram matrix, cheaper than an SVD when K >> uv
+    values, vectors = torch.linalg.eigh(centred @ centred.transpose(1, 2))
+    projection = (vectors[:, :, -1] * values[:, -1].clamp(min=0).sqrt()[:, None]).view(batch, height, width)
     reference = maps.mean(dim=1) if reference is None else reference
     return orient(projection, reference.to(torch.float64)).to(maps.dtype)
 
