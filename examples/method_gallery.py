@@ -50,7 +50,13 @@ def main(names: list[str]) -> None:
         Image.fromarray(picture).save(OUT / f"{name}.jpg", quality=88)
         cells.append(picture)
         print(f"{name}: {seconds:.1f}s, class {network.label(int(result.classes[0]))}", flush=True)
-    rows = [(name, [cell]) for name, cell in zip(names, cells, strict=True)]
+    for name in camlens.available_methods():
+        if name not in names and (OUT / f"{name}.jpg").exists():
+            names.append(name)
+            cells.append(np.asarray(Image.open(OUT / f"{name}.jpg")))
+    order = camlens.available_methods()
+    pairs = sorted(zip(names, cells, strict=True), key=lambda p: order.index(p[0]))
+    rows = [(name, [cell]) for name, cell in pairs]
     columns = 6
     table: list[tuple[str, list[np.ndarray | None]]] = []
     for i in range(0, len(rows), columns):
