@@ -26,7 +26,8 @@ is replaced, no flag is touched, and the input tensor is never modified.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -36,7 +37,7 @@ from camlens.guard import guarded_call
 from camlens.layers import CandidateRecorder, UninformativeLayerError, _Auto, remember_default
 from camlens.layouts import Layout, LayoutSpec, resolve_layout
 from camlens.methods.guided import GuidedMode, GuidedSwitch
-from camlens.targets import Targets, target_scores
+from camlens.targets import Targets, TargetScores, target_scores
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,11 @@ class Capture:
     input_gradient: Tensor | None  # (B, C, H, W) guided dS/dx
     layout: Layout | None = None  # how the layer's output was read as (B, K, u, v)
     guided_rule: dict[str, int] | None = None  # activations routed by the guided rule, by kind
+    extras: dict[str, Tensor] = field(default_factory=dict)  # what the ``head`` callable computed
+
+
+# head(output, activations, picked targets) -> named tensors, run on the recorded graph (retain_graph=True)
+HeadFunction = Callable[[Any, Tensor, TargetScores], dict[str, Tensor]]
 
 
 class _LayerHook:
@@ -101,6 +107,7 @@ def capture(
     *,
     guided: bool = False,
     layout: LayoutSpec = None,
+    head: HeadFunction | None = None,
 ) -> Capture:
     """Run ``model`` once on ``x`` and collect what the requested methods need.
 
@@ -112,6 +119,12 @@ def capture(
             forward pass, or None when no CAM is wanted.
         guided: also compute the guided-backprop gradient with respect to ``x``.
         layout: how the layer's output is laid out (see :func:`camlens.layouts.resolve_layout`).
+        head: extra derivatives on the same recorded graph, before it is freed: called as
+            ``head(output, A, picked)`` with ``A`` the recorded layer output and ``picked`` the
+            :class:`~camlens.targets.TargetScores`; it must differentiate with
+            ``retain_graph=True`` and return detached tensors (finer-CAM's other classes, Shapley-CAM's
+            Hessian-vector product). They land in ``Capture.extras``. It needs an explicit layer (not
+            ``AUTO``), and sees the layer output in its own layout.
     """
     check_input(model, x)
     batch = x.shape[0]
@@ -149,6 +162,9 @@ def capture(
         with torch.enable_grad():
             picked = target_scores(output, targets, batch)
             _check_connected(picked.scores, hook)
+            extras = {}
+            if head is not None and hook is not None and hook.activations is not None:
+                extras = head(output, hook.activations, picked)
             if recorder is not None:
                 choice = recorder.choose(picked.scores.sum(), size, layout, retain_graph=guided)
                 if choice.remember:
@@ -175,6 +191,7 @@ def capture(
         input_gradient=input_gradient,
         layout=found_layout,
         guided_rule=None if mode is None else dict(mode.routed),
+        extras=extras,
     )
 
 

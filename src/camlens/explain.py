@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import warnings as _warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +25,9 @@ from camlens.layers import (
 )
 from camlens.layouts import Layout, LayoutSpec
 from camlens.methods.cam import CAM_METHODS
+from camlens.methods.catalog import CONTEXT_METHODS, MethodContext, MethodOptions, combined_head
+from camlens.methods.gradient import EIGEN_METHODS
+from camlens.methods.gradient import eigen_smooth as eigen_smooth_map
 from camlens.methods.guided import RELU_KINDS
 from camlens.names import GUIDED_BACKPROP as GUIDED_BACKPROP
 from camlens.names import GUIDED_GRADCAM as GUIDED_GRADCAM
@@ -33,7 +38,7 @@ from camlens.targets import Targets
 
 def available_methods() -> list[str]:
     """Every method name ``explain`` accepts."""
-    return [*CAM_METHODS, GUIDED_BACKPROP, GUIDED_GRADCAM]
+    return [*CAM_METHODS, *CONTEXT_METHODS, GUIDED_BACKPROP, GUIDED_GRADCAM]
 
 
 @dataclass(frozen=True)
@@ -113,11 +118,14 @@ def explain(
     model: nn.Module,
     x: Tensor,
     methods: Sequence[str] | str = SEED_METHODS,
-    target_layer: LayerSpec = None,
+    target_layer: LayerSpec | Sequence[LayerSpec] = None,
     targets: Targets = None,
     *,
     counterfactual: bool = False,
     layout: LayoutSpec = None,
+    eigen_smooth: bool = False,
+    aug_smooth: bool = False,
+    **options: Any,
 ) -> Explanation:
     """Explain ``model``'s scores on ``x`` with several methods from one forward pass.
 
@@ -131,13 +139,24 @@ def explain(
             name is in the result).
         targets: None (predicted class), an int, B ints, or a callable ``output -> (B,)`` scores.
         counterfactual: negate the gradients (Grad-CAM paper, section 3.3): regions that argue
-            *against* the class.
+            *against* the class (the ``(A, g)`` methods).
         layout: how the layer's output is laid out: None (detected), ``"nchw"``, ``"nhwc"``,
             ``"tokens"`` or a callable ``output -> (B, K, u, v)`` (see :mod:`camlens.layouts`).
 
     Raises:
         ValueError: a layer whose map cannot show anything (1 x 1, or no gradient at its positions;
             the message names the automatic layer), or an undecidable layout (it says how to state it).
+        eigen_smooth: replace each channel-weighted map ``sum_k w_k A_k`` by the first principal
+            component of its terms ``w_k A_k`` (pytorch-grad-cam's option; ``(A, g)`` methods).
+        aug_smooth: average every map over test-time augmentations (horizontal flip x scales 1, 1.1,
+            0.9), each mapped back to the image; the explained classes are those of the plain image.
+        **options: settings of the methods that have some: ``batch_size``, ``num_samples``,
+            ``noise_std``, ``seed``, ``finer_alpha``, ``finer_classes`` (see
+            :class:`camlens.methods.context.MethodOptions`).
+
+    A list of target layers computes every map at each layer and fuses the image maps: LayerCAM by
+    their maximum (Jiang et al. 2021, section 3.3), Refine-CAM by their product, the others by their mean
+    (as pytorch-grad-cam); ``result.target_layer`` names them joined by ``+``.
 
     Example:
         >>> import torch, torchvision
@@ -148,19 +167,68 @@ def explain(
     """
     names = _check_methods(methods)
     check_input(model, x)
+    method_options = _method_options(options)
+    if aug_smooth or isinstance(target_layer, list | tuple):
+        from camlens.methods import smoothing
+
+        again = functools.partial(
+            explain,
+            model,
+            methods=names,
+            counterfactual=counterfactual,
+            eigen_smooth=eigen_smooth,
+            layout=layout,
+            **options,
+        )
+        if aug_smooth:
+            return smoothing.augmented(again, x, target_layer, targets)
+        return smoothing.fuse_layers(again, x, list(target_layer), targets)  # type: ignore[arg-type]
     cam_names = [n for n in names if n in CAM_METHODS]
-    needs_layer = bool(cam_names) or GUIDED_GRADCAM in names
-    needs_guided = GUIDED_BACKPROP in names or GUIDED_GRADCAM in names
+    specs = [CONTEXT_METHODS[n] for n in names if n in CONTEXT_METHODS]
+    needs_layer = bool(cam_names) or GUIDED_GRADCAM in names or any(spec.uses_layer for spec in specs)
+    # layer-free methods (fullgrad, legrad) still need the explained classes: the guided capture gives them
+    needs_guided = GUIDED_BACKPROP in names or GUIDED_GRADCAM in names or (bool(specs) and not needs_layer)
     with guard(model) as guarded:
         if guarded.compiled and isinstance(target_layer, str):
             target_layer = target_layer.removeprefix("_orig_mod.")
         eager = guarded.model
         layer = _layer_for(eager, x, target_layer) if needs_layer else None
+        if isinstance(layer, _Auto) and any(spec.uses_layer for spec in specs):
+            layer = default_layer(eager, x)  # methods that re-run the layer's tail need its module up front
+        head = combined_head(specs, method_options, targets)
         try:
-            cap = capture(eager, x, targets, layer, guided=needs_guided, layout=layout)
+            cap = capture(eager, x, targets, layer, guided=needs_guided, layout=layout, head=head)
         except UninformativeLayerError as error:
             raise UninformativeLayerError(f"{error}; {_better_layer(eager, x, layer)}") from None
-    return _assemble(cap, names, x.shape[-2:], counterfactual, guarded.compiled)
+        _check_native_layout(specs, cap)
+        context = MethodContext(eager, x, targets, layer if isinstance(layer, tuple) else None, cap, method_options)
+        extra = {spec.name: spec.function(context) for spec in specs}
+    return _assemble(cap, names, x.shape[-2:], counterfactual, extra, eigen_smooth, guarded.compiled)
+
+
+def _check_native_layout(specs: list[Any], cap: Capture) -> None:
+    """Methods that feed activations back into the layer (or differentiate its own output) need a
+    channels-first layer: say so instead of mixing layouts."""
+    kind = None if cap.layout is None else cap.layout.kind
+    if kind in (None, "nchw"):
+        return
+    native = [spec.name for spec in specs if spec.perturbation or spec.head is not None]
+    if native:
+        raise ValueError(
+            f"{', '.join(native)} need a channels-first (B, C, H, W) target layer; {cap.layer_name!r} is laid out "
+            f"as {kind}: use a gradient method (gradcam, layercam, ...) here, or pick a convolutional layer"
+        )
+
+
+def _method_options(options: dict[str, Any]) -> MethodOptions:
+    known = [f.name for f in dataclasses.fields(MethodOptions)]
+    for key in options:
+        if key not in known:
+            raise TypeError(
+                f"explain() got an unknown option {key!r}; known: {', '.join(known)} "
+                f"(closest: {closest_names(key, known, 2)})"
+            )
+    return MethodOptions(**options)
 
 
 def _layer_for(model: nn.Module, x: Tensor, target_layer: LayerSpec) -> tuple[str, nn.Module] | _Auto:
@@ -180,7 +248,15 @@ def _better_layer(model: nn.Module, x: Tensor, layer: Any) -> str:
     return f"pick an earlier spatial layer, e.g. the automatic choice {name!r} (target_layer=None)"
 
 
-def _assemble(cap: Capture, names: list[str], size: Any, counterfactual: bool, compiled: bool = False) -> Explanation:
+def _assemble(
+    cap: Capture,
+    names: list[str],
+    size: Any,
+    counterfactual: bool,
+    extra: dict[str, Tensor] | None = None,
+    eigen_smooth: bool = False,
+    compiled: bool = False,
+) -> Explanation:
     size = (int(size[0]), int(size[1]))
     maps: dict[str, Tensor] = {}
     raw: dict[str, Tensor] = {}
@@ -191,8 +267,14 @@ def _assemble(cap: Capture, names: list[str], size: Any, counterfactual: bool, c
         assert cap.activations is not None and cap.gradients is not None
         gradients = -cap.gradients if counterfactual else cap.gradients
         for name in wanted_cams:
-            raw[name] = CAM_METHODS[name](cap.activations, gradients)
+            if eigen_smooth and name not in EIGEN_METHODS:
+                raw[name] = eigen_smooth_map(CAM_METHODS[name], cap.activations, gradients)
+            else:
+                raw[name] = CAM_METHODS[name](cap.activations, gradients)
             maps[name] = cam_to_image(raw[name], size).to(cap.activations.dtype)
+    for name, value in (extra or {}).items():
+        raw[name] = value
+        maps[name] = cam_to_image(value, size).to(value.dtype)
     notes = _constant_maps(raw, cap.layer_name)
     if cap.layout is not None and cap.layout.assumed:
         notes.append(f"layer {cap.layer_name!r}: {cap.layout.describe()}; pass layout='nhwc' if it is channels-last")

@@ -12,8 +12,15 @@ The registry in :mod:`camlens.methods` stays the authority for what ``explain`` 
 
 GUIDED_BACKPROP = "guided_backprop"
 GUIDED_GRADCAM = "guided_gradcam"
-CAM_METHODS = ("gradcam", "gradcam++")  # the built-in CAM weightings, in registry order
-METHODS = (*CAM_METHODS, GUIDED_BACKPROP, GUIDED_GRADCAM)  # every built-in method
+CAM_METHODS = (  # the built-in (A, g) CAM weightings, in registry order
+    "gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "gradcam_elementwise", "fem", "eigencam",
+    "eigengradcam", "kpcacam", "refinecam",
+)  # fmt: skip
+CONTEXT_METHODS = (  # the built-in methods that need more than (A, g), in registry order
+    "fullgrad", "cam", "finercam", "shapleycam", "legrad", "ablationcam", "scorecam", "sscam", "iscam",
+    "smoothgradcam++", "sess",
+)  # fmt: skip
+METHODS = (*CAM_METHODS, *CONTEXT_METHODS, GUIDED_BACKPROP, GUIDED_GRADCAM)  # every built-in method
 SEED_METHODS = ("gradcam", "gradcam++", GUIDED_BACKPROP, GUIDED_GRADCAM)  # what ``explain`` runs by default
 
-__all__ = ["CAM_METHODS", "GUIDED_BACKPROP", "GUIDED_GRADCAM", "METHODS", "SEED_METHODS"]
+__all__ = ["CAM_METHODS", "CONTEXT_METHODS", "GUIDED_BACKPROP", "GUIDED_GRADCAM", "METHODS", "SEED_METHODS"]

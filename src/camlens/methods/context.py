@@ -1,0 +1,168 @@
+"""Methods that need more than ``(A, g)``: a registry of functions on a :class:`MethodContext`.
+
+A CAM weighting that only needs the activations and gradients is a pure ``(A, g)`` function in
+``CAM_METHODS``. Some methods need more:
+
+* the model's classifier weights (``cam``), found by tracing the head;
+* more derivatives on the same recorded graph (``finercam``: other classes' scores; ``shapleycam``: a
+  Hessian-vector product). They declare a ``head`` factory; the engine runs it before freeing the graph
+  and stores what it returns in ``Capture.extras``;
+* re-running the part of the model after the target layer on perturbed activations (``ablationcam``),
+  or the model on perturbed inputs (``scorecam``, ``sscam``, ``iscam``, ``smoothgradcam++``, ``sess``);
+* the whole input graph (``fullgrad``, ``legrad``).
+
+Each is a function ``(context) -> map`` registered with :func:`register_method`; the map is ``(B, h, w)``
+at any resolution (layer or image) and signed, before the final ReLU, like a CAM function's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from camlens.capture import Capture, HeadFunction
+from camlens.targets import Targets, TargetScores, logits_of
+
+
+@dataclass(frozen=True)
+class MethodOptions:
+    """Settings of the methods that have some (defaults follow each method's paper or reference code).
+
+    Attributes:
+        batch_size: how many perturbed copies go through the model at once (Score-CAM family,
+            Ablation-CAM, SESS patches); peak memory grows with it, not with the channel count.
+        num_samples: noisy/integration samples (SS-CAM 35, IS-CAM 10, Smooth Grad-CAM++ 4 when None).
+        noise_std: noise standard deviation (SS-CAM 2.0 on the masks, Smooth Grad-CAM++ 0.3 on the input
+            when None).
+        seed: seed of the noise generator, so that noisy methods are reproducible.
+        finer_alpha: Finer-CAM's comparison strength ``alpha``.
+        finer_classes: how many most-similar classes Finer-CAM compares against.
+    """
+
+    batch_size: int = 32
+    num_samples: int | None = None
+    noise_std: float | None = None
+    seed: int = 0
+    finer_alpha: float = 1.0
+    finer_classes: int = 3
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {self.batch_size!r}")
+        if self.num_samples is not None and (not isinstance(self.num_samples, int) or self.num_samples < 1):
+            raise ValueError(f"num_samples must be a positive int or None, got {self.num_samples!r}")
+        if self.noise_std is not None and not self.noise_std >= 0:
+            raise ValueError(f"noise_std must be >= 0 or None, got {self.noise_std!r}")
+        if self.finer_classes < 1:
+            raise ValueError(f"finer_classes must be >= 1, got {self.finer_classes!r}")
+
+    def generator(self, device: torch.device) -> torch.Generator:
+        """A fresh generator seeded with ``seed`` (the user's global RNG is never touched)."""
+        return torch.Generator(device=device).manual_seed(self.seed)
+
+
+@dataclass(frozen=True)
+class MethodContext:
+    """Everything a context method may use: the model, input, target layer, capture and options."""
+
+    model: nn.Module
+    x: Tensor
+    targets: Targets
+    layer: tuple[str, nn.Module] | None
+    capture: Capture
+    options: MethodOptions = field(default_factory=MethodOptions)
+
+    @property
+    def activations(self) -> Tensor:
+        if self.capture.activations is None:
+            raise ValueError("this method needs a target layer")
+        return self.capture.activations
+
+    @property
+    def gradients(self) -> Tensor:
+        if self.capture.gradients is None:
+            raise ValueError("this method needs a target layer")
+        return self.capture.gradients
+
+    @property
+    def module(self) -> nn.Module:
+        if self.layer is None:
+            raise ValueError("this method needs a target layer")
+        return self.layer[1]
+
+    def scores_of(self, output: Any, images: Tensor) -> Tensor:
+        """The explained scores of a batch of outputs whose row ``r`` belongs to image ``images[r]``.
+
+        With classes (None, an int or per-image targets) this is the class logit of each row's image;
+        with a callable target, the callable's score of each row.
+        """
+        if self.capture.classes is not None:
+            logits = logits_of(output)
+            if logits is None or logits.dim() != 2:
+                raise ValueError("the model's output on the perturbed batch holds no (batch, classes) logits")
+            return logits.gather(1, self.capture.classes.to(logits.device)[images][:, None])[:, 0]
+        scores = self.targets(output)  # type: ignore[operator,misc]
+        if scores.dim() == 2 and scores.shape[1] == 1:
+            scores = scores[:, 0]
+        return scores
+
+    def probabilities_of(self, output: Any, images: Tensor) -> Tensor:
+        """Softmax probability of each row's class (Score-CAM); a callable target's raw score."""
+        if self.capture.classes is None:
+            return self.scores_of(output, images)
+        logits = logits_of(output)
+        if logits is None or logits.dim() != 2:
+            raise ValueError("the model's output on the perturbed batch holds no (batch, classes) logits")
+        probabilities = torch.softmax(logits.float(), dim=1).to(logits.dtype)
+        return probabilities.gather(1, self.capture.classes.to(logits.device)[images][:, None])[:, 0]
+
+
+ContextFunction = Callable[[MethodContext], Tensor]
+HeadFactory = Callable[[MethodOptions, Targets], HeadFunction]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registered context method: what it computes and what it needs."""
+
+    name: str
+    function: ContextFunction
+    uses_layer: bool = True
+    head: HeadFactory | None = None
+    perturbation: bool = False  # runs the model again (cost grows with channels or samples)
+
+
+CONTEXT_METHODS: dict[str, MethodSpec] = {}
+
+
+def register_method(
+    name: str, *, uses_layer: bool = True, head: HeadFactory | None = None, perturbation: bool = False
+) -> Callable[[ContextFunction], ContextFunction]:
+    """Register a context method under ``name`` (the key ``explain``, the classes and the CLI use)."""
+
+    def add(function: ContextFunction) -> ContextFunction:
+        if name in CONTEXT_METHODS:
+            raise ValueError(f"a method named {name!r} is registered already")
+        CONTEXT_METHODS[name] = MethodSpec(name, function, uses_layer, head, perturbation)
+        return function
+
+    return add
+
+
+def combined_head(specs: list[MethodSpec], options: MethodOptions, targets: Targets) -> HeadFunction | None:
+    """One head callable running every spec's head on the recorded graph (None when none has one)."""
+    heads = [spec.head(options, targets) for spec in specs if spec.head is not None]
+    if not heads:
+        return None
+
+    def run(output: Any, activations: Tensor, picked: TargetScores) -> dict[str, Tensor]:
+        extras: dict[str, Tensor] = {}
+        for one in heads:
+            extras.update(one(output, activations, picked))
+        return extras
+
+    return run

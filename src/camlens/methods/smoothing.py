@@ -1,0 +1,99 @@
+"""Options around any method: test-time augmentation smoothing and multi-layer fusion.
+
+Both call ``explain`` again (passed in as ``again``) and combine image-resolution maps, so they work
+for every method. The explained classes are fixed to those of the plain image and layer first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from camlens.postprocess import normalize_per_image
+from camlens.targets import Targets
+
+Again = Callable[..., Any]  # functools.partial(explain, model, methods=..., ...)
+SCALES = (1.0, 1.1, 0.9)
+GUIDED = ("guided_backprop", "guided_gradcam")
+
+
+def _fixed_targets(result: Any, targets: Targets) -> Targets:
+    return targets if result.classes is None else result.classes
+
+
+def _resize(maps: Tensor, size: tuple[int, int]) -> Tensor:
+    if tuple(maps.shape[-2:]) == size:
+        return maps
+    squeeze = maps.dim() == 3
+    out = F.interpolate(maps[:, None] if squeeze else maps, size=size, mode="bilinear", align_corners=False)
+    return out[:, 0] if squeeze else out
+
+
+def augmented(again: Again, x: Tensor, target_layer: Any, targets: Targets) -> Any:
+    """Every map averaged over horizontal flips x scales (1, 1.1, 0.9), each mapped back to ``x``'s grid.
+
+    The test-time augmentation of pytorch-grad-cam's ``aug_smooth`` uses flips and intensity factors;
+    here scales (resizes of the input) stand in for the latter, as the issue asks. CAM maps are
+    renormalised to [0, 1] after averaging; guided maps are averaged as they are.
+    """
+    size = (int(x.shape[-2]), int(x.shape[-1]))
+    base = again(x, target_layer=target_layer, targets=targets)
+    fixed = _fixed_targets(base, targets)
+    sums = {name: value.clone() for name, value in base.maps.items()}
+    count = 1
+    for flip in (False, True):
+        for scale in SCALES:
+            if not flip and scale == 1.0:
+                continue
+            view = torch.flip(x, dims=[-1]) if flip else x
+            if scale != 1.0:
+                view = _resize(view, (round(size[0] * scale), round(size[1] * scale)))
+            result = again(view, target_layer=target_layer, targets=fixed)
+            for name, value in result.maps.items():
+                back = _resize(value, size)
+                sums[name] += torch.flip(back, dims=[-1]) if flip else back
+            count += 1
+    maps = {
+        name: (value / count if name in GUIDED else normalize_per_image(value / count)) for name, value in sums.items()
+    }
+    return dataclasses.replace(base, maps=maps)
+
+
+def fuse_layers(again: Again, x: Tensor, layers: Sequence[Any], targets: Targets) -> Any:
+    """Each method at every layer of ``layers``, image maps fused: LayerCAM max, Refine-CAM product, else mean.
+
+    LayerCAM's fusion is the paper's (Jiang et al. 2021, section 3.3: per-layer maps normalised,
+    upsampled, combined by the element-wise maximum); pytorch-grad-cam averages them. Refine-CAM
+    multiplies them (Domeniconi et al. 2026). Other methods are averaged as pytorch-grad-cam does.
+    ``raw`` keeps the first layer's raw maps.
+    """
+    if not layers:
+        raise ValueError("target_layer is an empty list: pass one layer or several")
+    results = []
+    fixed = targets
+    for layer in layers:
+        result = again(x, target_layer=layer, targets=fixed)
+        fixed = _fixed_targets(result, targets)
+        results.append(result)
+    first = results[0]
+    maps: dict[str, Tensor] = {}
+    for name in first.maps:
+        stack = torch.stack([r.maps[name] for r in results])
+        if name == "guided_backprop":
+            maps[name] = first.maps[name]
+        elif name == "layercam":
+            maps[name] = stack.amax(dim=0)
+        elif name == "refinecam":
+            maps[name] = normalize_per_image(stack.prod(dim=0))
+        elif name == "guided_gradcam":
+            maps[name] = stack.mean(dim=0)  # guided backprop times the mean of the Grad-CAM maps
+        else:
+            maps[name] = normalize_per_image(stack.mean(dim=0))
+    ordered = {name: maps[name] for name in first.maps}
+    name = "+".join(str(r.target_layer) for r in results)
+    return dataclasses.replace(first, maps=ordered, target_layer=name)
