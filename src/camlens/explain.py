@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 from torch import Tensor, nn
 
 from camlens.capture import Capture, capture, check_input
+from camlens.device import capture_in_float32, mixed_precision
 from camlens.layers import LayerSpec, closest_names, default_layer, resolve_layer
 from camlens.methods.cam import CAM_METHODS
 from camlens.names import GUIDED_BACKPROP as GUIDED_BACKPROP
@@ -74,6 +75,7 @@ def explain(
     targets: Targets = None,
     *,
     counterfactual: bool = False,
+    precision: str = "float32",
 ) -> Explanation:
     """Explain ``model``'s scores on ``x`` with several methods from one forward pass.
 
@@ -86,6 +88,8 @@ def explain(
         targets: None (predicted class), an int, B ints, or a callable ``output -> (B,)`` scores.
         counterfactual: negate the gradients (Grad-CAM paper, section 3.3): regions that argue
             *against* the class.
+        precision: ``"float32"`` (default), or ``"bfloat16"``/``"float16"`` to run the network under
+            autocast (see :mod:`camlens.device`; check the maps with ``pick_precision`` first).
 
     Example:
         >>> import torch, torchvision
@@ -100,7 +104,10 @@ def explain(
     needs_layer = bool(cam_names) or GUIDED_GRADCAM in names
     needs_guided = GUIDED_BACKPROP in names or GUIDED_GRADCAM in names
     layer = _layer_for(model, x, target_layer) if needs_layer else None
-    cap = capture(model, x, targets, layer, guided=needs_guided)
+    with mixed_precision(x.device, precision):
+        cap = capture(model, x, targets, layer, guided=needs_guided)
+    if precision != "float32":
+        cap = capture_in_float32(cap)
     return _assemble(cap, names, x.shape[-2:], counterfactual)
 
 
