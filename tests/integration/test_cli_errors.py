@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
 from helpers import EXAMPLES
+
+SIX = ["heatmap", "cam", "heatmap++", "cam++", "gb", "cam_gb"]
 
 
 def _assert_clean_failure(result, out, *needles):
@@ -47,9 +52,25 @@ def bad_files(tmp_path):
 def test_bad_images(run, tmp_path, bad_files, case, needles):
     path = tmp_path / "missing.jpg" if case == "missing" else bad_files[case]
     out = tmp_path / "out"
-    # a good image first: nothing of it may be written either
-    result = run("explain", str(EXAMPLES / "cat.jpg"), str(path), "--output-dir", str(out))
+    # alone: one line, exit 2, nothing written
+    _assert_clean_failure(run("explain", str(path), "--output-dir", str(out)), out, str(path.name), *needles)
+    # with --fail-fast the bad image stops the run before anything is written
+    result = run("explain", str(path), str(EXAMPLES / "cat.jpg"), "--fail-fast", "--output-dir", str(out))
     _assert_clean_failure(result, out, str(path.name), *needles)
+
+
+def test_a_bad_image_among_good_ones_is_reported_and_the_good_work_kept(run, tmp_path, bad_files):
+    out = tmp_path / "out"
+    result = run("explain", str(bad_files["truncated"]), str(EXAMPLES / "cat.jpg"), "--output-dir", str(out))
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("camlens: error:")]
+    assert len(errors) == 1 and "truncated.jpg" in errors[0] and "damaged or truncated" in errors[0]
+    assert "Traceback" not in result.stderr
+    written = sorted(p.name for p in out.iterdir() if p.suffix == ".jpg")
+    assert written == sorted(f"cat-efficientnet_lite0-{s}.jpg" for s in SIX)
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [(Path(r["path"]).name, r["status"]) for r in rows] == [("truncated.jpg", "error"), ("cat.jpg", "ok")]
+    assert "1 failed" in result.stdout
 
 
 @pytest.mark.parametrize(

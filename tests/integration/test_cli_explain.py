@@ -76,7 +76,8 @@ def test_seed_flags_several_images_and_a_folder(run, tmp_path):
     assert result.returncode == 0, result.stderr
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert written == sorted(
-        f"{stem}-efficientnet_lite0-{s}.jpg" for stem in ("a", "b", "two_cats") for s in ("heatmap", "cam", "gb")
+        [f"{stem}-efficientnet_lite0-{s}.jpg" for stem in ("a", "b", "two_cats") for s in ("heatmap", "cam", "gb")]
+        + ["results.csv", "results.jsonl"]
     )
     assert result.stdout.count(" 2. ") == 3 and " 3. " not in result.stdout
 

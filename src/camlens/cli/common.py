@@ -1,0 +1,136 @@
+"""Options several commands share, and turning them into a network and run options. No torch at import."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from camlens.errors import UsageError
+
+DEFAULT_NETWORK = "efficientnet_lite0"
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults (where there is one worth showing)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, [], argparse.SUPPRESS) or "%(default)" in text:
+            return text
+        return super()._get_help_string(action) or text
+
+
+def add_images(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", nargs="*", metavar="IMAGE", help="image files or folders of images")
+    parser.add_argument(
+        "--image-path", action="append", default=[], metavar="IMAGE", help="an image (the seed projects' flag)"
+    )
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps or auto")
+    group.add_argument("--offline", action="store_true", help="never try to download weights")
+    group.add_argument("--model", default=None, metavar="FILE.py:FACTORY", help="your own model: a factory in a file")
+    group.add_argument("--input-size", type=int, default=None, help="input side for --model (default 224)")
+    group.add_argument("--mean", type=float, nargs=3, default=None, help="input mean for --model (default ImageNet)")
+    group.add_argument("--std", type=float, nargs=3, default=None, help="input std for --model (default ImageNet)")
+    group.add_argument("--labels", default=None, help="class names file, one per line, for --model")
+
+
+def add_picture_options(parser: argparse.ArgumentParser, default_dir: str = "results") -> None:
+    group = parser.add_argument_group("output")
+    group.add_argument("--output-dir", default=default_dir, help="where the pictures and tables go")
+    group.add_argument("--format", choices=("jpg", "png"), default="jpg", help="picture file format")
+    group.add_argument("--overwrite", action="store_true", help="replace files that exist already")
+
+
+def add_explain_options(parser: argparse.ArgumentParser, per_network_layer: bool = False) -> None:
+    group = parser.add_argument_group("explanation")
+    group.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        metavar="METHOD",
+        help="methods to run, or 'all' (default: gradcam gradcam++ guided_backprop guided_gradcam); "
+        "'camlens methods' lists them",
+    )
+    if per_network_layer:
+        group.add_argument(
+            "--layer-name",
+            action="append",
+            default=[],
+            metavar="[NETWORK=]LAYER",
+            help="target layer, for every network or for one (default: automatic)",
+        )
+    else:
+        group.add_argument("--layer-name", default=None, help="dotted layer name (default: automatic)")
+    group.add_argument("--class-id", type=int, default=None, help="class to explain (default: the predicted one)")
+    group.add_argument("--topk", type=int, default=5, help="how many predictions to report")
+
+
+def images_of(args: argparse.Namespace) -> list[str]:
+    given = list(args.images) + list(args.image_path)
+    if not given:
+        raise UsageError(f"no image given: camlens {args.command} IMAGE [IMAGE ...]")
+    return given
+
+
+def methods_of(args: argparse.Namespace) -> tuple[str, ...]:
+    """The methods asked for, checked against the registry (``all`` expands to every method)."""
+    from camlens.explain import SEED_METHODS, available_methods
+
+    known = available_methods()
+    asked = list(args.methods or SEED_METHODS)
+    if "all" in asked:
+        asked = [m for m in known]
+    for name in asked:
+        if name not in known:
+            from camlens.layers import closest_names
+
+            raise UsageError(f"unknown method {name!r}; closest: {', '.join(closest_names(name, known, 3))}")
+    return tuple(dict.fromkeys(asked))
+
+
+def check_numbers(args: argparse.Namespace) -> None:
+    if getattr(args, "topk", 1) < 1:
+        raise UsageError("--topk must be at least 1")
+    if getattr(args, "batch_size", 1) < 1:
+        raise UsageError("--batch-size must be at least 1")
+    if args.input_size is not None and args.input_size < 8:
+        raise UsageError(f"--input-size {args.input_size} is too small")
+    if args.std is not None and any(v <= 0 for v in args.std):
+        raise UsageError("--std values must be positive")
+    if args.labels is not None and not Path(args.labels).is_file():
+        raise UsageError(f"labels file {args.labels} does not exist")
+
+
+def network_of(args: argparse.Namespace, name: str | None, weight_path: str | None) -> Any:
+    """Load the network that ``--network``/``--model``/``--weight-path`` and the input options describe."""
+    from camlens.zoo import load_network
+
+    spec = args.model or name or DEFAULT_NETWORK
+    network = load_network(spec, weight_path, offline=True if args.offline else None)
+    if args.input_size is not None:
+        network.input_size = (args.input_size, args.input_size)
+    if args.mean is not None:
+        network.mean = tuple(args.mean)
+    if args.std is not None:
+        network.std = tuple(args.std)
+    if args.labels is not None:
+        path = Path(args.labels)
+        network.labels = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return network
+
+
+def check_layer(network: Any, layer: str | None) -> None:
+    """Fail before any compute when ``--layer-name`` is not a layer of the network."""
+    if layer is None:
+        return
+    from camlens.layers import resolve_layer
+
+    try:
+        resolve_layer(network.model, layer)
+    except ValueError as error:
+        raise UsageError(str(error)) from None

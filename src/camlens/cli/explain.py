@@ -1,0 +1,116 @@
+"""``camlens explain``: parse, call :func:`camlens.run.run`, print."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from camlens.cli import common
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    parser = sub.add_parser(
+        "explain",
+        help="explain images (files or folders) with one network",
+        description="Explain images with one network: the seeds' six pictures per image, and a results table.",
+        formatter_class=common.HelpFormatter,
+    )
+    common.add_images(parser)
+    parser.add_argument(
+        "--network", default=None, help="torchvision or timm name (default: efficientnet_lite0, bundled)"
+    )
+    parser.add_argument("--weight-path", default=None, help="state dict or checkpoint for the network")
+    common.add_explain_options(parser)
+    common.add_picture_options(parser)
+    group = parser.add_argument_group("run")
+    group.add_argument(
+        "--annotate", action="store_true", help="caption pictures: class, probability, method, colour bar"
+    )
+    group.add_argument("--colormap", default="jet", help="jet, viridis, inferno, magma, turbo or gray")
+    group.add_argument("--save-maps", action="store_true", help="also write <image>-<network>-maps.npz (float32)")
+    group.add_argument(
+        "--no-pictures", action="store_true", help="write only the maps (float16, one file per batch) and the table"
+    )
+    group.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
+    group.add_argument("--fail-fast", action="store_true", help="stop at the first bad image")
+    group.add_argument("--json", action="store_true", help="print one JSON object per image instead of the report")
+    common.add_model_options(parser)
+    parser.set_defaults(handler=main)
+    return parser
+
+
+def main(args: argparse.Namespace) -> int:
+    from camlens.errors import UsageError
+    from camlens.run import RunOptions, check_output_dir, progress_printer, resolve_device, run
+
+    common.check_numbers(args)
+    methods = common.methods_of(args)
+    check_output_dir(args.output_dir)
+    resolve_device(args.device)
+    from camlens.viz.annotate import COLORMAPS
+
+    if args.colormap not in COLORMAPS:
+        raise UsageError(f"unknown colour map {args.colormap!r}; choose from {', '.join(COLORMAPS)}")
+    sources = common.images_of(args)
+    network = common.network_of(args, args.network, args.weight_path)
+    common.check_layer(network, args.layer_name)
+    if not args.json:
+        print(f"[{network.name}, weights: {network.weights}]", flush=True)
+    options = RunOptions(
+        methods=methods,
+        target_layer=args.layer_name,
+        class_id=args.class_id,
+        topk=args.topk,
+        batch_size=args.batch_size,
+        device=args.device,
+        pictures=not args.no_pictures,
+        save_maps=args.save_maps,
+        image_format=args.format,
+        annotate=args.annotate,
+        colormap=args.colormap,
+        overwrite=args.overwrite,
+        fail_fast=args.fail_fast,
+    )
+    show = (lambda result: _print_json(result, network.name)) if args.json else _print_report
+    summary = run(network, sources, args.output_dir, options, on_result=show, progress=progress_printer())
+    failures = summary.failures
+    if not args.json:
+        done = len(summary.results) - len(failures)
+        parts = [f"explained {done} image{'s' * (done != 1)}"]
+        if summary.skipped:
+            parts.append(f"{summary.skipped} done before (resumed)")
+        if failures:
+            parts.append(f"{len(failures)} failed")
+        rate = done / summary.seconds if summary.seconds > 0 else 0.0
+        files = summary.written
+        print(
+            f"{', '.join(parts)} in {summary.seconds:.1f} s ({rate:.1f} img/s); "
+            f"wrote {files} file{'s' * (files != 1)} to {summary.output_dir}/"
+        )
+        if summary.table is not None:
+            print(f"table: {summary.table}")
+    for failure in failures:
+        print(f"camlens: error: {failure.error}", file=sys.stderr)
+    return 2 if failures else 0
+
+
+def _print_report(result: Any) -> None:
+    if not result.ok:
+        return
+    print(f"{result.path}")
+    for rank, (class_id, label, p) in enumerate(result.top, 1):
+        print(f"  {rank}. {label:<30s} {p:6.3f}  (class {class_id})")
+    explained = "" if result.class_id is None else f"class {result.class_id} ({result.class_name}), "
+    print(f"  explained: {explained}score {result.score:.3f}, layer {result.layer}")
+    for note in result.notes:
+        print(f"  note: {note}")
+    sys.stdout.flush()
+
+
+def _print_json(result: Any, network: str) -> None:
+    record = result.record(network)
+    record.pop("key")
+    record.pop("source")
+    print(json.dumps(record), flush=True)
