@@ -27,9 +27,13 @@ if TYPE_CHECKING:
     from camlens.explain import GuidedGradCAM as GuidedGradCAM
     from camlens.explain import available_methods as available_methods
     from camlens.explain import explain as explain
+    from camlens.images import read_image as read_image
     from camlens.layers import default_layer as default_layer
     from camlens.layers import resolve_layer as resolve_layer
+    from camlens.render import show as show
     from camlens.targets import class_score as class_score
+    from camlens.zoo import Network as Network
+    from camlens.zoo import load_network as load_network
 
 __version__ = "0.1.0"
 
@@ -47,6 +51,10 @@ _LAZY = {
     "default_layer": "camlens.layers",
     "resolve_layer": "camlens.layers",
     "class_score": "camlens.targets",
+    "read_image": "camlens.images",
+    "show": "camlens.render",
+    "Network": "camlens.zoo",
+    "load_network": "camlens.zoo",
 }
 
 __all__ = [
@@ -57,12 +65,16 @@ __all__ = [
     "GradCAMPlusPlus",
     "GuidedBackprop",
     "GuidedGradCAM",
+    "Network",
     "available_methods",
     "capture",
     "class_score",
     "default_layer",
     "explain",
+    "load_network",
+    "read_image",
     "resolve_layer",
+    "show",
 ]
 
 

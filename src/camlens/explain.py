@@ -51,6 +51,20 @@ class Explanation(Mapping[str, Tensor]):
     def __len__(self) -> int:
         return len(self.maps)
 
+    def overlay(self, images: Any, method: str | None = None, colormap: str = "jet", alpha: float = 0.5) -> list:
+        """The explained images (paths, PIL images or arrays) with ``method``'s map over each, as uint8 arrays
+        at the images' own sizes (see :func:`camlens.render.overlays`)."""
+        from camlens.render import overlays
+
+        return overlays(self, images, method, colormap, alpha)
+
+    def save(self, folder: Any, images: Any, **options: Any) -> list:
+        """Write every method's pictures for the explained images to ``folder``, annotated with the class,
+        probability and method (see :func:`camlens.render.save_result` for ``options``)."""
+        from camlens.render import save_result
+
+        return save_result(self, folder, images, **options)
+
 
 def _check_methods(methods: Sequence[str] | str) -> list[str]:
     if isinstance(methods, str):

@@ -90,3 +90,38 @@ def to_batch(
     m = torch.tensor(mean, dtype=batch.dtype).view(1, -1, 1, 1)
     s = torch.tensor(std, dtype=batch.dtype).view(1, -1, 1, 1)
     return (batch - m) / s
+
+
+def as_rgb(image: object) -> np.ndarray:
+    """One image as H x W x 3 uint8 RGB, from a path, a PIL image, or an array (H x W or H x W x 3/4,
+    uint8, or float in [0, 1]).
+
+    Example:
+        >>> as_rgb(np.zeros((2, 3), dtype=np.uint8)).shape
+        (2, 3, 3)
+    """
+    if isinstance(image, str | Path):
+        return read_image(image)
+    if isinstance(image, Image.Image):
+        return _to_rgb(image)
+    if isinstance(image, np.ndarray):
+        array = image
+        if array.ndim == 2:
+            array = np.stack([array] * 3, axis=-1)
+        if array.ndim != 3 or array.shape[2] not in (3, 4):
+            raise ValueError(f"an image array must be H x W or H x W x 3, got shape {image.shape}")
+        array = array[..., :3]
+        if array.dtype != np.uint8:
+            if not np.issubdtype(array.dtype, np.floating):
+                raise TypeError(f"an image array must be uint8 or float in [0, 1], not {array.dtype}")
+            array = (np.clip(array, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        array = np.ascontiguousarray(array)
+        return array if array.flags.writeable else array.copy()
+    raise TypeError(f"an image must be a path, a PIL image or an array, not {type(image).__name__}")
+
+
+def as_rgbs(images: object) -> list[np.ndarray]:
+    """:func:`as_rgb` over one image or a list of them."""
+    if isinstance(images, list | tuple):
+        return [as_rgb(image) for image in images]
+    return [as_rgb(images)]

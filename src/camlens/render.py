@@ -111,10 +111,112 @@ def maps_at_size(result: Any, index: int, methods: list[str], size: tuple[int, i
             maps[m] = resize_maps(result[m][i : i + 1].float().cpu(), size)[0]
     if "guided_gradcam" in methods:
         gradient = maps.get("guided_backprop")
-        if gradient is None:
-            gradient = resize_maps(result["guided_backprop"][i : i + 1].float().cpu(), size)[0]
+        if gradient is None:  # only Guided Grad-CAM was asked for: its guided gradient is in the capture
+            source = result.maps.get("guided_backprop")
+            if source is None:
+                source = result.capture.input_gradient
+            gradient = resize_maps(source[i : i + 1].float().cpu(), size)[0]
         cam = maps.get("gradcam")
         if cam is None:
             cam = cam_to_image(result.raw["gradcam"][i : i + 1].float().cpu(), size)[0]
         maps["guided_gradcam"] = gradient * cam[None]
     return {m: maps[m] for m in methods}
+
+
+def _spatial_methods(result: Any) -> list[str]:
+    return [m for m, v in result.maps.items() if v.dim() == 3]
+
+
+def overlays(
+    result: Any, images: Any, method: str | None = None, colormap: str = "jet", alpha: float = 0.5
+) -> list[np.ndarray]:
+    """Each image with ``method``'s map (default: the first CAM of the result) blended over it, at the
+    image's own size. ``images`` are the ones that were explained (paths, PIL images or arrays)."""
+    from camlens.images import as_rgbs
+    from camlens.viz import overlay
+    from camlens.viz.annotate import colorize
+
+    rgbs = as_rgbs(images)
+    if len(rgbs) != len(result.scores):
+        raise ValueError(f"{len(rgbs)} images for an explanation of {len(result.scores)}")
+    method = method or next(iter(_spatial_methods(result)), None)
+    if method is None or method not in result.maps or result.maps[method].dim() != 3:
+        raise ValueError(f"no (B, H, W) map named {method!r} in this result; it has {', '.join(result.maps)}")
+    out = []
+    for i, rgb in enumerate(rgbs):
+        heat = maps_at_size(result, i, [method], rgb.shape[:2])[method].numpy()
+        out.append(overlay(rgb, colorize(heat, colormap), alpha))
+    return out
+
+
+def save_result(
+    result: Any,
+    folder: Any,
+    images: Any,
+    *,
+    network: str = "model",
+    labels: list[str] | None = None,
+    image_format: str = "jpg",
+    annotate: bool = True,
+    colormap: str = "jet",
+) -> list[Any]:
+    """Write every method's pictures of every image to ``folder`` (created), as ``camlens explain`` names
+    them (``image0-model-cam.jpg`` ...; a path's stem when images are paths). Returns the paths."""
+    from pathlib import Path
+
+    from camlens.images import as_rgbs
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    sources = images if isinstance(images, list | tuple) else [images]
+    rgbs = as_rgbs(images)
+    if image_format not in IMAGE_FORMATS:
+        raise ValueError(f"image_format must be one of {IMAGE_FORMATS}, not {image_format!r}")
+    probabilities = None if result.logits is None else result.logits.float().softmax(dim=1).cpu()
+    written = []
+    for i, (source, rgb) in enumerate(zip(sources, rgbs, strict=True)):
+        stem = Path(source).stem if isinstance(source, str | Path) else f"image{i}"
+        maps = maps_at_size(result, i, list(result.maps), rgb.shape[:2])
+        cap = None
+        if annotate:
+            cls = None if result.classes is None else int(result.classes[i])
+            name = f"class {cls}" if cls is None or not labels or cls >= len(labels) else labels[cls]
+            p = "" if probabilities is None or cls is None else f" {float(probabilities[i, cls]):.2f}"
+            cap = "custom target" if cls is None else f"{name}{p}"
+        for suffix, picture in pictures(rgb, maps, cap, colormap).items():
+            path = folder / f"{stem}-{network}-{suffix}.{image_format}"
+            save_picture(picture, path)
+            written.append(path)
+    return written
+
+
+def show(result: Any, images: Any, methods: list[str] | None = None, colormap: str = "jet") -> Any:
+    """A matplotlib figure: one row per image, the image and each method's overlay (or gradient picture).
+
+    Needs matplotlib (``pip install matplotlib``); in a notebook the figure displays itself.
+    """
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ImportError("camlens.show needs matplotlib: pip install matplotlib") from None
+    from camlens.images import as_rgbs
+
+    rgbs = as_rgbs(images)
+    methods = methods or list(result.maps)
+    figure, axes = plt.subplots(
+        len(rgbs), 1 + len(methods), figsize=(2.6 * (1 + len(methods)), 2.6 * len(rgbs)), squeeze=False
+    )
+    for i, rgb in enumerate(rgbs):
+        maps = maps_at_size(result, i, methods, rgb.shape[:2])
+        axes[i][0].imshow(rgb)
+        axes[i][0].set_title("image" if result.classes is None else f"class {int(result.classes[i])}")
+        for j, method in enumerate(methods, 1):
+            wanted = "overlay" if maps[method].dim() == 2 else "gradient"
+            suffix = next(s for s, kind in picture_kinds(method, wanted == "overlay") if kind == wanted)
+            axes[i][j].imshow(pictures(rgb, {method: maps[method]}, None, colormap)[suffix])
+            axes[i][j].set_title(title(method))
+    for row in axes:
+        for axis in row:
+            axis.axis("off")
+    figure.tight_layout()
+    return figure

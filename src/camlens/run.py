@@ -232,7 +232,7 @@ def explain_images(
                 layer=result.target_layer,
                 top=top,
                 class_name="" if class_id is None else network.label(class_id),
-                notes=notes,
+                notes=list(notes),
             )
         )
     return out
@@ -520,6 +520,9 @@ def run(
                 )
                 timings["model"] += time.perf_counter() - t
                 merged = _in_order(items, explained, bad)
+                for r in merged:
+                    if r.stem != Path(r.path).stem:
+                        r.notes.append(f"written as {r.stem} (another input has the same file name)")
                 writing.append(writer.submit(_write, merged, options, index, table_state, timings))
                 while len(writing) > 2 or (writing and writing[0].done()):
                     results.extend(_finish(writing.popleft(), on_result))

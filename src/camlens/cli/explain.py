@@ -35,6 +35,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     group.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
     group.add_argument("--fail-fast", action="store_true", help="stop at the first bad image")
+    group.add_argument(
+        "--no-resume", action="store_true", help="redo images the output folder's results table holds already"
+    )
     group.add_argument("--json", action="store_true", help="print one JSON object per image instead of the report")
     common.add_model_options(parser)
     parser.set_defaults(handler=main)
@@ -58,6 +61,12 @@ def main(args: argparse.Namespace) -> int:
     common.check_layer(network, args.layer_name)
     if not args.json:
         print(f"[{network.name}, weights: {network.weights}]", flush=True)
+    if args.model and not args.weight_path:
+        print(
+            f"camlens: warning: no --weight-path: {network.name} runs with the weights its factory gives it "
+            "(random, unless the factory loads some)",
+            file=sys.stderr,
+        )
     options = RunOptions(
         methods=methods,
         target_layer=args.layer_name,
@@ -72,6 +81,7 @@ def main(args: argparse.Namespace) -> int:
         colormap=args.colormap,
         overwrite=args.overwrite,
         fail_fast=args.fail_fast,
+        resume=not args.no_resume,
     )
     show = (lambda result: _print_json(result, network.name)) if args.json else _print_report
     summary = run(network, sources, args.output_dir, options, on_result=show, progress=progress_printer())

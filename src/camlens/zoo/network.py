@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -29,6 +30,18 @@ class Network:
 
     def label(self, index: int) -> str:
         return self.labels[index] if 0 <= index < len(self.labels) else f"class {index}"
+
+    def preprocess(self, images: object) -> torch.Tensor:
+        """The model's input batch ``(B, 3, H, W)`` from image paths, PIL images or arrays (one or a list):
+        each whole image resized to :attr:`input_size` (no crop) and normalised with :attr:`mean`/:attr:`std`.
+
+        The batch is on the model's device.
+        """
+        from camlens.images import as_rgbs, to_batch
+
+        batch = to_batch(as_rgbs(images), self.input_size, self.mean, self.std)
+        parameter = next(self.model.parameters(), None)
+        return batch if parameter is None else batch.to(parameter.device)
 
 
 @lru_cache(maxsize=1)
