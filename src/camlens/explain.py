@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 from torch import Tensor, nn
 
 from camlens.capture import Capture, capture, check_input
+from camlens.device import capture_in_float32, mixed_precision
 from camlens.guard import eager_module, guard
 from camlens.layers import (
     AUTO,
@@ -125,6 +126,7 @@ def explain(
     layout: LayoutSpec = None,
     eigen_smooth: bool = False,
     aug_smooth: bool = False,
+    precision: str = "float32",
     **options: Any,
 ) -> Explanation:
     """Explain ``model``'s scores on ``x`` with several methods from one forward pass.
@@ -153,6 +155,8 @@ def explain(
         **options: settings of the methods that have some: ``batch_size``, ``num_samples``,
             ``noise_std``, ``seed``, ``finer_alpha``, ``finer_classes`` (see
             :class:`camlens.methods.context.MethodOptions`).
+        precision: ``"float32"`` (default), or ``"bfloat16"``/``"float16"`` to run the network under
+            autocast (see :mod:`camlens.device`; check the maps with ``pick_precision`` first).
 
     A list of target layers computes every map at each layer and fuses the image maps: LayerCAM by
     their maximum (Jiang et al. 2021, section 3.3), Refine-CAM by their product, the others by their mean
@@ -178,6 +182,7 @@ def explain(
             counterfactual=counterfactual,
             eigen_smooth=eigen_smooth,
             layout=layout,
+            precision=precision,
             **options,
         )
         if aug_smooth:
@@ -197,9 +202,12 @@ def explain(
             layer = default_layer(eager, x)  # methods that re-run the layer's tail need its module up front
         head = combined_head(specs, method_options, targets)
         try:
-            cap = capture(eager, x, targets, layer, guided=needs_guided, layout=layout, head=head)
+            with mixed_precision(x.device, precision):
+                cap = capture(eager, x, targets, layer, guided=needs_guided, layout=layout, head=head)
         except UninformativeLayerError as error:
             raise UninformativeLayerError(f"{error}; {_better_layer(eager, x, layer)}") from None
+        if precision != "float32":
+            cap = capture_in_float32(cap)
         _check_native_layout(specs, cap)
         context = MethodContext(eager, x, targets, layer if isinstance(layer, tuple) else None, cap, method_options)
         extra = {spec.name: spec.function(context) for spec in specs}
