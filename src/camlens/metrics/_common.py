@@ -42,8 +42,8 @@ def model_device(model: nn.Module, fallback: torch.device) -> torch.device:
     """The device of the model's first parameter or buffer (``fallback`` for a parameter-free model)."""
     for tensor in model.parameters():
         return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
+    for buffer in model.buffers():
+        return buffer.device
     return fallback
 
 
@@ -179,6 +179,17 @@ def chunks(n: int, size: int) -> Iterator[slice]:
         yield slice(start, min(start + size, n))
 
 
+def pearson_rows(a: Tensor, b: Tensor) -> Tensor:
+    """Pearson correlation of each pair of rows of ``(B, ...)`` tensors (float64; 0 where one is constant)."""
+    a = a.flatten(1).double()
+    b = b.flatten(1).double()
+    a = a - a.mean(dim=1, keepdim=True)
+    b = b - b.mean(dim=1, keepdim=True)
+    denominator = a.norm(dim=1) * b.norm(dim=1)
+    correlation = (a * b).sum(dim=1) / denominator.clamp(min=1e-300)
+    return torch.where(denominator > 0, correlation, torch.zeros_like(denominator))
+
+
 def harmonic_mean(*values: Tensor) -> Tensor:
     """Element-wise harmonic mean; 0 where any term is 0 or below (the limit of the formula)."""
     stacked = torch.stack([v.float() for v in values])
@@ -188,7 +199,7 @@ def harmonic_mean(*values: Tensor) -> Tensor:
 
 
 def saliency_2d(maps: Tensor) -> Tensor:
-    """Any map as a ``(B, H, W)`` saliency in [0, 1]: ``|sum over channels|`` for ``(B, C, H, W)``, then per-image min-max.
+    """Any map as a ``(B, H, W)`` saliency in [0, 1]: ``|channel sum|`` of ``(B, C, H, W)``, then min-max per image.
 
     Guided backprop and Guided Grad-CAM give signed ``(B, C, H, W)`` gradients; perturbation metrics rank
     pixels and multiply images by ``[0, 1]`` maps, so they need one non-negative value per pixel.

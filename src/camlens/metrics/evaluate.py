@@ -180,5 +180,3 @@ def to_markdown(summary: Sequence[Mapping[str, Any]], digits: int = 3) -> str:
                 parts.append(f"{r['mean']:.{digits}f}")
         lines.append(f"| {method} | " + " | ".join(parts) + " |")
     return "\n".join(lines)
-
-

@@ -57,7 +57,8 @@ def make_baseline(x: Tensor, baseline: str | Tensor) -> Tensor:
         try:
             return torch.broadcast_to(baseline.to(device=x.device, dtype=x.dtype), x.shape)
         except RuntimeError:
-            raise ValueError(f"baseline of shape {tuple(baseline.shape)} does not broadcast to {tuple(x.shape)}") from None
+            shapes = f"{tuple(baseline.shape)} does not broadcast to {tuple(x.shape)}"
+            raise ValueError(f"baseline of shape {shapes}") from None
     check_choice(baseline, "baseline", BASELINES)
     if baseline == "zeros":
         return torch.zeros_like(x)

@@ -49,7 +49,7 @@ def plot_curves(results: Mapping[str, Any], *, image: int | None = None, title: 
 def plot_sanity(
     maps: Mapping[str, Mapping[str, Tensor]], *, image: int = 0, methods: Sequence[str] | None = None
 ) -> Any:
-    """The sanity-check panel: one row per method, one column per randomisation step (``sanity_check(..., keep_maps=True).maps``).
+    """The sanity-check panel: a row per method, a column per step (``sanity_check(..., keep_maps=True).maps``).
 
     Each map is shown as ``|map|`` normalised to [0, 1]. Returns the matplotlib Figure.
     """

@@ -20,6 +20,7 @@ from camlens.metrics._common import (
     fixed_classes,
     harmonic_mean,
     model_device,
+    pearson_rows,
     saliency_2d,
 )
 from camlens.metrics.perturbation import average_drop
@@ -58,15 +59,6 @@ def method_fn(model: nn.Module, method: Method, target_layer: LayerSpec = None) 
         return saliency_2d(maps) if maps.dim() == 4 else maps
 
     return call
-
-
-def _pearson(a: Tensor, b: Tensor) -> Tensor:
-    a = a.flatten(1).double()
-    b = b.flatten(1).double()
-    a = a - a.mean(dim=1, keepdim=True)
-    b = b - b.mean(dim=1, keepdim=True)
-    denominator = a.norm(dim=1) * b.norm(dim=1)
-    return torch.where(denominator > 0, (a * b).sum(dim=1) / denominator.clamp(min=1e-300), torch.zeros_like(denominator))
 
 
 def complexity(maps: Tensor) -> MetricResult:
@@ -112,7 +104,7 @@ def coherency(
     x = x.detach().to(device)
     maps = check_maps(maps, x, unit=True)
     again = check_maps(explain_fn(x * maps[:, None], classes), x, name="recomputed maps")
-    return MetricResult(values=((1 + _pearson(again, maps)) / 2).float().cpu(), higher_is_better=True)
+    return MetricResult(values=((1 + pearson_rows(again, maps)) / 2).float().cpu(), higher_is_better=True)
 
 
 def adcc(
@@ -178,7 +170,7 @@ def max_sensitivity(
     seed: int = 0,
     batch_size: int = 32,
 ) -> MetricResult:
-    """Max-Sensitivity (Yeh et al., "On the (In)fidelity and Sensitivity of Explanations", NeurIPS 2019, Eq. 4): lower is better.
+    """Max-Sensitivity (Yeh et al., "On the (In)fidelity and Sensitivity of Explanations", NeurIPS 2019): lower better.
 
     ``max_{||d||_inf <= r} ||Phi(x + d) - Phi(x)||``, estimated by Monte Carlo over ``samples`` draws of
     ``d`` uniform in the L-infinity ball of radius ``radius`` (on the tensor you pass); with ``relative``

@@ -81,5 +81,6 @@ def get_metric(name: str) -> MetricSpec:
     if name not in METRICS:
         from camlens.layers import closest_names
 
-        raise ValueError(f"unknown metric {name!r}; known: {', '.join(METRICS)} (closest: {closest_names(name, list(METRICS), 2)})")
+        closest = closest_names(name, list(METRICS), 2)
+        raise ValueError(f"unknown metric {name!r}; known: {', '.join(METRICS)} (closest: {closest})")
     return METRICS[name]

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from camlens.layers import LayerSpec, default_layer, resolve_layer
-from camlens.metrics._common import check_choice, fixed_classes
+from camlens.metrics._common import check_choice, fixed_classes, pearson_rows
 from camlens.postprocess import normalize_per_image
 from camlens.targets import Targets
 
@@ -36,13 +36,6 @@ def rank_average(values: Tensor) -> Tensor:
     return out
 
 
-def _pearson_rows(a: Tensor, b: Tensor) -> Tensor:
-    a = a - a.mean(dim=1, keepdim=True)
-    b = b - b.mean(dim=1, keepdim=True)
-    denominator = a.norm(dim=1) * b.norm(dim=1)
-    return torch.where(denominator > 0, (a * b).sum(dim=1) / denominator.clamp(min=1e-300), torch.zeros_like(denominator))
-
-
 def spearman(a: Tensor, b: Tensor) -> Tensor:
     """Spearman rank correlation of each pair of maps ``(B, ...)`` (average ranks for ties; 0 for a constant map).
 
@@ -50,7 +43,7 @@ def spearman(a: Tensor, b: Tensor) -> Tensor:
         >>> spearman(torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([[10.0, 30.0, 20.0]]))
         tensor([0.5000], dtype=torch.float64)
     """
-    return _pearson_rows(rank_average(a.flatten(1).double().cpu()), rank_average(b.flatten(1).double().cpu()))
+    return pearson_rows(rank_average(a.flatten(1).double().cpu()), rank_average(b.flatten(1).double().cpu()))
 
 
 def ssim(a: Tensor, b: Tensor, *, window: int = 7, data_range: float = 1.0) -> Tensor:
@@ -87,12 +80,11 @@ def hog_similarity(a: Tensor, b: Tensor) -> Tensor:
         from skimage.feature import hog
     except ImportError:
         raise ImportError(
-            "HOG similarity needs scikit-image: pip install 'camlens[metrics]' "
-            "(or leave 'hog' out of measures)"
+            "HOG similarity needs scikit-image: pip install 'camlens[metrics]' (or leave 'hog' out of measures)"
         ) from None
     features_a = [torch.from_numpy(hog(m.double().cpu().numpy())) for m in a]
     features_b = [torch.from_numpy(hog(m.double().cpu().numpy())) for m in b]
-    return _pearson_rows(torch.stack(features_a), torch.stack(features_b))
+    return pearson_rows(torch.stack(features_a), torch.stack(features_b))
 
 
 def _as_2d(maps: Tensor) -> Tensor:
