@@ -82,6 +82,8 @@ def hog_similarity(a: Tensor, b: Tensor) -> Tensor:
         raise ImportError(
             "HOG similarity needs scikit-image: pip install 'camlens[metrics]' (or leave 'hog' out of measures)"
         ) from None
+    if min(a.shape[-2:]) < 24:
+        raise ValueError("HOG needs maps of at least 24 x 24 pixels (8-pixel cells, 3 x 3 blocks)")
     features_a = [torch.from_numpy(hog(m.double().cpu().numpy())) for m in a]
     features_b = [torch.from_numpy(hog(m.double().cpu().numpy())) for m in b]
     return pearson_rows(torch.stack(features_a), torch.stack(features_b))
