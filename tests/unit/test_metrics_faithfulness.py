@@ -136,7 +136,8 @@ def test_average_drop_increase_and_gain_by_hand():
     y, o = sig(-4), sig(-2)
     assert cm.average_drop(negative, x, half, targets=0).values.item() == 0
     assert cm.increase_in_confidence(negative, x, half, targets=0).values.item() == 100
-    assert cm.average_gain(negative, x, half, targets=0).values.item() == pytest.approx(100 * (o - y) / (1 - y), rel=1e-5)
+    gain = cm.average_gain(negative, x, half, targets=0).values.item()
+    assert gain == pytest.approx(100 * (o - y) / (1 - y), rel=1e-5)
 
 
 def test_maps_outside_unit_range_are_refused_and_small_maps_upsampled():
