@@ -50,6 +50,7 @@ def round_robin(contenders: dict[str, Callable[[], object]], rounds: int) -> dic
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
+            print(f"  {name}: {times[name][-1]:.2f} s", flush=True)
     return times
 
 
