@@ -1,0 +1,182 @@
+"""``evaluate``: methods x metrics x images in one call, and the mean with a 95% confidence interval."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch  # noqa: F401 (the doctests use it)
+from torch import Tensor, nn
+
+from camlens.layers import LayerSpec
+from camlens.metrics._common import fixed_classes, saliency_2d
+from camlens.metrics.registry import get_metric
+from camlens.targets import Targets
+
+# two-sided 95% Student t quantiles t_{0.975, df}, df = 1..30 (beyond: the normal 1.96 is within 2%)
+_T975 = (
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+    2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+)  # fmt: skip
+
+
+def t_quantile_975(df: int) -> float:
+    """The 0.975 quantile of Student's t with ``df`` degrees of freedom (1.96 beyond 30)."""
+    if df < 1:
+        return float("nan")
+    return _T975[df - 1] if df <= len(_T975) else 1.96
+
+
+def evaluate(
+    model: nn.Module,
+    x: Tensor,
+    methods: Sequence[str] | Mapping[str, Tensor],
+    metrics: Sequence[str],
+    targets: Targets = None,
+    masks: Tensor | None = None,
+    *,
+    target_layer: LayerSpec = None,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+    keep_results: bool = False,
+) -> list[dict[str, Any]]:
+    """Evaluate every method's maps with every metric: one row per (method, metric, image).
+
+    Args:
+        model: left untouched.
+        x: images ``(B, C, H, W)``.
+        methods: camlens method names (explained here, all from one capture), or ``{name: maps}`` of
+            ready maps (then the metrics that explain again need ``name`` to be a camlens method).
+        metrics: names from :func:`camlens.metrics.available_metrics`.
+        targets: the classes (None: the prediction on the clean image, fixed throughout).
+        masks: ``(B, H, W)`` bool object masks, for the pointing games.
+        target_layer: for the CAM methods.
+        options: per-metric keyword options, e.g. ``{"deletion": {"steps": 20}}``.
+        keep_results: add the :class:`MetricResult` (with its curve) to each row as ``"result"``.
+
+    Every map is first made a ``(B, H, W)`` saliency in [0, 1] by :func:`saliency_2d` (guided maps:
+    ``|sum over channels|``, then per-image min-max).
+
+    Returns:
+        rows ``{"method", "metric", "image", "value", "higher_is_better"}``; see :func:`summarise`.
+
+    Example:
+        >>> import torchvision
+        >>> model = torchvision.models.resnet18(num_classes=3).eval()
+        >>> rows = evaluate(model, torch.rand(2, 3, 32, 32), ["gradcam"], ["deletion", "sparseness"],
+        ...                 options={"deletion": {"steps": 4}})
+        >>> [(r["metric"], r["image"]) for r in rows]
+        [('deletion', 0), ('deletion', 1), ('sparseness', 0), ('sparseness', 1)]
+    """
+    from camlens.explain import explain
+
+    specs = [get_metric(name) for name in metrics]
+    if any(s.kind == "mask" for s in specs) and masks is None:
+        raise ValueError("the pointing games need masks=(B, H, W) bool object masks (see boxes_to_masks)")
+    options = options or {}
+    classes = fixed_classes(model, x, targets)
+    if isinstance(methods, Mapping):
+        maps = {name: saliency_2d(m) for name, m in methods.items()}
+    else:
+        names = [methods] if isinstance(methods, str) else list(methods)
+        result = explain(model, x, names, target_layer, classes)
+        maps = {name: saliency_2d(result[name]) for name in names}
+    rows: list[dict[str, Any]] = []
+    for method, method_maps in maps.items():
+        for spec in specs:
+            kwargs = dict(spec.options)
+            kwargs.update(options.get(spec.name, {}))
+            if spec.kind == "map":
+                res = spec.fn(method_maps, **kwargs)
+            elif spec.kind == "mask":
+                assert masks is not None
+                res = spec.fn(method_maps, masks.to(method_maps.device), **kwargs)
+            else:
+                if spec.needs_method:
+                    kwargs.setdefault("method", method)
+                    kwargs.setdefault("target_layer", target_layer)
+                res = spec.fn(model, x, method_maps, classes, **kwargs)
+            for image, value in enumerate(res.values.tolist()):
+                row: dict[str, Any] = {
+                    "method": method,
+                    "metric": spec.name,
+                    "image": image,
+                    "value": float(value),
+                    "higher_is_better": res.higher_is_better,
+                }
+                if keep_results:
+                    row["result"] = res
+                rows.append(row)
+    return rows
+
+
+def mean_ci(values: Sequence[float], confidence_t: float | None = None) -> tuple[float, float, float, int]:
+    """Mean, and the half-width of its 95% t confidence interval, over the finite ``values``: ``(mean, low, high, n)``.
+
+    Example:
+        >>> mean_ci([1.0, 2.0, 3.0])  # doctest: +ELLIPSIS
+        (2.0, -0.484..., 4.484..., 3)
+    """
+    finite = [float(v) for v in values if math.isfinite(float(v))]
+    n = len(finite)
+    if n == 0:
+        return float("nan"), float("nan"), float("nan"), 0
+    mean = sum(finite) / n
+    if n == 1:
+        return mean, float("nan"), float("nan"), 1
+    sd = math.sqrt(sum((v - mean) ** 2 for v in finite) / (n - 1))
+    half = (confidence_t or t_quantile_975(n - 1)) * sd / math.sqrt(n)
+    return mean, mean - half, mean + half, n
+
+
+def summarise(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per (method, metric): mean, 95% CI (Student t over images) and n (NaN values, e.g. empty masks, skipped).
+
+    Example:
+        >>> rows = [{"method": "m", "metric": "d", "value": v, "higher_is_better": False} for v in (1.0, 3.0)]
+        >>> summarise(rows)[0]["mean"], summarise(rows)[0]["n"]
+        (2.0, 2)
+    """
+    groups: dict[tuple[str, str], list[float]] = {}
+    direction: dict[str, bool] = {}
+    for row in rows:
+        groups.setdefault((row["method"], row["metric"]), []).append(float(row["value"]))
+        direction[row["metric"]] = bool(row.get("higher_is_better", True))
+    out = []
+    for (method, metric), values in groups.items():
+        mean, low, high, n = mean_ci(values)
+        out.append(
+            {"method": method, "metric": metric, "mean": mean, "ci_low": low, "ci_high": high, "n": n,
+             "higher_is_better": direction[metric]}
+        )  # fmt: skip
+    return out
+
+
+def to_markdown(summary: Sequence[Mapping[str, Any]], digits: int = 3) -> str:
+    """A methods x metrics Markdown table of ``mean [low, high]`` with each metric's direction.
+
+    Example:
+        >>> print(to_markdown([{"method": "gradcam", "metric": "deletion", "mean": 0.1, "ci_low": 0.05,
+        ...                     "ci_high": 0.15, "higher_is_better": False}]))
+        | method | deletion (lower better) |
+        |---|---|
+        | gradcam | 0.100 [0.050, 0.150] |
+    """
+    methods = list(dict.fromkeys(r["method"] for r in summary))
+    metrics = list(dict.fromkeys(r["metric"] for r in summary))
+    cell = {(r["method"], r["metric"]): r for r in summary}
+    better = {r["metric"]: "higher" if r["higher_is_better"] else "lower" for r in summary}
+    lines = ["| method | " + " | ".join(f"{m} ({better[m]} better)" for m in metrics) + " |"]
+    lines.append("|---|" + "---|" * len(metrics))
+    for method in methods:
+        parts = []
+        for metric in metrics:
+            r = cell.get((method, metric))
+            if r is None:
+                parts.append("")
+            elif math.isfinite(r["ci_low"]):
+                parts.append(f"{r['mean']:.{digits}f} [{r['ci_low']:.{digits}f}, {r['ci_high']:.{digits}f}]")
+            else:
+                parts.append(f"{r['mean']:.{digits}f}")
+        lines.append(f"| {method} | " + " | ".join(parts) + " |")
+    return "\n".join(lines)
