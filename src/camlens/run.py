@@ -765,30 +765,39 @@ def compare(
         network.model.cpu()
         del network
     t = time.perf_counter()
-    files = _write_staged(out, tables, options.image_format)
+    files = write_staged(out, lambda folder: _write_tables(folder, tables, options.image_format))
     timings["io"] += time.perf_counter() - t
     return CompareSummary(tables, files, unavailable, out, timings)
 
 
-def _write_staged(out: Path, tables: list[Any], image_format: str) -> list[str]:
-    """Write the reports into a staging folder beside ``out`` and move them in only when all succeeded."""
-    import shutil
+def write_staged(out: Path, write: Callable[[Path], list[str]]) -> list[str]:
+    """Run ``write(folder)`` into a staging folder beside ``out`` and move the files it names into ``out``
+    only when it succeeded; the staging folder is removed whatever happens (no partial output).
 
-    from camlens.report import write_compare, write_index
+    Returns what ``write`` returned (its file names, and anything else it puts first)."""
+    import shutil
 
     parent = out
     while not parent.exists():
         parent = parent.parent
     staging = Path(tempfile.mkdtemp(prefix=".camlens-", dir=parent))
     try:
-        files: list[str] = []
-        for table in tables:
-            files += write_compare(staging, table, image_format)
-        if len(tables) > 1:
-            files.append(write_index(staging, tables))
+        returned = write(staging)
         out.mkdir(parents=True, exist_ok=True)
-        for name in files:
-            os.replace(staging / name, out / name)
-        return files
+        for name in returned:
+            if (staging / name).is_file():
+                os.replace(staging / name, out / name)
+        return returned
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_tables(folder: Path, tables: list[Any], image_format: str) -> list[str]:
+    from camlens.report import write_compare, write_index
+
+    files: list[str] = []
+    for table in tables:
+        files += write_compare(folder, table, image_format)
+    if len(tables) > 1:
+        files.append(write_index(folder, tables))
+    return files
