@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 SEED_METHODS = ("gradcam", "gradcam++", "guided_backprop", "guided_gradcam")
 TABLE = "results.jsonl"
+JOURNAL = ".camlens-started.jsonl"  # images whose files are being written (kept only by an interrupted run)
 _GRADIENT_METHODS = ("guided_backprop", "guided_gradcam")  # image-shaped (C, H, W) maps
 ENGINES = ("local", "ray")
 
@@ -475,9 +476,9 @@ def _next_map_index(folder: Path, network: str) -> int:
 
 
 # ------------------------------------------------------------------------------------------ the table
-def read_table(folder: Path) -> list[dict[str, Any]]:
+def read_table(folder: Path, name: str = TABLE) -> list[dict[str, Any]]:
     """The rows of ``results.jsonl`` (a last line cut off by a kill is ignored)."""
-    path = folder / TABLE
+    path = folder / name
     if not path.is_file():
         return []
     rows = []
@@ -490,8 +491,8 @@ def read_table(folder: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _append_rows(folder: Path, rows: list[dict[str, Any]]) -> None:
-    with open(folder / TABLE, "a", encoding="utf-8") as handle:
+def _append_rows(folder: Path, rows: list[dict[str, Any]], name: str = TABLE) -> None:
+    with open(folder / name, "a", encoding="utf-8") as handle:
         handle.write("".join(json.dumps(row) + "\n" for row in rows))
         handle.flush()
         os.fsync(handle.fileno())
@@ -501,14 +502,14 @@ def _repair(folder: Path) -> None:
     """Undo what a killed run can leave: a last table line cut short, and ``.part`` temporaries."""
     if not folder.is_dir():
         return
-    table = folder / TABLE
-    if table.is_file() and table.stat().st_size:
-        with open(table, "rb+") as handle:
-            handle.seek(-1, os.SEEK_END)
-            if handle.read(1) != b"\n":
-                handle.seek(0)
-                data = handle.read()
-                handle.truncate(data.rfind(b"\n") + 1)
+    for table in (folder / TABLE, folder / JOURNAL):
+        if table.is_file() and table.stat().st_size:
+            with open(table, "rb+") as handle:
+                handle.seek(-1, os.SEEK_END)
+                if handle.read(1) != b"\n":
+                    handle.seek(0)
+                    data = handle.read()
+                    handle.truncate(data.rfind(b"\n") + 1)
     for entry in os.scandir(folder):
         if entry.name.startswith(".") and entry.name.endswith(PARTIAL_SUFFIX) and entry.is_file():
             Path(entry.path).unlink(missing_ok=True)
@@ -690,7 +691,7 @@ def run(
     _repair(out)
     done: set[str] = set()
     ours: set[str] = set()  # absolute paths this folder's table holds with the same options
-    for row in read_table(out):
+    for row in read_table(out) + read_table(out, JOURNAL):
         if row.get("key") != key or row.get("network") != net.name:
             continue
         source = str(row.get("source", ""))
@@ -748,6 +749,7 @@ def run(
             results.extend(_finish(writing.popleft(), on_result))
             if progress is not None:
                 progress(skipped + len(results), len(paths))
+        (out / JOURNAL).unlink(missing_ok=True)  # every started image has its final row
     finally:
         close = getattr(batches, "close", None)
         if close is not None:
@@ -820,8 +822,9 @@ def _read_small(path: Path, max_side: int) -> Any:
 class _TableState:
     """The results table of one run.
 
-    Before an image's files are written its ``started`` row goes in (so that the next run knows those
-    files are its own to replace), after them its final row. Rows of bad images wait until a first image
+    Before an image's files are written its ``started`` row goes into a journal beside the table (so that
+    the next run knows those files are its own to replace), after them its final row into the table; the
+    journal is removed when the run completes. Rows of bad images wait until a first image
     succeeds, so that a run in which nothing could be explained leaves nothing behind.
     """
 
@@ -844,7 +847,7 @@ class _TableState:
         ]
         if rows:
             self.started = True
-            _append_rows(self.out, rows)
+            _append_rows(self.out, rows, JOURNAL)
 
     def add(self, results: list[ImageResult]) -> None:
         rows = self.pending + [r.record(self.network, self.key) for r in results]
@@ -923,6 +926,7 @@ def progress_printer(stream: Any = None, every: float = 10.0) -> Callable[[int, 
                     total=total, initial=done, unit="img", desc="explaining", file=stream, leave=False, smoothing=0.1
                 )
             bar.update(done - bar.n)
+            bar.refresh()  # once a batch: every batch shows (tqdm would skip updates closer than 0.1 s)
             if done >= total:
                 bar.close()
 
