@@ -111,15 +111,23 @@ def _assert_complete(out: Path) -> None:
                 picture.load()
 
 
-@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT], ids=["sigkill", "sigint"])
-def test_an_interrupted_run_resumes_with_only_the_remaining_images(tmp_path, how):
-    model, labels = _model(tmp_path, delay=0.25)
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """20 images, a slow model, and the output of a run that was not interrupted."""
+    tmp_path = tmp_path_factory.mktemp("scale")
+    model, labels = _model(tmp_path, delay=0.15)
     folder = _folder(tmp_path)
-    reference, out = tmp_path / "reference", tmp_path / "out"
+    reference = tmp_path / "reference"
     done = subprocess.run(_command(model, labels, folder, reference), capture_output=True, text=True, env=_env())
     assert done.returncode == 0, done.stderr
     assert "explained 20 images" in done.stdout and "0 failed" in done.stdout
+    return model, labels, folder, reference
 
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT], ids=["sigkill", "sigint"])
+def test_an_interrupted_run_resumes_with_only_the_remaining_images(tmp_path, uninterrupted, how):
+    model, labels, folder, reference = uninterrupted
+    out = tmp_path / "out"
     process = subprocess.Popen(
         _command(model, labels, folder, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env()
     )
