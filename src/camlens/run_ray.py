@@ -15,6 +15,7 @@ always so. :func:`ray.init` is called only when Ray is not running yet: it joins
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 from collections.abc import Iterator
@@ -103,6 +104,9 @@ def explained_batches(
             override_num_blocks=max(1, min(len(todo) // max(options.batch_size, 1), 4 * size)),
         )
         data.context.execution_options.preserve_order = True
+        if started:  # camlens prints its own progress: Ray Data's bars and lines would repeat it
+            data.context.enable_progress_bars = False
+            logging.getLogger("ray.data").setLevel(logging.WARNING)
         explained = data.map_batches(
             Explainer,
             fn_constructor_kwargs={

@@ -319,3 +319,17 @@ def test_without_ray_the_command_names_the_extra(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.strip() == "camlens: error: the Ray engine needs Ray: pip install camlens[ray]"
+
+
+def test_the_command_runs_on_ray(tmp_path):
+    pytest.importorskip("ray.data")
+    model, labels = _model(tmp_path, delay=0)
+    folder = _folder(tmp_path, count=3)
+    out = tmp_path / "out"
+    command = _command(model, labels, folder, out, "--engine", "ray", "--workers", "1", "--methods", "gradcam")
+    result = subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "explained 3 images, 0 failed" in result.stdout and "img02.png" in result.stdout
+    rows = _final_rows(out)
+    assert len(rows) == 3 and all(row["status"] == "ok" and len(row["files"]) == 2 for row in rows.values())
+    _assert_complete(out)
