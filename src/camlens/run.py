@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import sys
@@ -478,17 +479,20 @@ def _next_map_index(folder: Path, network: str) -> int:
 # ------------------------------------------------------------------------------------------ the table
 def read_table(folder: Path, name: str = TABLE) -> list[dict[str, Any]]:
     """The rows of ``results.jsonl`` (a last line cut off by a kill is ignored)."""
+    return list(iter_table(folder, name))
+
+
+def iter_table(folder: Path, name: str = TABLE) -> Iterator[dict[str, Any]]:
+    """The rows of ``results.jsonl`` one at a time (a last line cut off by a kill is skipped)."""
     path = folder / name
     if not path.is_file():
-        return []
-    rows = []
+        return
     with open(path, encoding="utf-8") as handle:
         for line in handle:
             try:
-                rows.append(json.loads(line))
+                yield json.loads(line)
             except json.JSONDecodeError:
                 continue
-    return rows
 
 
 def _append_rows(folder: Path, rows: list[dict[str, Any]], name: str = TABLE) -> None:
@@ -554,7 +558,7 @@ def export_table(folder: Path) -> list[Path]:
     """
     import csv
 
-    rows = _latest_rows(read_table(folder))
+    rows = _latest_rows(iter_table(folder))
     if not rows:
         return []
     metric_names = sorted({name for row in rows for name in (row.get("metrics") or {})})
@@ -691,7 +695,7 @@ def run(
     _repair(out)
     done: set[str] = set()
     ours: set[str] = set()  # absolute paths this folder's table holds with the same options
-    for row in read_table(out) + read_table(out, JOURNAL):
+    for row in itertools.chain(iter_table(out), iter_table(out, JOURNAL)):
         if row.get("key") != key or row.get("network") != net.name:
             continue
         source = str(row.get("source", ""))
