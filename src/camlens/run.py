@@ -16,13 +16,14 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import sys
 import tempfile
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,7 +39,9 @@ if TYPE_CHECKING:
 
 SEED_METHODS = ("gradcam", "gradcam++", "guided_backprop", "guided_gradcam")
 TABLE = "results.jsonl"
+JOURNAL = ".camlens-started.jsonl"  # images whose files are being written (kept only by an interrupted run)
 _GRADIENT_METHODS = ("guided_backprop", "guided_gradcam")  # image-shaped (C, H, W) maps
+ENGINES = ("local", "ray")
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,43 @@ class RunOptions:
         return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
 
+@dataclass(frozen=True)
+class NetworkSpec:
+    """How to build a network (not the network): what the Ray engine sends to each worker, which builds its own.
+
+    ``name`` is anything :func:`camlens.zoo.load_network` takes (a torchvision or timm name, the bundled
+    ``efficientnet_lite0``, or ``path/to/file.py:factory``); the other fields override the preprocessing.
+
+    Example:
+        >>> NetworkSpec("resnet18", weight_path="resnet18.pth").name
+        'resnet18'
+    """
+
+    name: str = "efficientnet_lite0"
+    weight_path: str | None = None
+    offline: bool | None = None
+    input_size: int | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    labels: tuple[str, ...] | None = None
+
+    def build(self) -> Network:
+        """Load the network (weights included), with the overrides applied; the result remembers this spec."""
+        from camlens.zoo import load_network
+
+        network = load_network(self.name, self.weight_path, offline=self.offline)
+        if self.input_size is not None:
+            network.input_size = (self.input_size, self.input_size)
+        if self.mean is not None:
+            network.mean = tuple(self.mean)
+        if self.std is not None:
+            network.std = tuple(self.std)
+        if self.labels is not None:
+            network.labels = list(self.labels)
+        network.spec = self  # type: ignore[attr-defined]
+        return network
+
+
 @dataclass
 class ImageResult:
     """One image's explanation: predictions, explained class, maps at the image's size, files written."""
@@ -86,6 +126,11 @@ class ImageResult:
     top: list[tuple[int, str, float]] = field(default_factory=list)  # (class, label, probability)
     class_name: str = ""
     notes: list[str] = field(default_factory=list)
+    probability: float | None = None  # of the explained class
+    size: tuple[int, int] | None = None  # (width, height) of the image
+    methods: tuple[str, ...] = ()
+    metrics: dict[str, float] = field(default_factory=dict)  # filled by run(metrics=...): "method/metric" -> value
+    blobs: dict[str, bytes] = field(default_factory=dict)  # encoded files (the Ray engine encodes in its workers)
 
     @property
     def ok(self) -> bool:
@@ -93,6 +138,9 @@ class ImageResult:
 
     def record(self, network: str, key: str = "") -> dict[str, Any]:
         """The image's row of the results table (JSON-serialisable)."""
+        probability = self.probability
+        if probability is None and self.probabilities is not None and self.class_id is not None:
+            probability = float(self.probabilities[self.class_id])
         return {
             "path": self.path,
             "stem": self.stem,
@@ -102,21 +150,30 @@ class ImageResult:
             "class_id": self.class_id,
             "class_name": self.class_name,
             "score": None if self.score != self.score else round(self.score, 6),
-            "probability": None
-            if self.probabilities is None or self.class_id is None
-            else round(float(self.probabilities[self.class_id]), 6),
+            "probability": None if probability is None else round(probability, 6),
             "layer": self.layer,
+            "width": None if self.size is None else self.size[0],
+            "height": None if self.size is None else self.size[1],
+            "methods": list(self.methods),
             "topk": [{"class_id": c, "label": label, "probability": round(p, 6)} for c, label, p in self.top],
             "files": self.files,
             "notes": self.notes,
+            "metrics": {k: None if v != v else float(v) for k, v in self.metrics.items()},
             "key": key,
             "source": _source_key(self.path),
         }
 
+    def slim(self) -> None:
+        """Drop the pixels, maps, encoded files and probabilities (what a long run must not keep)."""
+        self.rgb = None
+        self.maps = {}
+        self.blobs = {}
+        self.probabilities = None
+
 
 @dataclass
 class RunSummary:
-    """What a :func:`run` did."""
+    """What a :func:`run` did. ``results`` are slim (no pixels or maps: :func:`run`'s ``on_result`` sees those)."""
 
     results: list[ImageResult]
     skipped: int  # done in an earlier run (resumed)
@@ -124,6 +181,7 @@ class RunSummary:
     output_dir: Path
     table: Path | None
     timings: dict[str, float] = field(default_factory=dict)
+    engine: str = "local"
 
     @property
     def failures(self) -> list[ImageResult]:
@@ -173,10 +231,11 @@ def unique_stems(paths: Sequence[Path]) -> list[str]:
 
 
 def _source_key(path: str) -> str:
+    """``absolute path:size:mtime``: an image counts as done only while its file is unchanged."""
     try:
         stat = os.stat(path)
     except OSError:
-        return path
+        return os.path.abspath(path) if path else path
     return f"{os.path.abspath(path)}:{stat.st_size}:{stat.st_mtime_ns}"
 
 
@@ -233,9 +292,37 @@ def explain_images(
                 top=top,
                 class_name="" if class_id is None else network.label(class_id),
                 notes=list(notes),
+                probability=None if p is None or class_id is None else float(p[class_id]),
+                size=(int(rgb.shape[1]), int(rgb.shape[0])),
+                methods=tuple(options.methods),
             )
         )
     return out
+
+
+def explain_batch(
+    network: Network, items: list[tuple[Path, str, Any]], options: RunOptions, device: torch.device
+) -> list[ImageResult]:
+    """Explain one batch of decoded items ``(path, stem, rgb or error text)``; bad images become error results."""
+    good = [(p, s, rgb) for p, s, rgb in items if not isinstance(rgb, str)]
+    explained = iter(
+        explain_images(
+            network,
+            [rgb for _, _, rgb in good],
+            options,
+            paths=[str(p) for p, _, _ in good],
+            stems=[s for _, s, _ in good],
+            device=device,
+        )
+    )
+    results = [
+        ImageResult(str(p), s, error=rgb, methods=tuple(options.methods)) if isinstance(rgb, str) else next(explained)
+        for p, s, rgb in items
+    ]
+    for result in results:
+        if result.stem != Path(result.path).stem:
+            result.notes.append(f"written as {result.stem} (another input has the same file name)")
+    return results
 
 
 def resolve_device(name: str) -> torch.device:
@@ -263,9 +350,10 @@ def caption(result: ImageResult) -> str:
     if result.class_id is None:
         return "custom target"
     name = result.class_name or f"class {result.class_id}"
-    if result.probabilities is not None:
-        return f"{name} {float(result.probabilities[result.class_id]):.2f}"
-    return name
+    probability = result.probability
+    if probability is None and result.probabilities is not None:
+        probability = float(result.probabilities[result.class_id])
+    return name if probability is None else f"{name} {probability:.2f}"
 
 
 # ------------------------------------------------------------------------------------------ writing
@@ -285,9 +373,15 @@ def planned_files(stem: str, network: str, options: RunOptions) -> list[str]:
     return names
 
 
+PARTIAL_SUFFIX = ".part"
+
+
 def _atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary name in the same folder and rename: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    """Write through a temporary name in the same folder and rename: readers never see half a file.
+
+    The temporary is ``.<name>.<random>.part``; one left by a killed process is removed by the next run.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX, dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
@@ -297,20 +391,26 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
-def write_image_files(result: ImageResult, folder: Path, network: str, options: RunOptions) -> list[str]:
-    """Write one image's pictures (and maps) atomically; returns the file names."""
+def _write_bytes(path: Path, data: bytes) -> None:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+
+    _atomic(path, write)
+
+
+def encode_image_files(result: ImageResult, network: str, options: RunOptions) -> dict[str, bytes]:
+    """One image's pictures (and float32 maps with ``save_maps``), encoded: file name -> bytes."""
     import numpy as np
 
     from camlens.render import pictures
 
     assert result.rgb is not None
-    names = []
+    blobs: dict[str, bytes] = {}
     cap = caption(result) if options.annotate else None
     fmt = "PNG" if options.image_format == "png" else "JPEG"
     for suffix, picture in pictures(result.rgb, result.maps, cap, options.colormap).items():
-        name = f"{result.stem}-{network}-{suffix}.{options.image_format}"
-        _atomic(folder / name, lambda tmp, pic=picture: _save_as(pic, tmp, fmt))
-        names.append(name)
+        blobs[f"{result.stem}-{network}-{suffix}.{options.image_format}"] = _encode(picture, fmt)
     if options.save_maps:
         arrays: dict[str, Any] = {
             m: (v.numpy() if v.dim() == 2 else np.transpose(v.numpy(), (1, 2, 0))).astype(np.float32)
@@ -318,27 +418,40 @@ def write_image_files(result: ImageResult, folder: Path, network: str, options: 
         }
         arrays["class_id"] = np.int64(-1 if result.class_id is None else result.class_id)
         arrays["score"] = np.float32(result.score)
-        name = f"{result.stem}-{network}-maps.npz"
-        _atomic(folder / name, lambda tmp: _savez(tmp, arrays))
-        names.append(name)
-    return names
+        blobs[f"{result.stem}-{network}-maps.npz"] = _npz(arrays)
+    return blobs
 
 
-def _save_as(picture: np.ndarray, tmp: Path, fmt: str) -> None:
+def write_image_files(result: ImageResult, folder: Path, network: str, options: RunOptions) -> list[str]:
+    """Write one image's pictures (and maps) atomically (encoded here unless ``result.blobs`` has them)."""
+    blobs = result.blobs or encode_image_files(result, network, options)
+    for name, data in blobs.items():
+        _write_bytes(folder / name, data)
+    return list(blobs)
+
+
+def _encode(picture: np.ndarray, fmt: str) -> bytes:
+    import io
+
     from PIL import Image
 
+    buffer = io.BytesIO()
     image = Image.fromarray(picture)
     if fmt == "JPEG":
-        image.save(tmp, format="JPEG", quality=92)
+        image.save(buffer, format="JPEG", quality=92)
     else:
-        image.save(tmp, format="PNG")
+        image.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
-def _savez(tmp: Path, arrays: dict[str, Any]) -> None:
+def _npz(arrays: dict[str, Any]) -> bytes:
+    import io
+
     import numpy as np
 
-    with open(tmp, "wb") as handle:
-        np.savez_compressed(handle, **arrays)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
 
 
 def write_batch_maps(results: list[ImageResult], folder: Path, network: str, index: int) -> str:
@@ -350,53 +463,118 @@ def write_batch_maps(results: list[ImageResult], folder: Path, network: str, ind
         for m, v in r.maps.items():
             arrays[f"{r.stem}/{m}"] = v.numpy().astype(np.float16)
     name = f"maps-{network}-{index:06d}.npz"
-    _atomic(folder / name, lambda tmp: _savez(tmp, arrays))
+    _write_bytes(folder / name, _npz(arrays))
     return name
 
 
+def _next_map_index(folder: Path, network: str) -> int:
+    """The first ``maps-<network>-<index>.npz`` index not used yet (a resumed run never replaces a batch file)."""
+    prefix = f"maps-{network}-"
+    used = [-1]
+    if folder.is_dir():
+        for entry in os.scandir(folder):
+            if entry.name.startswith(prefix) and entry.name.endswith(".npz"):
+                number = entry.name[len(prefix) : -len(".npz")]
+                if number.isdigit():
+                    used.append(int(number))
+    return max(used) + 1
+
+
 # ------------------------------------------------------------------------------------------ the table
-def read_table(folder: Path) -> list[dict[str, Any]]:
+def read_table(folder: Path, name: str = TABLE) -> list[dict[str, Any]]:
     """The rows of ``results.jsonl`` (a last line cut off by a kill is ignored)."""
-    path = folder / TABLE
+    return list(iter_table(folder, name))
+
+
+def iter_table(folder: Path, name: str = TABLE) -> Iterator[dict[str, Any]]:
+    """The rows of ``results.jsonl`` one at a time (a last line cut off by a kill is skipped)."""
+    path = folder / name
     if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
+        return
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                continue
 
 
-def _append_rows(folder: Path, rows: list[dict[str, Any]]) -> None:
-    with open(folder / TABLE, "a", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row) + "\n")
+def _append_rows(folder: Path, rows: list[dict[str, Any]], name: str = TABLE) -> None:
+    with open(folder / name, "a", encoding="utf-8") as handle:
+        handle.write("".join(json.dumps(row) + "\n" for row in rows))
         handle.flush()
         os.fsync(handle.fileno())
 
 
-def _latest_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _repair(folder: Path) -> None:
+    """Undo what a killed run can leave: a last table line cut short, and ``.part`` temporaries."""
+    if not folder.is_dir():
+        return
+    for table in (folder / TABLE, folder / JOURNAL):
+        if table.is_file() and table.stat().st_size:
+            with open(table, "rb+") as handle:
+                handle.seek(-1, os.SEEK_END)
+                if handle.read(1) != b"\n":
+                    handle.seek(0)
+                    data = handle.read()
+                    handle.truncate(data.rfind(b"\n") + 1)
+    for entry in os.scandir(folder):
+        if entry.name.startswith(".") and entry.name.endswith(PARTIAL_SUFFIX) and entry.is_file():
+            Path(entry.path).unlink(missing_ok=True)
+
+
+def _latest_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The final row of each image and network (``started`` rows mark work in progress and are left out)."""
     latest: dict[tuple[str, str], dict[str, Any]] = {}
     for row in rows:
-        latest[(row.get("path", ""), row.get("network", ""))] = row
+        if row.get("status") in ("ok", "error"):
+            latest[(row.get("path", ""), row.get("network", ""))] = row
     return list(latest.values())
 
 
+COLUMNS = (
+    "path",
+    "stem",
+    "network",
+    "status",
+    "error",
+    "class_id",
+    "class_name",
+    "score",
+    "probability",
+    "layer",
+    "width",
+    "height",
+    "methods",
+    "topk",
+    "files",
+    "notes",
+    "key",
+    "source",
+)
+
+
 def export_table(folder: Path) -> list[Path]:
-    """Rewrite ``results.csv`` (and ``results.parquet`` when pyarrow is installed) from ``results.jsonl``."""
+    """Rewrite ``results.csv`` (and ``results.parquet`` when pyarrow is installed) from ``results.jsonl``.
+
+    One row per image (its last result): the columns of :data:`COLUMNS`, then one ``metric_<name>``
+    column per metric. In the CSV, lists are joined with ``;`` (top-k as ``class:probability``).
+    """
     import csv
 
-    rows = _latest_rows(read_table(folder))
+    rows = _latest_rows(iter_table(folder))
     if not rows:
         return []
+    metric_names = sorted({name for row in rows for name in (row.get("metrics") or {})})
     flat = []
     for row in rows:
-        item = {k: v for k, v in row.items() if k not in ("topk", "files", "notes")}
-        item["topk"] = ";".join(f"{t['class_id']}:{t['probability']}" for t in row.get("topk", []))
-        item["files"] = ";".join(row.get("files", []))
-        item["notes"] = ";".join(row.get("notes", []))
+        item = {k: row.get(k) for k in COLUMNS}
+        item["methods"] = ";".join(row.get("methods") or [])
+        item["topk"] = ";".join(f"{t['class_id']}:{t['probability']}" for t in row.get("topk") or [])
+        item["files"] = ";".join(row.get("files") or [])
+        item["notes"] = ";".join(row.get("notes") or [])
+        for name in metric_names:
+            item[f"metric_{name}"] = (row.get("metrics") or {}).get(name)
         flat.append(item)
     columns = list(flat[0])
     written = []
@@ -410,14 +588,44 @@ def export_table(folder: Path) -> list[Path]:
     _atomic(folder / "results.csv", write_csv)
     written.append(folder / "results.csv")
     try:
-        import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
         return written
-    table = pa.Table.from_pylist(rows)
+    table = _arrow_table(rows, metric_names)
     _atomic(folder / "results.parquet", lambda tmp: pq.write_table(table, tmp))
     written.append(folder / "results.parquet")
     return written
+
+
+def _arrow_table(rows: list[dict[str, Any]], metric_names: list[str]) -> Any:
+    """The rows as a pyarrow table with a fixed schema (all-null and empty columns keep their types)."""
+    import pyarrow as pa
+
+    text, integer, real = pa.string(), pa.int64(), pa.float64()
+    top = pa.struct([("class_id", integer), ("label", text), ("probability", real)])
+    types = {
+        "class_id": integer,
+        "score": real,
+        "probability": real,
+        "width": integer,
+        "height": integer,
+        "methods": pa.list_(text),
+        "topk": pa.list_(top),
+        "files": pa.list_(text),
+        "notes": pa.list_(text),
+    }
+    fields = [pa.field(name, types.get(name, text)) for name in COLUMNS]
+    fields += [pa.field(f"metric_{name}", real) for name in metric_names]
+    columns: dict[str, list[Any]] = {f.name: [] for f in fields}
+    for row in rows:
+        for name in COLUMNS:
+            value = row.get(name)
+            if value is None and name in ("methods", "topk", "files", "notes"):
+                value = []
+            columns[name].append(value)
+        for name in metric_names:
+            columns[f"metric_{name}"].append((row.get("metrics") or {}).get(name))
+    return pa.table(columns, schema=pa.schema(fields))
 
 
 # ------------------------------------------------------------------------------------------ the run
@@ -435,111 +643,162 @@ def check_output_dir(path: str | os.PathLike) -> Path:
 
 
 def run(
-    network: Network,
+    network: Network | NetworkSpec,
     sources: Sequence[str | os.PathLike],
     output_dir: str | os.PathLike,
     options: RunOptions = RunOptions(),
     *,
     on_result: Callable[[ImageResult], None] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    metrics: Callable[[ImageResult], dict[str, float]] | None = None,
+    engine: str = "local",
+    workers: int | None = None,
 ) -> RunSummary:
     """Explain every image of ``sources`` (files or folders) and write pictures and the results table.
 
+    Memory is bounded by the batch size and the queues (two batches decoded ahead, three being written),
+    whatever the number of images. A killed run leaves complete files only (``.part`` temporaries are
+    cleaned by the next run) and a table whose every ``ok`` row has its files; the same call again does
+    only the images that have no ``ok`` row for the same file (path, size, mtime) and options.
+
     Args:
-        network: from :func:`camlens.load_network`.
+        network: from :func:`camlens.load_network`, or a :class:`NetworkSpec` (built here; the Ray engine
+            needs a spec, or a network built by :meth:`NetworkSpec.build`).
         sources: image files and folders.
         output_dir: created if needed.
         options: see :class:`RunOptions`.
-        on_result: called with each image's result as soon as its files are written (in input order).
-        progress: called with ``(done, total)`` after each batch.
+        on_result: called with each image's result (maps included with the local engine) as soon as its
+            files are written (in input order).
+        progress: called with ``(done, total)`` at the start and after each batch (``done`` counts images,
+            those done by an earlier run included).
+        metrics: called with each explained image's result (maps, pixels and the network at hand) before it
+            is written; its ``{name: value}`` become the ``metrics`` of the row (``metric_<name>`` columns).
+        engine: ``"local"`` (threads in this process) or ``"ray"`` (Ray Data actors: see
+            :mod:`camlens.run_ray`; ``pip install camlens[ray]``).
+        workers: with ``engine="ray"``, how many actors (default: one per GPU, else half the CPUs).
 
     Raises:
         UsageError: bad options, files that exist already (without ``overwrite``), or the first bad
             image with ``fail_fast``.
     """
     start = time.perf_counter()
+    if engine not in ENGINES:
+        raise UsageError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
     out = check_output_dir(output_dir)
-    device = resolve_device(options.device)
+    spec = network if isinstance(network, NetworkSpec) else getattr(network, "spec", None)
+    if engine == "ray" and spec is None:
+        raise UsageError(
+            "engine='ray' builds the network in each worker: pass camlens.run.NetworkSpec(name, weight_path) "
+            "(or a network from NetworkSpec.build()) instead of a loaded model"
+        )
+    net = network.build() if isinstance(network, NetworkSpec) else network
+    device = resolve_device(options.device) if engine == "local" else None
     paths = collect_sources(sources)
     stems = unique_stems(paths)
-    key = options.key(network.name)
-    done = {
-        row["source"]
-        for row in read_table(out)
-        if options.resume and row.get("status") == "ok" and row.get("key") == key
-    }
+    key = options.key(net.name)
+    _repair(out)
+    done: set[str] = set()
+    ours: set[str] = set()  # absolute paths this folder's table holds with the same options
+    for row in itertools.chain(iter_table(out), iter_table(out, JOURNAL)):
+        if row.get("key") != key or row.get("network") != net.name:
+            continue
+        source = str(row.get("source", ""))
+        ours.add(source.rsplit(":", 2)[0] if source.count(":") >= 2 else source)
+        if options.resume and row.get("status") == "ok":
+            done.add(source)
     todo = [(p, s) for p, s in zip(paths, stems, strict=True) if _source_key(str(p)) not in done]
     skipped = len(paths) - len(todo)
     if not options.overwrite:
         clash = [
-            name for _, stem in todo for name in planned_files(stem, network.name, options) if (out / name).exists()
+            name
+            for path, stem in todo
+            if os.path.abspath(path) not in ours  # files of an interrupted run with these options are ours
+            for name in planned_files(stem, net.name, options)
+            if (out / name).exists()
         ]
         if clash:
             raise UsageError(
                 f"{out / clash[0]} exists already ({len(clash)} files would be replaced): "
                 "pass --overwrite, or choose another --output-dir"
             )
-    network.model.to(device)
     timings = {"decode": 0.0, "model": 0.0, "write": 0.0}
     results: list[ImageResult] = []
     created = _make_dir(out)
-    batches = [todo[i : i + options.batch_size] for i in range(0, len(todo), options.batch_size)]
-    max_side = None if options.pictures else max(network.input_size) * 2
-    table_state = _TableState(out, network.name, key)
+    table_state = _TableState(out, net.name, key)
+    if engine == "ray":
+        from camlens.run_ray import explained_batches
+
+        assert spec is not None
+        batches: Iterator[list[ImageResult]] = explained_batches(spec, net.name, todo, options, workers, timings)
+    else:
+        assert device is not None
+        net.model.to(device)
+        batches = _explained_local(net, todo, options, device, timings)
+    first_index = _next_map_index(out, net.name)
+    writer = ThreadPoolExecutor(1, thread_name_prefix="camlens-write")
+    writing: deque[Future[list[ImageResult]]] = deque()
     try:
-        with (
-            ThreadPoolExecutor(2, thread_name_prefix="camlens-read") as readers,
-            ThreadPoolExecutor(1, thread_name_prefix="camlens-write") as writer,
-        ):
-            decoded: deque[Future[list[tuple[Path, str, Any]]]] = deque()
-            writing: deque[Future[list[ImageResult]]] = deque()
-            upcoming = iter(batches)
-
-            def read_next() -> None:
-                batch = next(upcoming, None)
-                if batch is not None:
-                    decoded.append(readers.submit(_decode, batch, max_side, timings))
-
-            read_next()
-            read_next()
-            for index in range(len(batches)):
-                items = decoded.popleft().result()
-                read_next()
-                good = [(p, s, rgb) for p, s, rgb in items if not isinstance(rgb, str)]
-                bad = [ImageResult(str(p), s, error=rgb) for p, s, rgb in items if isinstance(rgb, str)]
-                if bad and options.fail_fast:
-                    raise UsageError(bad[0].error or "bad image")
-                t = time.perf_counter()
-                explained = explain_images(
-                    network,
-                    [rgb for _, _, rgb in good],
-                    options,
-                    paths=[str(p) for p, _, _ in good],
-                    stems=[s for _, s, _ in good],
-                    device=device,
-                )
-                timings["model"] += time.perf_counter() - t
-                merged = _in_order(items, explained, bad)
+        if progress is not None:
+            progress(skipped, len(paths))
+        for index, merged in enumerate(batches, first_index):
+            bad = [r for r in merged if not r.ok]
+            if bad and options.fail_fast:
+                raise UsageError(bad[0].error or "bad image")
+            if metrics is not None:
                 for r in merged:
-                    if r.stem != Path(r.path).stem:
-                        r.notes.append(f"written as {r.stem} (another input has the same file name)")
-                writing.append(writer.submit(_write, merged, options, index, table_state, timings))
-                while len(writing) > 2 or (writing and writing[0].done()):
-                    results.extend(_finish(writing.popleft(), on_result))
-                if progress is not None:
-                    progress(skipped + len(results), len(paths))
-            while writing:
+                    if r.ok:
+                        r.metrics = dict(metrics(r))
+            writing.append(writer.submit(_write, merged, options, index, table_state, timings))
+            while len(writing) > 2 or (writing and writing[0].done()):
                 results.extend(_finish(writing.popleft(), on_result))
                 if progress is not None:
                     progress(skipped + len(results), len(paths))
+        while writing:
+            results.extend(_finish(writing.popleft(), on_result))
+            if progress is not None:
+                progress(skipped + len(results), len(paths))
+        (out / JOURNAL).unlink(missing_ok=True)  # every started image has its final row
     finally:
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()  # stops the readers (or the Ray dataset)
+        writer.shutdown(wait=True)  # batches already explained are written, and their rows recorded
+        table = None
+        if table_state.started or skipped:
+            exported = export_table(out)
+            table = exported[-1] if exported else out / TABLE
         if created and not any(out.iterdir()):
             out.rmdir()
-    table = None
-    if table_state.started or skipped:
-        exported = export_table(out)
-        table = exported[-1] if exported else out / TABLE
-    return RunSummary(results, skipped, time.perf_counter() - start, out, table, timings)
+    return RunSummary(results, skipped, time.perf_counter() - start, out, table, timings, engine)
+
+
+def _explained_local(
+    network: Network, todo: list[tuple[Path, str]], options: RunOptions, device: torch.device, timings: dict[str, float]
+) -> Iterator[list[ImageResult]]:
+    """The local engine: batches decoded two ahead by reader threads, explained here, in input order."""
+    max_side = None if options.pictures else max(network.input_size) * 2
+    size = options.batch_size
+    upcoming = (todo[i : i + size] for i in range(0, len(todo), size))
+    readers = ThreadPoolExecutor(2, thread_name_prefix="camlens-read")
+    decoded: deque[Future[list[tuple[Path, str, Any]]]] = deque()
+
+    def read_next() -> None:
+        batch = next(upcoming, None)
+        if batch is not None:
+            decoded.append(readers.submit(_decode, batch, max_side, timings))
+
+    try:
+        read_next()
+        read_next()
+        while decoded:
+            items = decoded.popleft().result()
+            read_next()
+            t = time.perf_counter()
+            explained = explain_batch(network, items, options, device)
+            timings["model"] += time.perf_counter() - t
+            yield explained
+    finally:
+        readers.shutdown(wait=True, cancel_futures=True)
 
 
 def _decode(
@@ -559,22 +818,35 @@ def _decode(
     return items
 
 
-def _in_order(
-    items: list[tuple[Path, str, Any]], explained: list[ImageResult], bad: list[ImageResult]
-) -> list[ImageResult]:
-    good = iter(explained)
-    failed = iter(bad)
-    return [next(failed) if isinstance(rgb, str) else next(good) for _, _, rgb in items]
-
-
 class _TableState:
-    """The results table of one run: rows of bad images wait until a first image succeeds, so that a run
-    in which nothing could be explained leaves nothing behind."""
+    """The results table of one run.
+
+    Before an image's files are written its ``started`` row goes into a journal beside the table (so that
+    the next run knows those files are its own to replace), after them its final row into the table; the
+    journal is removed when the run completes. Rows of bad images wait until a first image
+    succeeds, so that a run in which nothing could be explained leaves nothing behind.
+    """
 
     def __init__(self, out: Path, network: str, key: str) -> None:
         self.out, self.network, self.key = out, network, key
         self.pending: list[dict[str, Any]] = []
         self.started = False
+
+    def begin(self, results: list[ImageResult]) -> None:
+        rows = [
+            {
+                "path": r.path,
+                "network": self.network,
+                "status": "started",
+                "key": self.key,
+                "source": _source_key(r.path),
+            }
+            for r in results
+            if r.ok
+        ]
+        if rows:
+            self.started = True
+            _append_rows(self.out, rows, JOURNAL)
 
     def add(self, results: list[ImageResult]) -> None:
         rows = self.pending + [r.record(self.network, self.key) for r in results]
@@ -602,59 +874,74 @@ def _write(
 ) -> list[ImageResult]:
     t = time.perf_counter()
     ok = [r for r in results if r.ok]
+    table.begin(results)
     if options.pictures:
         for r in ok:
             r.files = write_image_files(r, table.out, table.network, options)
+            r.blobs = {}
     elif ok:
         name = write_batch_maps(ok, table.out, table.network, index)
         for r in ok:
             r.files = [name]
     table.add(results)
-    for r in results:
-        r.rgb = None  # pictures are written: keep memory bounded
-        if not options.pictures:
-            r.maps = {}
     timings["write"] += time.perf_counter() - t
     return results
 
 
 def _finish(future: Future[list[ImageResult]], on_result: Callable[[ImageResult], None] | None) -> list[ImageResult]:
     results = future.result()
-    if on_result is not None:
-        for r in results:
+    for r in results:
+        if on_result is not None:
             on_result(r)
+        r.slim()  # keep memory bounded: the summary holds rows, not pixels
     return results
 
 
 def progress_printer(stream: Any = None, every: float = 10.0) -> Callable[[int, int], None]:
-    """A ``progress`` callback: a tqdm bar (images/s, ETA) on a terminal, else a plain line every ``every`` s."""
+    """A ``progress`` callback: a tqdm bar (images/s, ETA) on a terminal, else a plain line every ``every`` s.
+
+    The first call's ``done`` (images done by an earlier run) is the baseline: rates and ETAs count only
+    this run's images. The plain line goes out at most every ``every`` seconds, and at the end.
+
+    Example:
+        >>> import io
+        >>> stream = io.StringIO()
+        >>> show = progress_printer(stream, every=0)
+        >>> show(0, 4); show(2, 4); show(4, 4)
+        >>> stream.getvalue().splitlines()[-1].startswith("camlens: 4/4 images")
+        True
+    """
     stream = stream or sys.stderr
-    start = time.perf_counter()
+    state: dict[str, Any] = {}
     if getattr(stream, "isatty", lambda: False)():
         from tqdm import tqdm
-
-        bar = tqdm(total=0, unit="img", desc="explaining", file=stream, leave=False)
 
         def update_bar(done: int, total: int) -> None:
             if total <= 1:
                 return
-            bar.total = total
-            bar.n = done
-            bar.refresh()
+            bar = state.get("bar")
+            if bar is None:
+                bar = state["bar"] = tqdm(
+                    total=total, initial=done, unit="img", desc="explaining", file=stream, leave=False, smoothing=0.1
+                )
+            bar.update(done - bar.n)
+            bar.refresh()  # once a batch: every batch shows (tqdm would skip updates closer than 0.1 s)
             if done >= total:
                 bar.close()
 
         return update_bar
-    last = [start]
 
     def update_line(done: int, total: int) -> None:
         now = time.perf_counter()
-        if total <= 1 or now - last[0] < every:
+        if "start" not in state:
+            state.update(start=now, base=done, last=now)
             return
-        last[0] = now
-        rate = done / max(now - start, 1e-9)
-        eta = (total - done) / rate if rate > 0 else float("inf")
-        print(f"camlens: {done}/{total} images, {rate:.1f} img/s, ETA {eta:.0f} s", file=stream, flush=True)
+        if total <= 1 or (now - state["last"] < every and done < total):
+            return
+        state["last"] = now
+        rate = (done - state["base"]) / max(now - state["start"], 1e-9)
+        eta = f"ETA {(total - done) / rate:.0f} s" if rate > 0 else "ETA unknown"
+        print(f"camlens: {done}/{total} images, {rate:.1f} img/s, {eta}", file=stream, flush=True)
 
     return update_line
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 from PIL import Image
 
@@ -78,6 +80,7 @@ def test_seed_flags_several_images_and_a_folder(run, tmp_path):
     assert written == sorted(
         [f"{stem}-efficientnet_lite0-{s}.jpg" for stem in ("a", "b", "two_cats") for s in ("heatmap", "cam", "gb")]
         + ["results.csv", "results.jsonl"]
+        + (["results.parquet"] if importlib.util.find_spec("pyarrow") else [])
     )
     assert result.stdout.count(" 2. ") == 3 and " 3. " not in result.stdout
 

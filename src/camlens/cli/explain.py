@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from camlens.cli import common
@@ -38,6 +39,14 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     group.add_argument(
         "--no-resume", action="store_true", help="redo images the output folder's results table holds already"
     )
+    group.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: threads in this process; ray: Ray Data actors (pip install camlens[ray]; RAY_ADDRESS joins "
+        "a cluster)",
+    )
+    group.add_argument("--workers", type=int, default=None, help="--engine ray: actors (default: per GPU, else CPUs/2)")
     group.add_argument("--json", action="store_true", help="print one JSON object per image instead of the report")
     common.add_model_options(parser)
     parser.set_defaults(handler=main)
@@ -46,18 +55,38 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> int:
     from camlens.errors import UsageError
-    from camlens.run import RunOptions, check_output_dir, progress_printer, resolve_device, run
+    from camlens.run import NetworkSpec, RunOptions, check_output_dir, progress_printer, resolve_device, run
 
     common.check_numbers(args)
+    if args.workers is not None and args.workers < 1:
+        raise UsageError("--workers must be at least 1")
+    if args.engine == "ray":
+        from camlens.run_ray import import_ray
+
+        import_ray()  # before loading anything: says which extra to install
     methods = common.methods_of(args)
     check_output_dir(args.output_dir)
-    resolve_device(args.device)
+    if args.engine == "local":
+        resolve_device(args.device)
     from camlens.viz.annotate import COLORMAPS
 
     if args.colormap not in COLORMAPS:
         raise UsageError(f"unknown colour map {args.colormap!r}; choose from {', '.join(COLORMAPS)}")
     sources = common.images_of(args)
-    network = common.network_of(args, args.network, args.weight_path)
+    labels = None
+    if args.labels is not None:
+        text = Path(args.labels).read_text(encoding="utf-8")
+        labels = tuple(line.strip() for line in text.splitlines() if line.strip())
+    spec = NetworkSpec(
+        args.model or args.network or common.DEFAULT_NETWORK,
+        args.weight_path,
+        offline=True if args.offline else None,
+        input_size=args.input_size,
+        mean=None if args.mean is None else tuple(args.mean),
+        std=None if args.std is None else tuple(args.std),
+        labels=labels,
+    )
+    network = spec.build()
     common.check_layer(network, args.layer_name)
     if not args.json:
         print(f"[{network.name}, weights: {network.weights}]", flush=True)
@@ -84,16 +113,24 @@ def main(args: argparse.Namespace) -> int:
         resume=not args.no_resume,
     )
     show = (lambda result: _print_json(result, network.name)) if args.json else _print_report
-    summary = run(network, sources, args.output_dir, options, on_result=show, progress=progress_printer())
+    summary = run(
+        network,
+        sources,
+        args.output_dir,
+        options,
+        on_result=show,
+        progress=progress_printer(),
+        engine=args.engine,
+        workers=args.workers,
+    )
     failures = summary.failures
     if not args.json:
         done = len(summary.results) - len(failures)
         parts = [f"explained {done} image{'s' * (done != 1)}"]
         if summary.skipped:
             parts.append(f"{summary.skipped} done before (resumed)")
-        if failures:
-            parts.append(f"{len(failures)} failed")
-        rate = done / summary.seconds if summary.seconds > 0 else 0.0
+        parts.append(f"{len(failures)} failed")
+        rate = len(summary.results) / summary.seconds if summary.seconds > 0 else 0.0
         files = summary.written
         print(
             f"{', '.join(parts)} in {summary.seconds:.1f} s ({rate:.1f} img/s); "
