@@ -13,8 +13,17 @@ import pytest
 import torch
 
 import camlens
+from camlens.names import CAM_METHODS
 from helpers import assert_untouched, snapshot
 from sweep_archs import SWEEP, build_sweep, sweep_id
+
+# every method computed from the one capture (and FullGrad's one backward); the perturbation and head
+# methods, which re-run the layer's tail, are swept on the channels-first families below
+CAPTURE_METHODS = [*CAM_METHODS, "fullgrad", "guided_backprop", "guided_gradcam"]
+TAIL_METHODS = ["cam", "finercam", "shapleycam", "ablationcam", "scorecam", "sscam", "iscam", "smoothgradcam++", "sess"]
+TAIL_SWEEP = [("resnet", "torchvision", "resnet18"), ("mobilenetv3", "timm", "mobilenetv3_small_050"),
+              ("efficientnet", "timm", "efficientnet_b0"), ("regnet", "timm", "regnetx_002")]  # fmt: skip
+VIT_SWEEP = [("vit", "timm", "vit_tiny_patch16_224"), ("deit", "timm", "deit_tiny_distilled_patch16_224")]
 
 
 @pytest.mark.parametrize("entry", SWEEP, ids=[sweep_id(e) for e in SWEEP])
@@ -28,7 +37,7 @@ def test_every_method_at_the_automatic_layer(entry):
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)  # a constant map or an unrouted guided rule fails here
         warnings.filterwarnings("ignore", module="timm|torchvision|torch")
-        result = camlens.explain(model, x, camlens.available_methods())
+        result = camlens.explain(model, x, CAPTURE_METHODS)
     assert_untouched(model, before)
     assert result.warnings == ()
     cap = result.capture
@@ -37,7 +46,7 @@ def test_every_method_at_the_automatic_layer(entry):
     assert layout.grid[0] * layout.grid[1] >= 2
     # informative: the gradient reaches the layer's positions, and every Grad-CAM map varies over them
     assert cap.gradients.flatten(2).abs().sum(dim=(1, 2)).gt(0).all()
-    for method in camlens.available_methods():
+    for method in CAPTURE_METHODS:
         assert torch.isfinite(result[method]).all(), method
     raw = result.raw["gradcam"].flatten(1)
     assert (raw.amax(dim=1) > raw.amin(dim=1)).all()
@@ -49,3 +58,30 @@ def test_every_method_at_the_automatic_layer(entry):
     assert again.target_layer == result.target_layer
     torch.testing.assert_close(again.raw["gradcam"], result.raw["gradcam"], rtol=1e-4, atol=1e-5)
     assert_untouched(model, before)
+
+
+@pytest.mark.parametrize("family,source,name", TAIL_SWEEP, ids=[e[0] for e in TAIL_SWEEP])
+def test_tail_and_perturbation_methods_on_channels_first_families(family, source, name):
+    model = build_sweep(source, name, {})
+    before = snapshot(model)
+    torch.manual_seed(2)
+    x = torch.rand(1, 3, 64, 64)
+    methods = TAIL_METHODS
+    if family == "mobilenetv3":  # a conv head after the pooling: CAM does not apply, and says so
+        with pytest.raises(ValueError, match="cam needs a classifier that is one nn.Linear"):
+            camlens.explain(model, x, ["cam"])
+        methods = [m for m in TAIL_METHODS if m != "cam"]
+    result = camlens.explain(model, x, methods, batch_size=64, num_samples=2)
+    assert_untouched(model, before)
+    for method in methods:
+        assert result[method].shape == (1, 64, 64) and torch.isfinite(result[method]).all(), method
+
+
+@pytest.mark.parametrize("family,source,name", VIT_SWEEP, ids=[e[0] for e in VIT_SWEEP])
+def test_legrad_and_the_tail_methods_refused_on_tokens(family, source, name):
+    model = build_sweep(source, name, {"img_size": 64})
+    x = torch.rand(1, 3, 64, 64)
+    result = camlens.explain(model, x, ["legrad", "gradcam"])
+    assert result["legrad"].shape == (1, 64, 64) and torch.isfinite(result["legrad"]).all()
+    with pytest.raises(ValueError, match="channels-first"):
+        camlens.explain(model, x, ["scorecam"])
