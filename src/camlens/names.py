@@ -20,8 +20,16 @@ CONTEXT_METHODS = (  # the built-in methods that need more than (A, g), in regis
     "fullgrad", "cam", "finercam", "shapleycam", "legrad", "ablationcam", "scorecam", "sscam", "iscam",
     "smoothgradcam++", "sess",
 )  # fmt: skip
-VIT_ONLY_METHODS = ("legrad",)  # needs attention probabilities: vision transformers only
+VIT_ONLY_METHODS = ("legrad",)  # attention probabilities: vision transformers only
 METHODS = (*CAM_METHODS, *CONTEXT_METHODS, GUIDED_BACKPROP, GUIDED_GRADCAM)  # every built-in method
 SEED_METHODS = ("gradcam", "gradcam++", GUIDED_BACKPROP, GUIDED_GRADCAM)  # what ``explain`` runs by default
 
-__all__ = ["CAM_METHODS", "CONTEXT_METHODS", "VIT_ONLY_METHODS", "GUIDED_BACKPROP", "GUIDED_GRADCAM", "METHODS", "SEED_METHODS"]
+__all__ = [
+    "CAM_METHODS",
+    "CONTEXT_METHODS",
+    "GUIDED_BACKPROP",
+    "GUIDED_GRADCAM",
+    "METHODS",
+    "SEED_METHODS",
+    "VIT_ONLY_METHODS",
+]

@@ -31,11 +31,13 @@ from camlens.errors import UsageError
 from camlens.images import decode_image, to_batch
 from camlens.layers import _PASSTHROUGH, _is_pool
 from camlens.postprocess import normalize_per_image
+from camlens.serve.limits import MAX_UPLOAD_BYTES as MAX_UPLOAD_BYTES
+from camlens.serve.limits import MAX_UPLOAD_PIXELS as MAX_UPLOAD_PIXELS
+from camlens.serve.limits import ServeError as ServeError
+from camlens.serve.limits import megabytes as megabytes
 from camlens.viz import gradient_image
 from camlens.zoo import DEFAULT_NETWORK, SEED_NETWORKS, Network, load_network
 
-MAX_UPLOAD_BYTES = 20_000_000  # 20 MB
-MAX_UPLOAD_PIXELS = 40_000_000  # 40 megapixels: a 10,000 x 10,000 image is refused
 WORKING_SIDE = 1024  # uploads are kept at most this long on their longer side
 VIEW_SIDE = 384  # maps are sent at most this long on their longer side
 MAX_TOPK = 10
@@ -48,14 +50,6 @@ SEED_HEADERS = {  # the seeds' picture names -> the column headers of `camlens c
     "cam_gb": "Guided Grad-CAM",
 }
 KINDS = {"heat": "heatmap", "overlay": "overlay", "gradient": "picture"}  # camlens.render's kinds -> the page's
-
-
-class ServeError(UsageError):
-    """A request the viewer refuses; ``status`` is the HTTP status the API answers with."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class LRU:
@@ -122,11 +116,6 @@ def _jpeg(array: np.ndarray) -> str:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="JPEG", quality=90)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def megabytes(size: int) -> str:
-    """A byte count for messages: ``"20 MB"``, ``"0.2 MB"``."""
-    return f"{size / 1e6:.0f} MB" if size >= 10e6 else f"{size / 1e6:.1f} MB"
 
 
 def fit_side(size: tuple[int, int], side: int) -> tuple[int, int]:

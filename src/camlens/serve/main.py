@@ -21,11 +21,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from camlens.errors import UsageError
-from camlens.serve.engine import MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS, Explorer, ServeError, megabytes
+from camlens.serve.limits import MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS, ServeError, megabytes
 from camlens.zoo import DEFAULT_NETWORK, SEED_NETWORKS, Network
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+
+    from camlens.serve.engine import Explorer
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -59,7 +61,7 @@ def _require() -> None:
 
 
 def create_app(
-    network: Network | str | Explorer = DEFAULT_NETWORK,
+    network: "Network | str | Explorer" = DEFAULT_NETWORK,
     networks: Sequence[str] = SEED_NETWORKS,
     *,
     device: str = "cpu",
@@ -85,6 +87,8 @@ def create_app(
     from fastapi.concurrency import run_in_threadpool
     from fastapi.responses import FileResponse, JSONResponse, Response
     from fastapi.staticfiles import StaticFiles
+
+    from camlens.serve.engine import Explorer
 
     explorer = (
         network
