@@ -19,8 +19,24 @@ from sweep_archs import SWEEP, build_sweep, sweep_id
 
 # every method computed from the one capture (and FullGrad's one backward); the perturbation and head
 # methods, which re-run the layer's tail, are swept on the channels-first families below
-CAPTURE_METHODS = [*CAM_METHODS, "fullgrad", "guided_backprop", "guided_gradcam"]
-TAIL_METHODS = ["cam", "finercam", "shapleycam", "ablationcam", "scorecam", "sscam", "iscam", "smoothgradcam++", "sess"]
+CAPTURE_METHODS = [
+    *(m for m in CAM_METHODS if m not in ("fem", "kpcacam")),
+    "fullgrad",
+    "guided_backprop",
+    "guided_gradcam",
+]
+TAIL_METHODS = [
+    "fem",
+    "cam",
+    "finercam",
+    "shapleycam",
+    "ablationcam",
+    "scorecam",
+    "sscam",
+    "iscam",
+    "smoothgradcam++",
+    "sess",
+]
 TAIL_SWEEP = [("resnet", "torchvision", "resnet18"), ("mobilenetv3", "timm", "mobilenetv3_small_050"),
               ("efficientnet", "timm", "efficientnet_b0"), ("regnet", "timm", "regnetx_002")]  # fmt: skip
 VIT_SWEEP = [("vit", "timm", "vit_tiny_patch16_224"), ("deit", "timm", "deit_tiny_distilled_patch16_224")]

@@ -76,7 +76,10 @@ def full_gradients(context: MethodContext) -> tuple[Tensor, Tensor, list[tuple[T
         if grad is None:
             continue
         shape = [1] * (out.dim() - 1) + [-1] if last else [1, -1] + [1] * (out.dim() - 2)
-        bias_terms.append((grad * bias.view(shape).to(grad.dtype), out))
+        term = grad * bias.view(shape).to(grad.dtype)
+        if last and term.dim() == 4:  # a linear layer on a channels-last map: read it channels-first
+            term = term.permute(0, 3, 1, 2)
+        bias_terms.append((term, out))
     return scores.detach(), input_term, bias_terms
 
 
@@ -96,6 +99,6 @@ def fullgrad(context: MethodContext) -> Tensor:
     _, input_term, bias_terms = full_gradients(context)
     saliency = _post_process(input_term, size)
     for term, _ in bias_terms:
-        if term.dim() == 4:
+        if term.dim() == 4 and term.shape[0] == input_term.shape[0]:  # spatial maps, not window-partitioned
             saliency = saliency + _post_process(term, size)
     return saliency
