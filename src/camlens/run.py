@@ -126,6 +126,8 @@ class ImageResult:
     top: list[tuple[int, str, float]] = field(default_factory=list)  # (class, label, probability)
     class_name: str = ""
     notes: list[str] = field(default_factory=list)
+    layout: str = ""  # how the layer's output was read, e.g. "tokens (1, 197, 384): 1 prefix token dropped, ..."
+    guided_rule: str = ""  # e.g. "relu x17" or "generalised f'(x)*max(g,0) at gelu x12"
     probability: float | None = None  # of the explained class
     size: tuple[int, int] | None = None  # (width, height) of the image
     methods: tuple[str, ...] = ()
@@ -271,6 +273,8 @@ def explain_images(
         raise UsageError(str(error)) from None
     probabilities = None if result.logits is None else result.logits.float().softmax(dim=1).cpu()
     notes = list(getattr(result, "warnings", []) or [])
+    layout = "" if getattr(result, "layout", None) is None else result.layout.describe()
+    guided = _describe_guided(result)
     out = []
     for i, rgb in enumerate(rgbs):
         p = None if probabilities is None else probabilities[i]
@@ -292,12 +296,22 @@ def explain_images(
                 top=top,
                 class_name="" if class_id is None else network.label(class_id),
                 notes=list(notes),
+                layout=layout,
+                guided_rule=guided,
                 probability=None if p is None or class_id is None else float(p[class_id]),
                 size=(int(rgb.shape[1]), int(rgb.shape[0])),
                 methods=tuple(options.methods),
             )
         )
     return out
+
+
+def _describe_guided(result: Any) -> str:
+    rule = getattr(result, "guided_rule", None)
+    if not rule:
+        return ""
+    counts = ", ".join(f"{kind} x{count}" for kind, count in rule.items())
+    return f"generalised f'(x)*max(g,0) at {counts}" if result.guided_generalised else counts
 
 
 def explain_batch(

@@ -151,6 +151,10 @@ def _print_report(result: Any) -> None:
         print(f"  {rank}. {label:<30s} {p:6.3f}  (class {class_id})")
     explained = "" if result.class_id is None else f"class {result.class_id} ({result.class_name}), "
     print(f"  explained: {explained}score {result.score:.3f}, layer {result.layer}")
+    if result.layout and not result.layout.startswith("nchw"):
+        print(f"  layout: {result.layout}")
+    if result.guided_rule:
+        print(f"  guided rule: {result.guided_rule}")
     for note in result.notes:
         print(f"  note: {note}")
     sys.stdout.flush()
