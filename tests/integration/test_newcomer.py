@@ -54,10 +54,12 @@ def test_annotated_png_pictures_and_overwrite(run, tmp_path):
     assert cam.format == "PNG" and cam.width == plain.width and cam.height > plain.height + 20  # caption + bar
     top = np.asarray(cam)[:12]
     assert (top < 128).any() and (top == 255).mean() > 0.5  # dark caption text on a white bar
-    # the same command again: the files exist, so it refuses (exit 2) unless told to overwrite
-    again = run(*args, "--annotate", "--format", "png", "--no-resume")
+    # other options would replace those files: refused (exit 2) unless told to overwrite
+    again = run(*args, "--format", "png")
     assert again.returncode == 2 and "--overwrite" in again.stderr, again.stderr
-    assert run(*args, "--annotate", "--format", "png", "--no-resume", "--overwrite").returncode == 0
+    assert Image.open(out / "cat-efficientnet_lite0-cam.png").height == cam.height  # untouched
+    assert run(*args, "--format", "png", "--overwrite").returncode == 0
+    assert Image.open(out / "cat-efficientnet_lite0-cam.png").height == plain.height  # now the plain picture
 
 
 def test_json_version_and_help(run, tmp_path):
