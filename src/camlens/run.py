@@ -91,12 +91,13 @@ class NetworkSpec:
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
     labels: tuple[str, ...] | None = None
+    random_weights: bool = False
 
     def build(self) -> Network:
         """Load the network (weights included), with the overrides applied; the result remembers this spec."""
         from camlens.zoo import load_network
 
-        network = load_network(self.name, self.weight_path, offline=self.offline)
+        network = load_network(self.name, self.weight_path, offline=self.offline, random_weights=self.random_weights)
         if self.input_size is not None:
             network.input_size = (self.input_size, self.input_size)
         if self.mean is not None:

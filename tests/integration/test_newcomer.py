@@ -141,3 +141,17 @@ def test_resume_does_only_the_images_not_done(run, tmp_path):
     again = run(*args)
     assert again.returncode == 0, again.stderr
     assert "explained 1 image" in again.stdout and "2 done before" in again.stdout
+
+
+def test_any_name_offline_says_what_it_lacks_and_random_weights_run_with_a_warning(run, tmp_path):
+    listing = run("networks")
+    assert listing.returncode == 0 and listing.stdout.startswith("efficientnet_lite0")
+    out = tmp_path / "out"
+    refused = run("explain", str(EXAMPLES / "cat.jpg"), "--network", "convnext_atto", "--output-dir", str(out))
+    assert refused.returncode == 2 and "--random-weights" in refused.stderr and not out.exists()
+    result = run(
+        "explain", str(EXAMPLES / "cat.jpg"), "--network", "convnext_atto", "--random-weights", "--methods", "gradcam",
+        "--output-dir", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "runs with random weights" in result.stderr and "layer stages" in result.stdout

