@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from camlens.zoo import Network as Network
     from camlens.zoo import load_network as load_network
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # public name -> the module that defines it (imported on first access)
 _LAZY = {
