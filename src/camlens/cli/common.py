@@ -111,26 +111,34 @@ def check_numbers(args: argparse.Namespace) -> None:
         raise UsageError(f"labels file {args.labels} does not exist")
 
 
-def network_of(args: argparse.Namespace, name: str | None, weight_path: str | None) -> Any:
-    """Load the network that ``--network``/``--model``/``--weight-path`` and the input options describe."""
-    from camlens.zoo import load_network
+def spec_of(args: argparse.Namespace, name: str | None, weight_path: str | None) -> Any:
+    """The :class:`camlens.run.NetworkSpec` that ``--network``/``--model``/``--weight-path`` and the input
+    options describe (what the local and the Ray engine build the network from)."""
+    from camlens.run import NetworkSpec
 
-    spec = args.model or name or DEFAULT_NETWORK
-    random = bool(getattr(args, "random_weights", False))
-    network = load_network(spec, weight_path, offline=True if args.offline else None, random_weights=random)
+    labels = None
+    if args.labels is not None:
+        text = Path(args.labels).read_text(encoding="utf-8")
+        labels = tuple(line.strip() for line in text.splitlines() if line.strip())
+    return NetworkSpec(
+        args.model or name or DEFAULT_NETWORK,
+        weight_path,
+        offline=True if args.offline else None,
+        input_size=args.input_size,
+        mean=None if args.mean is None else tuple(args.mean),
+        std=None if args.std is None else tuple(args.std),
+        labels=labels,
+        random_weights=bool(getattr(args, "random_weights", False)),
+    )
+
+
+def network_of(args: argparse.Namespace, name: str | None, weight_path: str | None) -> Any:
+    """Load the network of :func:`spec_of`, warning when it runs with random weights."""
+    network = spec_of(args, name, weight_path).build()
     if network.weights.startswith("random"):
         import sys
 
         print(f"camlens: warning: {network.name} runs with random weights: its maps mean nothing", file=sys.stderr)
-    if args.input_size is not None:
-        network.input_size = (args.input_size, args.input_size)
-    if args.mean is not None:
-        network.mean = tuple(args.mean)
-    if args.std is not None:
-        network.std = tuple(args.std)
-    if args.labels is not None:
-        path = Path(args.labels)
-        network.labels = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     return network
 
 

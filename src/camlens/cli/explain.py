@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from camlens.cli import common
@@ -55,7 +54,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> int:
     from camlens.errors import UsageError
-    from camlens.run import NetworkSpec, RunOptions, check_output_dir, progress_printer, resolve_device, run
+    from camlens.run import RunOptions, check_output_dir, progress_printer, resolve_device, run
 
     common.check_numbers(args)
     if args.workers is not None and args.workers < 1:
@@ -73,23 +72,7 @@ def main(args: argparse.Namespace) -> int:
     if args.colormap not in COLORMAPS:
         raise UsageError(f"unknown colour map {args.colormap!r}; choose from {', '.join(COLORMAPS)}")
     sources = common.images_of(args)
-    labels = None
-    if args.labels is not None:
-        text = Path(args.labels).read_text(encoding="utf-8")
-        labels = tuple(line.strip() for line in text.splitlines() if line.strip())
-    spec = NetworkSpec(
-        args.model or args.network or common.DEFAULT_NETWORK,
-        args.weight_path,
-        offline=True if args.offline else None,
-        input_size=args.input_size,
-        mean=None if args.mean is None else tuple(args.mean),
-        std=None if args.std is None else tuple(args.std),
-        labels=labels,
-        random_weights=args.random_weights,
-    )
-    network = spec.build()
-    if network.weights.startswith("random"):
-        print(f"camlens: warning: {network.name} runs with random weights: its maps mean nothing", file=sys.stderr)
+    network = common.network_of(args, args.network, args.weight_path)
     common.check_layer(network, args.layer_name)
     if not args.json:
         print(f"[{network.name}, weights: {network.weights}]", flush=True)
