@@ -341,23 +341,22 @@ def explain_batch(
 
 
 def resolve_device(name: str) -> torch.device:
-    """``cpu``, ``cuda``, ``cuda:1``, ``mps`` or ``auto`` (CUDA, then MPS, then CPU), checked to exist here."""
-    import torch
+    """``cpu``, ``cuda``, ``cuda:1``, ``mps`` or ``auto``, checked here (:func:`camlens.device.resolve_device`)."""
+    from camlens.device import resolve_device as resolve
 
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
+    return resolve(name)
+
+
+def check_layer(network: Network, layer: str | None, prefix: str = "") -> None:
+    """Fail before any compute, with a :class:`UsageError`, when ``layer`` is not a layer of the network."""
+    if layer is None:
+        return
+    from camlens.layers import resolve_layer
+
     try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"unknown device {name!r} (try cpu, cuda or auto)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device {name} is not available here (no CUDA); use --device cpu")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise UsageError(f"device {name} does not exist ({torch.cuda.device_count()} CUDA devices)")
-    return device
+        resolve_layer(network.model, layer)
+    except ValueError as error:
+        raise UsageError(f"{prefix}{error}") from None
 
 
 def caption(result: ImageResult) -> str:
@@ -1032,13 +1031,7 @@ def compare(
             continue
         timings["load"] += time.perf_counter() - t
         layer = layers.get(name, layers.get(network.name, layers.get("")))
-        if layer is not None:
-            from camlens.layers import resolve_layer
-
-            try:
-                resolve_layer(network.model, layer)
-            except ValueError as error:
-                raise UsageError(f"{network.name}: {error}") from None
+        check_layer(network, layer, f"{network.name}: ")
         network.model.to(device)
         net_options = RunOptions(**{**asdict(options), "target_layer": layer})
         for start in range(0, len(rgbs), options.batch_size):

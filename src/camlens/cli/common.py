@@ -140,15 +140,3 @@ def network_of(args: argparse.Namespace, name: str | None, weight_path: str | No
 
         print(f"camlens: warning: {network.name} runs with random weights: its maps mean nothing", file=sys.stderr)
     return network
-
-
-def check_layer(network: Any, layer: str | None) -> None:
-    """Fail before any compute when ``--layer-name`` is not a layer of the network."""
-    if layer is None:
-        return
-    from camlens.layers import resolve_layer
-
-    try:
-        resolve_layer(network.model, layer)
-    except ValueError as error:
-        raise UsageError(str(error)) from None

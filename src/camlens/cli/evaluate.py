@@ -96,7 +96,7 @@ def main(args: argparse.Namespace) -> int:
             raise UsageError(
                 f"unknown metric {metric!r}; closest: {', '.join(closest_names(metric, list(METRICS), 3))}"
             )
-    from camlens.run import check_output_dir, collect_sources, resolve_device
+    from camlens.run import check_layer, check_output_dir, collect_sources, resolve_device
 
     out = check_output_dir(args.output_dir)
     if not args.overwrite and (out / "evaluation.md").exists():
@@ -107,7 +107,7 @@ def main(args: argparse.Namespace) -> int:
     if boxes is None and any(METRICS[m].kind == "mask" for m in args.metrics):
         raise UsageError("the pointing games need object boxes: pass --boxes FILE.json")
     network = common.network_of(args, args.network, args.weight_path)
-    common.check_layer(network, args.layer_name)
+    check_layer(network, args.layer_name)
     network.model.to(device)
     rows, curves, sanity_rows, sanity_maps = _evaluate(network, paths, boxes, methods, args, device)
     from camlens.run import write_staged

@@ -54,7 +54,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> int:
     from camlens.errors import UsageError
-    from camlens.run import RunOptions, check_output_dir, progress_printer, resolve_device, run
+    from camlens.run import RunOptions, check_layer, check_output_dir, progress_printer, resolve_device, run
 
     common.check_numbers(args)
     if args.workers is not None and args.workers < 1:
@@ -73,7 +73,7 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError(f"unknown colour map {args.colormap!r}; choose from {', '.join(COLORMAPS)}")
     sources = common.images_of(args)
     network = common.network_of(args, args.network, args.weight_path)
-    common.check_layer(network, args.layer_name)
+    check_layer(network, args.layer_name)
     if not args.json:
         print(f"[{network.name}, weights: {network.weights}]", flush=True)
     if args.model and not args.weight_path:
