@@ -1,6 +1,6 @@
 """The table "family -> default layer -> layout" for docs, generated from the test sweep's architectures.
 
-    python benchmarks/arch_table.py > table.md
+python benchmarks/arch_table.py > table.md
 """
 
 from __future__ import annotations

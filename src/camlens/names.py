@@ -23,13 +23,21 @@ CONTEXT_METHODS = (  # the built-in methods that need more than (A, g), in regis
 VIT_ONLY_METHODS = ("legrad",)  # attention probabilities: vision transformers only
 METHODS = (*CAM_METHODS, *CONTEXT_METHODS, GUIDED_BACKPROP, GUIDED_GRADCAM)  # every built-in method
 SEED_METHODS = ("gradcam", "gradcam++", GUIDED_BACKPROP, GUIDED_GRADCAM)  # what ``explain`` runs by default
+METRICS = (  # the built-in metrics, in registry order (a test keeps this equal to camlens.metrics.METRICS)
+    "deletion", "insertion", "average_drop", "increase_in_confidence", "average_gain", "road", "road_morf",
+    "road_lerf", "coherency", "complexity", "adcc", "arcc", "max_sensitivity", "pointing_game",
+    "energy_pointing_game", "sparseness",
+)  # fmt: skip
+MASK_METRICS = ("pointing_game", "energy_pointing_game")  # need object masks (camlens evaluate --boxes)
 
 __all__ = [
     "CAM_METHODS",
     "CONTEXT_METHODS",
     "GUIDED_BACKPROP",
     "GUIDED_GRADCAM",
+    "MASK_METRICS",
     "METHODS",
+    "METRICS",
     "SEED_METHODS",
     "VIT_ONLY_METHODS",
 ]

@@ -34,6 +34,7 @@ from camlens.errors import UsageError
 if TYPE_CHECKING:
     import numpy as np
     import torch
+    from torch import nn
 
     from camlens.zoo import Network
 
@@ -62,6 +63,8 @@ class RunOptions:
     overwrite: bool = False
     fail_fast: bool = False
     resume: bool = True
+    metrics: tuple[str, ...] = ()  # per image and method, on the maps at the model's input size
+    metric_steps: int = 50  # deletion / insertion steps
 
     def key(self, network: str) -> str:
         """A short hash of everything that changes the outputs (not overwrite/resume/fail_fast/batch size)."""
@@ -273,6 +276,7 @@ def explain_images(
     except (ValueError, TypeError) as error:
         raise UsageError(str(error)) from None
     probabilities = None if result.logits is None else result.logits.float().softmax(dim=1).cpu()
+    metric_values = image_metrics(model, x, result, options) if options.metrics else [{} for _ in rgbs]
     notes = list(getattr(result, "warnings", []) or [])
     layout = "" if getattr(result, "layout", None) is None else result.layout.describe()
     guided = _describe_guided(result)
@@ -302,9 +306,28 @@ def explain_images(
                 probability=None if p is None or class_id is None else float(p[class_id]),
                 size=(int(rgb.shape[1]), int(rgb.shape[0])),
                 methods=tuple(options.methods),
+                metrics=metric_values[i],
             )
         )
     return out
+
+
+def image_metrics(model: nn.Module, x: torch.Tensor, result: Any, options: RunOptions) -> list[dict[str, float]]:
+    """Every ``options.metrics`` of every method's map, per image: ``{"method/metric": value}``.
+
+    The maps are the explanation's, at the model's input size, for the explained classes.
+    """
+    from camlens.metrics import evaluate
+
+    steps = {"steps": options.metric_steps}
+    rows = evaluate(
+        model, x, {m: result[m] for m in options.methods}, list(options.metrics), result.classes,
+        target_layer=options.target_layer, options={"deletion": steps, "insertion": steps},
+    )  # fmt: skip
+    values: list[dict[str, float]] = [{} for _ in range(x.shape[0])]
+    for row in rows:
+        values[row["image"]][f"{row['method']}/{row['metric']}"] = row["value"]
+    return values
 
 
 def _describe_guided(result: Any) -> str:
@@ -761,7 +784,7 @@ def run(
             if metrics is not None:
                 for r in merged:
                     if r.ok:
-                        r.metrics = dict(metrics(r))
+                        r.metrics.update(metrics(r))
             writing.append(writer.submit(_write, merged, options, index, table_state, timings))
             while len(writing) > 2 or (writing and writing[0].done()):
                 results.extend(_finish(writing.popleft(), on_result))
@@ -1054,6 +1077,7 @@ def compare(
                         pictures(result.rgb, result.maps, cap, options.colormap),  # type: ignore[arg-type]
                         result.layer or "",
                         explained,
+                        dict(result.metrics),
                     )
                 )
             timings["io"] += time.perf_counter() - t

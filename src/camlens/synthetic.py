@@ -146,8 +146,8 @@ class _Attention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         b, n, c = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
-        attention = (q @ k.transpose(-2, -1) * (c // self.heads) ** -0.5).softmax(dim=-1)
-        return self.proj((attention @ v).transpose(1, 2).reshape(b, n, c))
+        # softmax(q k^T / sqrt(d)) v, fused as in timm and torchvision (LeGrad recovers the probabilities)
+        return self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, c))
 
 
 class _Block(nn.Module):

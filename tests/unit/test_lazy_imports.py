@@ -42,3 +42,12 @@ def test_method_names_constant_is_the_registry():
     assert METHODS == (*built_in, GUIDED_BACKPROP, GUIDED_GRADCAM)
     assert set(METHODS) <= set(camlens.available_methods())
     assert explain_default is SEED_METHODS is camlens.SEED_METHODS
+
+
+def test_metric_names_match_the_registry():
+    """``camlens.names.METRICS`` (no torch) lists exactly the registered metrics; MASK_METRICS those needing masks."""
+    from camlens.metrics import METRICS as registry
+    from camlens.names import MASK_METRICS, METRICS
+
+    assert METRICS == tuple(registry)
+    assert MASK_METRICS == tuple(name for name, spec in registry.items() if spec.kind == "mask")

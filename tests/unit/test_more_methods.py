@@ -180,15 +180,16 @@ def test_ablationcam_tail_trick_and_its_fallback_agree():
     fast = camlens.explain(tiny(), x, ["ablationcam"], target_layer="features", batch_size=5)
     slow = camlens.explain(BatchFromInput().eval(), x, ["ablationcam"], target_layer="inner.features", batch_size=5)
     torch.testing.assert_close(fast.raw["ablationcam"], slow.raw["ablationcam"], rtol=1e-4, atol=1e-6)
-    # the tail trick ran on the plain model, the fallback on the other
+    # the traced tail ran on the plain model; on the other, the tail reads the input's batch size: the
+    # cut is refused, the one-upstream hook gives a wrong-sized output, and full forwards are used
     from camlens.methods.context import MethodContext, MethodOptions
 
-    for model, layer, expect in ((tiny(), "features", True), (BatchFromInput().eval(), "inner.features", False)):
+    for model, layer, expect in ((tiny(), "features", "tail"), (BatchFromInput().eval(), "inner.features", "full")):
         cap = camlens.capture(model, x, None, camlens.resolve_layer(model, layer))
         context = MethodContext(model, x, None, camlens.resolve_layer(model, layer), cap, MethodOptions())
         variants = cap.activations[:1].expand(3, -1, -1, -1).clone()
         scores, used = perturbation.layer_tail_scores(context, 0, variants)
-        assert used is expect
+        assert used == expect
         torch.testing.assert_close(scores, cap.scores[:1].expand(3), rtol=1e-5, atol=1e-6)
 
 
@@ -381,3 +382,30 @@ def test_perturbation_methods_leave_the_model_untouched():
 
 def test_cam_to_image_of_layer_free_methods_keeps_the_input_size():
     assert cam_to_image(torch.rand(1, 12, 12), (12, 12)).shape == (1, 12, 12)
+
+
+def test_ablation_tail_cut_is_refused_around_a_skip_connection_and_every_way_agrees():
+    """A layer inside a residual block: the part after it also reads the block's input, so no cut is
+    made (the hook way runs); at the stage output the cut is made. All ways give the full-forward scores."""
+    import torchvision
+
+    from camlens.methods import perturbation
+    from camlens.methods.context import MethodContext, MethodOptions
+    from camlens.methods.tail import layer_tail
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    x = torch.rand(1, 3, 64, 64)
+    for layer, expect in (("layer4.0.conv1", "hook"), ("layer4", "tail")):
+        assert (layer_tail(model, layer) is not None) is (expect == "tail")
+        resolved = camlens.resolve_layer(model, layer)
+        cap = camlens.capture(model, x, None, resolved)
+        context = MethodContext(model, x, None, resolved, cap, MethodOptions())
+        variants = cap.activations.expand(4, -1, -1, -1).clone()
+        for k in range(4):
+            variants[k, k] = 0
+        scores, how = perturbation.layer_tail_scores(context, 0, variants)
+        reference, way = perturbation.layer_tail_scores(context, 0, variants, check=False, how="full")
+        assert (how, way) == (expect, "full")
+        torch.testing.assert_close(scores, reference, rtol=1e-4, atol=1e-5)
+        assert not torch.allclose(scores, cap.scores.expand(4))  # the ablations changed the scores

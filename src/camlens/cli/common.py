@@ -98,6 +98,32 @@ def methods_of(args: argparse.Namespace) -> tuple[str, ...]:
     return tuple(dict.fromkeys(asked))
 
 
+def add_metrics_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--metrics", nargs="+", default=[], metavar="METRIC",
+        help="faithfulness metrics of every map, per image (columns metric_<method>/<metric> of the results "
+        "table), e.g. deletion insertion average_drop; 'camlens evaluate --list-metrics' lists them",
+    )  # fmt: skip
+    parser.add_argument("--metric-steps", type=int, default=50, help="steps of the deletion / insertion curves")
+
+
+def metrics_of(args: argparse.Namespace, masks: bool = False) -> tuple[str, ...]:
+    """The metrics asked for, checked against the torch-free names (those needing object masks only with ``masks``)."""
+    import difflib
+
+    from camlens.names import MASK_METRICS, METRICS
+
+    for name in args.metrics:
+        if name not in METRICS:
+            close = difflib.get_close_matches(name, METRICS, n=3, cutoff=0.0)
+            raise UsageError(f"unknown metric {name!r}; closest: {', '.join(close)}")
+        if name in MASK_METRICS and not masks:
+            raise UsageError(f"{name} needs object boxes: use 'camlens evaluate --boxes FILE.json'")
+    if getattr(args, "metric_steps", 2) < 2:
+        raise UsageError("--metric-steps must be at least 2")
+    return tuple(dict.fromkeys(args.metrics))
+
+
 def check_numbers(args: argparse.Namespace) -> None:
     if getattr(args, "topk", 1) < 1:
         raise UsageError("--topk must be at least 1")

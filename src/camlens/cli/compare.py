@@ -29,6 +29,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "--plain", action="store_true", help="pictures without their caption (class, method) and colour bar"
     )
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
+    common.add_metrics_option(parser)
     common.add_model_options(parser)
     parser.set_defaults(handler=main)
     return parser
@@ -70,6 +71,8 @@ def main(args: argparse.Namespace) -> int:
         image_format=args.format,
         annotate=not args.plain,
         overwrite=args.overwrite,
+        metrics=common.metrics_of(args),
+        metric_steps=args.metric_steps,
     )
     summary = compare(
         names, sources, args.output_dir, lambda name: common.network_of(args, name, weights.get(name)), options,
@@ -84,6 +87,8 @@ def main(args: argparse.Namespace) -> int:
                 continue
             explained = f"  explained {row.explained}" if row.explained else ""
             print(f"{row.name:<22s} {row.prediction}{explained}  [layer {row.layer}]")
+            for key, value in row.metrics.items():
+                print(f"{'':<22s}   {key} {value:.3f}")
     stems = [t.stem for t in summary.tables]
     pages = f"{stems[0]}-compare.png, .html, .md" if len(stems) == 1 else "index.html and one table per image"
     print(f"wrote {len(summary.files)} files to {summary.output_dir}/ ({pages})")

@@ -87,15 +87,8 @@ def main(args: argparse.Namespace) -> int:
     if args.steps < 2:
         raise UsageError("--steps must be at least 2")
     common.check_numbers(args)
+    common.metrics_of(args, masks=True)
     from camlens.metrics import METRICS
-
-    for metric in args.metrics:
-        if metric not in METRICS:
-            from camlens.layers import closest_names
-
-            raise UsageError(
-                f"unknown metric {metric!r}; closest: {', '.join(closest_names(metric, list(METRICS), 3))}"
-            )
     from camlens.run import check_layer, check_output_dir, collect_sources, resolve_device
 
     out = check_output_dir(args.output_dir)

@@ -47,6 +47,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     group.add_argument("--workers", type=int, default=None, help="--engine ray: actors (default: per GPU, else CPUs/2)")
     group.add_argument("--json", action="store_true", help="print one JSON object per image instead of the report")
+    common.add_metrics_option(parser)
     common.add_model_options(parser)
     parser.set_defaults(handler=main)
     return parser
@@ -97,6 +98,8 @@ def main(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         fail_fast=args.fail_fast,
         resume=not args.no_resume,
+        metrics=common.metrics_of(args),
+        metric_steps=args.metric_steps,
     )
     show = (lambda result: _print_json(result, network.name)) if args.json else _print_report
     summary = run(

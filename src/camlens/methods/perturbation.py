@@ -5,12 +5,17 @@ bounded by ``batch_size`` and not by the channel count. Channels whose map is co
 (Score-CAM's min-max mask is undefined there; an all-zero channel's ablation changes nothing).
 
 Ablation-CAM perturbs the target layer's *output*, so only the part of the network after the layer
-depends on the perturbation. :func:`layer_tail_scores` runs the model on one image while the layer's
-forward hook replaces its output by the whole chunk of perturbed activations ``(n, K, u, v)``: the part
-before the layer runs once per chunk on one image, the part after it on ``n`` copies. Where the tail
-cannot take a larger batch than its input (an error, an output of the wrong size, or scores that do
-not reproduce the unperturbed score), the chunk is run again as full forwards of ``n`` copies of the
-image with the hook substituting the activations.
+depends on the perturbation. :func:`layer_tail_scores` runs only that part, in the first of three ways
+that works:
+
+1. ``"tail"``: the graph cut after the layer (:func:`camlens.methods.tail.layer_tail`, ``torch.fx``),
+   fed the chunk of perturbed activations ``(n, K, u, v)`` directly: nothing before the layer runs again;
+2. ``"hook"``: the model run on one image while the layer's forward hook replaces its output by the
+   whole chunk: the part before the layer runs once per chunk on one image, the part after it on ``n``
+   copies;
+3. ``"full"``: where neither reproduces the unperturbed score (an error, an output of the wrong size,
+   a different score), full forwards of ``n`` copies of the image with the hook substituting the
+   activations.
 
 No module is replaced; hooks live for one call and are removed in ``finally``; everything runs under
 ``torch.no_grad``.
@@ -27,6 +32,7 @@ from torch import Tensor, nn
 
 from camlens.methods.cam import weighted_sum
 from camlens.methods.context import MethodContext, register_method
+from camlens.methods.tail import layer_tail
 
 
 def _chunks(count: int, size: int) -> Iterator[slice]:
@@ -61,12 +67,20 @@ def _run_with(model: nn.Module, module: nn.Module, x: Tensor, replacement: Tenso
         handle.remove()
 
 
-def layer_tail_scores(context: MethodContext, image: int, variants: Tensor, check: bool = True) -> tuple[Tensor, bool]:
+def _close(score: Tensor, reference: Tensor) -> bool:
+    reference = reference.to(score.dtype)
+    return bool(torch.isclose(score, reference, rtol=1e-4, atol=1e-5 * (1 + float(reference.abs()))))
+
+
+def layer_tail_scores(
+    context: MethodContext, image: int, variants: Tensor, check: bool = True, how: str | None = None
+) -> tuple[Tensor, str]:
     """Scores of ``variants`` ``(n, K, u, v)`` of image ``image``'s target-layer output.
 
-    Returns the ``(n,)`` scores and whether the one-upstream trick was used (False: full forwards).
-    With ``check``, the unperturbed activations ride along as an extra row: their score must equal the
-    captured score, else the chunk is recomputed with full forwards.
+    Returns the ``(n,)`` scores and how they were computed: ``"tail"``, ``"hook"`` or ``"full"`` (see
+    the module's docstring). With ``check``, the unperturbed activations ride along as an extra row:
+    their score must equal the captured score, else the next way is tried. ``how`` (the answer of an
+    earlier, checked call on the same image) skips the ways that failed there.
     """
     x = context.x[image : image + 1].detach()
     rows = variants
@@ -74,20 +88,30 @@ def layer_tail_scores(context: MethodContext, image: int, variants: Tensor, chec
         rows = torch.cat([variants, context.activations[image : image + 1].to(variants.dtype)])
     n = rows.shape[0]
     index = torch.full((n,), image, dtype=torch.long, device=x.device)
-    try:
-        scores = context.scores_of(_run_with(context.model, context.module, x, rows), index)
-        ok = scores.shape == (n,)
-        if ok and check:
-            reference = context.capture.scores[image].to(scores.dtype)
-            ok = bool(torch.isclose(scores[-1], reference, rtol=1e-4, atol=1e-5 * (1 + float(reference.abs()))))
-    except (RuntimeError, ValueError, IndexError):
-        ok = False
-    if ok:
-        return scores[: variants.shape[0]], True
+    reference = context.capture.scores[image]
+    assert context.layer is not None
+    tail = layer_tail(context.model, context.layer[0])
+    runs: list[tuple[str, Callable[[], Any]]] = [("hook", lambda: _run_with(context.model, context.module, x, rows))]
+    if tail is not None:
+        runs.insert(0, ("tail", lambda: _run_tail(tail, rows)))
+    if how is not None:
+        runs = [(way, run) for way, run in runs if way == how]
+    for way, run in runs:
+        try:
+            scores = context.scores_of(run(), index)
+        except (RuntimeError, ValueError, IndexError, TypeError):
+            continue
+        if scores.shape == (n,) and (not check or _close(scores[-1], reference)):
+            return scores[: variants.shape[0]], way
     # the tail needs its input batch: n full forwards, the hook substituting the activations
     m = variants.shape[0]
     full = context.scores_of(_run_with(context.model, context.module, x.expand(m, *x.shape[1:]), variants), index[:m])
-    return full, False
+    return full, "full"
+
+
+def _run_tail(tail: nn.Module, activations: Tensor) -> Any:
+    with torch.inference_mode(False), torch.no_grad():
+        return tail(activations)
 
 
 @register_method("ablationcam", perturbation=True)
@@ -108,13 +132,12 @@ def ablationcam(context: MethodContext) -> Tensor:
     for b in range(batch):
         score = context.capture.scores[b]
         channels_b = active[b].nonzero()[:, 0]
-        first = True
+        how = None
         for part in _chunks(len(channels_b), size):
             ks = channels_b[part]
             ablated = activations[b].expand(len(ks), -1, -1, -1).clone()
             ablated[torch.arange(len(ks)), ks] = 0
-            scores, _ = layer_tail_scores(context, b, ablated, check=first)
-            first = False
+            scores, how = layer_tail_scores(context, b, ablated, check=how is None, how=how)
             denominator = score if score != 0 else torch.ones_like(score)
             weights[b, ks] = ((score - scores) / denominator).to(weights.dtype) * (score != 0)
     return weighted_sum(weights, activations)
