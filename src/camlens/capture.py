@@ -164,7 +164,10 @@ def capture(
             _check_connected(picked.scores, hook)
             extras = {}
             if head is not None and hook is not None and hook.activations is not None:
-                extras = head(output, hook.activations, picked)
+                assert isinstance(layer, tuple)
+                early = resolve_layout(tuple(hook.activations.shape), size, model, layer[1], layout)
+                if early.kind == "nchw":  # else the head is not run: explain says these need channels-first
+                    extras = head(output, hook.activations, picked)
             if recorder is not None:
                 choice = recorder.choose(picked.scores.sum(), size, layout, retain_graph=guided)
                 if choice.remember:

@@ -215,12 +215,14 @@ def explain(
 
 
 def _check_native_layout(specs: list[Any], cap: Capture) -> None:
-    """Methods that feed activations back into the layer (or differentiate its own output) need a
-    channels-first layer: say so instead of mixing layouts."""
+    """Methods that differentiate the layer's own output on the recorded graph (``finercam``,
+    ``shapleycam``) need a channels-first layer: say so instead of mixing layouts. Perturbation methods
+    registered with ``any_layout`` read the ``(B, K, u, v)`` view (Ablation-CAM writes back through
+    :meth:`~camlens.layouts.Layout.to_native`)."""
     kind = None if cap.layout is None else cap.layout.kind
     if kind in (None, "nchw"):
         return
-    native = [spec.name for spec in specs if spec.perturbation or spec.head is not None]
+    native = [spec.name for spec in specs if (spec.perturbation or spec.head is not None) and not spec.any_layout]
     if native:
         raise ValueError(
             f"{', '.join(native)} need a channels-first (B, C, H, W) target layer; {cap.layer_name!r} is laid out "

@@ -28,6 +28,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor, nn
 
 LAYOUTS = ("nchw", "nhwc", "tokens")
@@ -81,6 +82,23 @@ class Layout:
             return t[:, self.prefix_tokens :, :].reshape(t.shape[0], u, v, t.shape[-1]).permute(0, 3, 1, 2)
         assert self.reshape is not None
         return self.reshape(t)
+
+    def to_native(self, spatial: Tensor, native: Tensor) -> Tensor:
+        """The inverse of :meth:`to_spatial`: ``spatial`` ``(n, K, u, v)`` in the layer's own layout.
+
+        ``native`` is an output of the layer ``(1, ...)`` or ``(n, ...)``: its prefix tokens are kept.
+        A user's reshape callable has no known inverse (a ValueError).
+        """
+        if self.kind == "nchw":
+            return spatial
+        if self.kind == "nhwc":
+            return spatial.permute(0, 2, 3, 1)
+        if self.kind == "tokens":
+            n, channels = spatial.shape[:2]
+            patches = spatial.permute(0, 2, 3, 1).reshape(n, -1, channels)
+            prefix = native[:, : self.prefix_tokens, :].expand(n, -1, -1).to(patches.dtype)
+            return torch.cat([prefix, patches], dim=1)
+        raise ValueError("a layer read through a reshape callable cannot be written back: pick the layer's layout")
 
     def describe(self) -> str:
         """One line for people: ``"tokens (1, 197, 384): 1 prefix token dropped, 14 x 14 grid"``."""

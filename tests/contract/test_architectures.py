@@ -18,7 +18,7 @@ from helpers import assert_untouched, snapshot
 from sweep_archs import SWEEP, build_sweep, sweep_id
 
 # every method computed from the one capture (and FullGrad's one backward); the perturbation and head
-# methods, which re-run the layer's tail, are swept on the channels-first families below
+# methods, which re-run the model or the layer's tail, are swept on the families below (and on tokens)
 CAPTURE_METHODS = [
     *(m for m in CAM_METHODS if m not in ("fem", "kpcacam")),
     "fullgrad",
@@ -94,10 +94,19 @@ def test_tail_and_perturbation_methods_on_channels_first_families(family, source
 
 
 @pytest.mark.parametrize("family,source,name", VIT_SWEEP, ids=[e[0] for e in VIT_SWEEP])
-def test_legrad_and_the_tail_methods_refused_on_tokens(family, source, name):
+def test_legrad_and_the_perturbation_methods_on_tokens(family, source, name):
+    """On token layers (class and distillation tokens) LeGrad and the perturbation methods run; the
+    methods that differentiate the layer's own output on the recorded graph are refused, naming why."""
     model = build_sweep(source, name, {"img_size": 64})
+    before = snapshot(model)
     x = torch.rand(1, 3, 64, 64)
-    result = camlens.explain(model, x, ["legrad", "gradcam"])
-    assert result["legrad"].shape == (1, 64, 64) and torch.isfinite(result["legrad"]).all()
+    perturbation = ["ablationcam", "scorecam", "sscam", "iscam", "smoothgradcam++", "sess"]
+    result = camlens.explain(model, x, ["legrad", "gradcam", *perturbation], batch_size=64, num_samples=2)
+    assert_untouched(model, before)
+    assert result.layout.kind == "tokens"
+    for method in ["legrad", *perturbation]:
+        assert result[method].shape == (1, 64, 64) and torch.isfinite(result[method]).all(), method
+    raw = result.raw["ablationcam"].flatten(1)
+    assert (raw.amax(dim=1) > raw.amin(dim=1)).all()
     with pytest.raises(ValueError, match="channels-first"):
-        camlens.explain(model, x, ["scorecam"])
+        camlens.explain(model, x, ["shapleycam"])

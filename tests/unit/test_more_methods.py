@@ -409,3 +409,88 @@ def test_ablation_tail_cut_is_refused_around_a_skip_connection_and_every_way_agr
         assert (how, way) == (expect, "full")
         torch.testing.assert_close(scores, reference, rtol=1e-4, atol=1e-5)
         assert not torch.allclose(scores, cap.scores.expand(4))  # the ablations changed the scores
+
+
+class ChannelsLast(nn.Module):
+    """A channels-last stage, as in Swin / ConvNeXt: conv, then (B, H, W, C) through a LayerNorm, pooled."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+        self.norm = nn.LayerNorm(6)
+        self.fc = nn.Linear(6, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.norm(self.conv(x).permute(0, 2, 3, 1)).mean(dim=(1, 2)))
+
+
+def hand_ablation(model, x, module, to_spatial, zero_channel, classes):
+    """Ablation-CAM written out: per channel a full forward with the layer's output edited by a hook."""
+    store = {}
+    handle = module.register_forward_hook(lambda m, i, o: store.__setitem__("out", o.detach()))
+    with torch.no_grad():
+        base = model(x).gather(1, classes[:, None])[:, 0]
+    handle.remove()
+    spatial = to_spatial(store["out"])
+    maps = []
+    for b in range(x.shape[0]):
+        weights = torch.zeros(spatial.shape[1])
+        for k in range(spatial.shape[1]):
+            handle = module.register_forward_hook(lambda m, i, o, k=k: zero_channel(o.clone(), k))
+            with torch.no_grad():
+                s_k = model(x[b : b + 1])[0, classes[b]]
+            handle.remove()
+            weights[k] = (base[b] - s_k) / base[b]
+        maps.append((weights.view(-1, 1, 1) * spatial[b]).sum(0))
+    return torch.stack(maps)
+
+
+def test_ablation_and_score_cam_on_token_and_channels_last_layers_follow_the_hand_reference():
+    from camlens.synthetic import TinyViT
+
+    def zero_tokens(o, k):
+        o[:, 1:, k] = 0  # patch tokens only: the class token is kept
+        return o
+
+    def zero_last(o, k):
+        o[..., k] = 0
+        return o
+
+    torch.manual_seed(0)
+    vit = TinyViT(size=16, patch=4, dim=8, depth=2).eval()
+    cases = (
+        (vit, "blocks.1.norm1", lambda t: t[:, 1:].reshape(t.shape[0], 4, 4, -1).permute(0, 3, 1, 2), zero_tokens),
+        (ChannelsLast().eval(), "norm", lambda t: t.permute(0, 3, 1, 2), zero_last),
+    )
+    for model, layer, to_spatial, zero in cases:
+        x = torch.rand(2, 3, 16, 16)
+        result = camlens.explain(model, x, ["ablationcam", "scorecam"], target_layer=layer, batch_size=3)
+        assert result.layout.kind in ("tokens", "nhwc")
+        module = camlens.resolve_layer(model, layer)[1]
+        expected = hand_ablation(model, x, module, to_spatial, zero, result.classes)
+        torch.testing.assert_close(result.raw["ablationcam"], expected, rtol=1e-4, atol=1e-5)
+        # Score-CAM reads only the (B, K, u, v) view: the authors' loop on that view
+        store = {}
+        handle = module.register_forward_hook(lambda m, i, o: store.__setitem__("A", to_spatial(o.detach())))
+        with torch.no_grad():
+            model(x)
+        handle.remove()
+        weights = torch.zeros(2, store["A"].shape[1])
+        for b in range(2):
+            for k in range(store["A"].shape[1]):
+                up = F.interpolate(store["A"][b : b + 1, k : k + 1], size=(16, 16), mode="bilinear")
+                if up.max() > up.min():
+                    with torch.no_grad():
+                        p = torch.softmax(model(x[b : b + 1] * (up - up.min()) / (up.max() - up.min())), 1)
+                    weights[b, k] = p[0, result.classes[b]]
+        torch.testing.assert_close(
+            result.raw["scorecam"], (weights[:, :, None, None] * store["A"]).sum(1), rtol=1e-4, atol=1e-5
+        )
+
+
+def test_methods_on_the_recorded_graph_still_need_a_channels_first_layer():
+    from camlens.synthetic import TinyViT
+
+    vit = TinyViT(size=16, patch=4, dim=8, depth=2).eval()
+    with pytest.raises(ValueError, match="finercam need a channels-first"):
+        camlens.explain(vit, torch.rand(1, 3, 16, 16), ["finercam"], target_layer="blocks.1.norm1")

@@ -94,6 +94,14 @@ class MethodContext:
             raise ValueError("this method needs a target layer")
         return self.layer[1]
 
+    @property
+    def layout_spec(self) -> Any:
+        """What to pass as ``layout=`` to capture this layer again the same way."""
+        layout = self.capture.layout
+        if layout is None:
+            return None
+        return layout.reshape if layout.kind == "custom" else layout.kind
+
     def scores_of(self, output: Any, images: Tensor) -> Tensor:
         """The explained scores of a batch of outputs whose row ``r`` belongs to image ``images[r]``.
 
@@ -134,20 +142,30 @@ class MethodSpec:
     uses_layer: bool = True
     head: HeadFactory | None = None
     perturbation: bool = False  # runs the model again (cost grows with channels or samples)
+    any_layout: bool = False  # works on channels-last and token layers too (else: channels-first only)
 
 
 CONTEXT_METHODS: dict[str, MethodSpec] = {}
 
 
 def register_method(
-    name: str, *, uses_layer: bool = True, head: HeadFactory | None = None, perturbation: bool = False
+    name: str,
+    *,
+    uses_layer: bool = True,
+    head: HeadFactory | None = None,
+    perturbation: bool = False,
+    any_layout: bool = False,
 ) -> Callable[[ContextFunction], ContextFunction]:
-    """Register a context method under ``name`` (the key ``explain``, the classes and the CLI use)."""
+    """Register a context method under ``name`` (the key ``explain``, the classes and the CLI use).
+
+    ``any_layout``: the method only reads the ``(B, K, u, v)`` view of the layer (or writes back
+    through :meth:`camlens.layouts.Layout.to_native`), so channels-last and token layers are fine.
+    """
 
     def add(function: ContextFunction) -> ContextFunction:
         if name in CONTEXT_METHODS:
             raise ValueError(f"a method named {name!r} is registered already")
-        CONTEXT_METHODS[name] = MethodSpec(name, function, uses_layer, head, perturbation)
+        CONTEXT_METHODS[name] = MethodSpec(name, function, uses_layer, head, perturbation, any_layout)
         return function
 
     return add

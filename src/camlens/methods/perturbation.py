@@ -73,19 +73,27 @@ def _close(score: Tensor, reference: Tensor) -> bool:
 
 
 def layer_tail_scores(
-    context: MethodContext, image: int, variants: Tensor, check: bool = True, how: str | None = None
+    context: MethodContext,
+    image: int,
+    variants: Tensor,
+    check: bool = True,
+    how: str | None = None,
+    unperturbed: Tensor | None = None,
 ) -> tuple[Tensor, str]:
     """Scores of ``variants`` ``(n, K, u, v)`` of image ``image``'s target-layer output.
 
     Returns the ``(n,)`` scores and how they were computed: ``"tail"``, ``"hook"`` or ``"full"`` (see
     the module's docstring). With ``check``, the unperturbed activations ride along as an extra row:
     their score must equal the captured score, else the next way is tried. ``how`` (the answer of an
-    earlier, checked call on the same image) skips the ways that failed there.
+    earlier, checked call on the same image) skips the ways that failed there. ``variants`` are in the
+    layer's own layout; ``unperturbed`` is the image's own output of the layer ``(1, ...)`` (default:
+    the captured activations, which are that output for a channels-first layer).
     """
     x = context.x[image : image + 1].detach()
     rows = variants
     if check:
-        rows = torch.cat([variants, context.activations[image : image + 1].to(variants.dtype)])
+        own = context.activations[image : image + 1] if unperturbed is None else unperturbed
+        rows = torch.cat([variants, own.to(variants.dtype)])
     n = rows.shape[0]
     index = torch.full((n,), image, dtype=torch.long, device=x.device)
     reference = context.capture.scores[image]
@@ -109,19 +117,37 @@ def layer_tail_scores(
     return full, "full"
 
 
+def _layer_outputs(context: MethodContext) -> Tensor:
+    """The target layer's own output on the batch (one forward without gradients; the hook is removed)."""
+    kept: dict[str, Tensor] = {}
+
+    def keep(_module: nn.Module, _inputs: Any, output: Any) -> None:
+        kept["output"] = output.detach()
+
+    handle = context.module.register_forward_hook(keep)
+    try:
+        with torch.inference_mode(False), torch.no_grad():
+            context.model(context.x.detach())
+    finally:
+        handle.remove()
+    return kept["output"]
+
+
 def _run_tail(tail: nn.Module, activations: Tensor) -> Any:
     with torch.inference_mode(False), torch.no_grad():
         return tail(activations)
 
 
-@register_method("ablationcam", perturbation=True)
+@register_method("ablationcam", perturbation=True, any_layout=True)
 def ablationcam(context: MethodContext) -> Tensor:
     """Ablation-CAM (Desai & Ramaswamy, WACV 2020, Eq. 3): ``w_k = (S - S_k) / S``, ``S_k`` the score
     with channel ``k`` of the target layer's output set to 0; the map is ``sum_k w_k A_k``.
 
     Only the part of the network after the layer runs on the ablated copies (see
     :func:`layer_tail_scores`), ``batch_size`` copies at a time; all-zero channels are skipped (their
-    ablation changes nothing: ``w_k = 0``). pytorch-grad-cam sets a channel to a large negative value
+    ablation changes nothing: ``w_k = 0``). On a channels-last or token layer, channel ``k`` is zeroed
+    in the layer's own layout (prefix tokens such as the class token are left as they are), after one
+    more forward that records that output. pytorch-grad-cam sets a channel to a large negative value
     instead of 0 when the layer's minimum is not 0; here it is always 0, as in the paper.
     """
     activations = context.activations
@@ -129,15 +155,20 @@ def ablationcam(context: MethodContext) -> Tensor:
     weights = torch.zeros(batch, channels, dtype=activations.dtype, device=activations.device)
     active = activations.flatten(2).ne(0).any(dim=2)
     size = context.options.batch_size
+    layout = context.capture.layout
+    natives = None if layout is None or layout.kind == "nchw" else _layer_outputs(context)
     for b in range(batch):
         score = context.capture.scores[b]
         channels_b = active[b].nonzero()[:, 0]
         how = None
+        own = None if natives is None else natives[b : b + 1]
         for part in _chunks(len(channels_b), size):
             ks = channels_b[part]
             ablated = activations[b].expand(len(ks), -1, -1, -1).clone()
             ablated[torch.arange(len(ks)), ks] = 0
-            scores, how = layer_tail_scores(context, b, ablated, check=how is None, how=how)
+            if layout is not None and own is not None:
+                ablated = layout.to_native(ablated, own)  # e.g. tokens: the class token kept, channel k zeroed
+            scores, how = layer_tail_scores(context, b, ablated, check=how is None, how=how, unperturbed=own)
             denominator = score if score != 0 else torch.ones_like(score)
             weights[b, ks] = ((score - scores) / denominator).to(weights.dtype) * (score != 0)
     return weighted_sum(weights, activations)
@@ -183,7 +214,7 @@ def _masked_scores(
     return torch.cat(scores) if scores else x.new_zeros(0)
 
 
-@register_method("scorecam", perturbation=True)
+@register_method("scorecam", perturbation=True, any_layout=True)
 def scorecam(context: MethodContext) -> Tensor:
     """Score-CAM (Wang et al., CVPR-W 2020), the authors' variant: ``w_k = softmax(f(X * n(up(A_k))))_c``.
 
@@ -220,7 +251,7 @@ def _torchcam_score_weights(context: MethodContext, samples: int, transform: Cal
     return torch.softmax(total / samples, dim=1).to(activations.dtype)
 
 
-@register_method("sscam", perturbation=True)
+@register_method("sscam", perturbation=True, any_layout=True)
 def sscam(context: MethodContext) -> Tensor:
     """SS-CAM (Wang et al. 2020, arXiv:2006.14255), as torchcam's ``SSCAM``.
 
@@ -241,7 +272,7 @@ def sscam(context: MethodContext) -> Tensor:
     return weighted_sum(_torchcam_score_weights(context, samples, noisy), context.activations)
 
 
-@register_method("iscam", perturbation=True)
+@register_method("iscam", perturbation=True, any_layout=True)
 def iscam(context: MethodContext) -> Tensor:
     """IS-CAM (Naidu et al. 2020, arXiv:2010.03023), as torchcam's ``ISCAM``.
 
@@ -254,7 +285,7 @@ def iscam(context: MethodContext) -> Tensor:
     return weighted_sum(weights, context.activations)
 
 
-@register_method("smoothgradcam++", perturbation=True)
+@register_method("smoothgradcam++", perturbation=True, any_layout=True)
 def smooth_gradcam_plus_plus(context: MethodContext) -> Tensor:
     """Smooth Grad-CAM++ (Omeiza et al. 2019, Eq. 9-10): Grad-CAM++ with SmoothGrad derivatives.
 
@@ -275,7 +306,9 @@ def smooth_gradcam_plus_plus(context: MethodContext) -> Tensor:
     d1 = d2 = d3 = torch.zeros_like(context.activations)
     for _ in range(samples):
         noise = torch.randn(context.x.shape, generator=generator, device=context.x.device, dtype=context.x.dtype)
-        cap = capture(context.model, context.x.detach() + std * noise, targets, context.layer)
+        cap = capture(
+            context.model, context.x.detach() + std * noise, targets, context.layer, layout=context.layout_spec
+        )
         g = cap.gradients
         assert g is not None
         d1, d2, d3 = (

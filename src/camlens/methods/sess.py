@@ -18,7 +18,7 @@ def _windows(length: int, window: int, step: int) -> list[int]:
     return starts
 
 
-@register_method("sess", perturbation=True)
+@register_method("sess", perturbation=True, any_layout=True)
 def sess(context: MethodContext) -> Tensor:
     """SESS (Tyagi et al. 2022): Grad-CAM over sliding windows of the image at several scales, fused.
 
@@ -59,7 +59,7 @@ def sess(context: MethodContext) -> Tensor:
         for start in range(0, len(patches), context.options.batch_size):
             chunk = torch.cat(patches[start : start + context.options.batch_size])
             targets = context.targets if classes is None else classes[b].expand(chunk.shape[0])
-            cap = capture(context.model, chunk, targets, context.layer)
+            cap = capture(context.model, chunk, targets, context.layer, layout=context.layout_spec)
             assert cap.activations is not None and cap.gradients is not None
             maps.append(cam_to_image(gradcam(cap.activations, cap.gradients), (window, window)))
             if cap.logits is not None and classes is not None:
