@@ -471,7 +471,7 @@ def test_ablation_and_score_cam_on_token_and_channels_last_layers_follow_the_han
         torch.testing.assert_close(result.raw["ablationcam"], expected, rtol=1e-4, atol=1e-5)
         # Score-CAM reads only the (B, K, u, v) view: the authors' loop on that view
         store = {}
-        handle = module.register_forward_hook(lambda m, i, o: store.__setitem__("A", to_spatial(o.detach())))
+        handle = module.register_forward_hook(lambda m, i, o, s=store, f=to_spatial: s.__setitem__("A", f(o.detach())))
         with torch.no_grad():
             model(x)
         handle.remove()
