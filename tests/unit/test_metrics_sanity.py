@@ -3,6 +3,8 @@ Spearman, SSIM and HOG against scipy and scikit-image."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -45,7 +47,7 @@ def test_randomising_a_positive_scale_keeps_gradcam_and_the_classifier_changes_i
     model = Net().eval()
     x = torch.rand(2, 3, 24, 24)
     before = snapshot(model)
-    rows = cm.sanity_check(model, x, ["gradcam"], mode="cascading", target_layer="features",
+    rows = cm.sanity_check(model, x, ["gradcam"], mode="cascading", target_layer="features", init="reset",
                            measures=["spearman_abs", "spearman", "ssim", "hog"])  # fmt: skip
     assert_untouched(model, before)
     layers = list(dict.fromkeys(r["layer"] for r in rows))
@@ -99,3 +101,35 @@ def test_spearman_ssim_hog_against_scipy_and_skimage():
     ours = hog_similarity(torch.from_numpy(a01), torch.from_numpy(b01))
     expected = [np.corrcoef(hog(a01[i]), hog(b01[i]))[0, 1] for i in range(3)]
     assert ours.tolist() == pytest.approx(expected, abs=1e-10)
+
+
+def test_redraw_keeps_each_parameters_scale_and_the_buffers_and_reset_does_not():
+    import torchvision
+
+    from camlens.metrics.sanity import randomise
+
+    torch.manual_seed(0)
+    trained = torchvision.models.resnet18(num_classes=10)
+    with torch.no_grad():  # trained-looking statistics: shifted, scaled weights and running stats
+        for p in trained.parameters():
+            p.mul_(3.0).add_(0.5).add_(0.1 * torch.randn_like(p))
+        for name, b in trained.named_buffers():
+            if name.endswith("running_mean"):
+                b.add_(1.0)
+    redrawn = copy.deepcopy(trained)
+    randomise(redrawn, 0)
+    for (name, before), after in zip(trained.named_parameters(), redrawn.parameters(), strict=True):
+        assert not torch.equal(before, after), name
+        if before.numel() >= 64:  # within 4 standard errors of the draw
+            n, sd = before.numel(), float(before.std())
+            assert float(after.mean()) == pytest.approx(float(before.mean()), abs=4 * sd / n**0.5), name
+            truncated_sd = 0.8796 * sd  # the standard deviation of N(0, 1) truncated to [-2, 2]
+            assert float(after.std()) == pytest.approx(truncated_sd, rel=4 / (2 * n) ** 0.5), name
+            assert float((after - before.mean()).abs().max()) <= 2 * sd + 1e-5, name
+    for (name, before), after in zip(trained.named_buffers(), redrawn.buffers(), strict=True):
+        assert torch.equal(before, after), name
+    reset = copy.deepcopy(trained)
+    randomise(reset, 0, init="reset")
+    assert torch.equal(reset.bn1.running_mean, torch.zeros(64)) and torch.equal(reset.bn1.weight, torch.ones(64))
+    with pytest.raises(ValueError, match="init"):
+        randomise(reset, 0, init="xavier")

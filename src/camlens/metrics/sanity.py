@@ -117,10 +117,24 @@ def _parameterised_layers(model: nn.Module, x: Tensor) -> list[str]:
     return order[::-1]
 
 
-def randomise(module: nn.Module, generator_seed: int) -> None:
-    """Re-initialise every parameter inside ``module`` (a copy): ``reset_parameters()`` where a module has it
-    (PyTorch's own initialisation; norms also reset their running statistics), else a normal draw with
-    the parameter's standard deviation."""
+INITS = ("redraw", "reset")
+
+
+def randomise(module: nn.Module, generator_seed: int, init: str = "redraw") -> None:
+    """Re-initialise every parameter inside ``module`` (a copy).
+
+    ``"redraw"`` (default, scale-preserving, as Adebayo et al.'s truncated-normal re-draw): each
+    parameter tensor gets ``mean + std * z`` with its own trained mean and standard deviation and ``z``
+    a standard normal truncated to [-2, 2]; a single number or a constant tensor (e.g. a fresh norm's
+    scale) is multiplied element-wise by draws from U(0.5, 1.5) (sign and order of magnitude kept). Buffers (batch-norm running statistics) are
+    kept, so the activations keep their scale and deep layers stay alive.
+
+    ``"reset"``: ``reset_parameters()`` where a module has it (PyTorch's default initialisation; norms
+    also reset their running statistics), else the re-draw above. In networks with batch norm this
+    often leaves every map below the randomised layer flat (all zero).
+    """
+    check_choice(init, "init", INITS)
+    generator = torch.Generator().manual_seed(generator_seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(generator_seed)
         with torch.no_grad():
@@ -129,12 +143,21 @@ def randomise(module: nn.Module, generator_seed: int) -> None:
                 if not own:
                     continue
                 reset = getattr(sub, "reset_parameters", None)
-                if callable(reset):
+                if init == "reset" and callable(reset):
                     reset()
-                else:
-                    for p in own:
-                        std = float(p.std()) if p.numel() > 1 else 1.0
-                        p.copy_(torch.randn_like(p) * (std or 1.0))
+                    continue
+                for p in own:
+                    p.copy_(_redrawn(p.detach().cpu().double(), generator).to(p.dtype).to(p.device))
+
+
+def _redrawn(p: Tensor, generator: torch.Generator) -> Tensor:
+    if p.numel() == 1 or float(p.std()) == 0:  # a number, or a constant tensor: rescaled per element
+        return p * (0.5 + torch.rand(p.shape, generator=generator, dtype=p.dtype))
+    z = torch.randn(p.shape, generator=generator, dtype=p.dtype)
+    while bool((z.abs() > 2).any()):  # truncate by redrawing the tails
+        far = z.abs() > 2
+        z[far] = torch.randn(int(far.sum()), generator=generator, dtype=p.dtype)
+    return p.mean() + p.std() * z
 
 
 def sanity_check(
@@ -149,6 +172,7 @@ def sanity_check(
     measures: Sequence[str] = MEASURES,
     seed: int = 0,
     keep_maps: bool = False,
+    init: str = "redraw",
 ) -> SanityRows:
     """Model-randomisation test (Adebayo et al. 2018, section 3.1): does the map depend on the weights?
 
@@ -164,6 +188,8 @@ def sanity_check(
         target_layer: for the CAM methods (default: camlens' automatic layer of the trained model).
         measures: any of ``spearman_abs``, ``spearman``, ``ssim``, ``hog`` (HOG needs scikit-image).
         seed: seeds the re-initialisation.
+        init: ``"redraw"`` (scale-preserving truncated-normal re-draw of each parameter, buffers kept) or
+            ``"reset"`` (each module's ``reset_parameters()``); see :func:`randomise`.
         keep_maps: keep each step's maps on ``.maps`` (for :func:`camlens.metrics.plot_sanity`).
 
     Returns:
@@ -184,6 +210,7 @@ def sanity_check(
 
     names = _check_methods(methods)
     check_choice(mode, "mode", MODES)
+    check_choice(init, "init", INITS)
     for measure in measures:
         check_choice(measure, "measure", MEASURES)
     classes = fixed_classes(model, x, targets)
@@ -207,7 +234,7 @@ def sanity_check(
             net = cascade
         else:
             net = copy.deepcopy(model)
-        randomise(dict(net.named_modules())[name], seed + step)
+        randomise(dict(net.named_modules())[name], seed + step, init)
         current = maps_of(net)
         if keep_maps:
             rows.maps[name] = current
