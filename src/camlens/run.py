@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import os
 import sys
 import tempfile
@@ -653,16 +654,32 @@ def _arrow_table(rows: list[dict[str, Any]], metric_names: list[str]) -> Any:
     }
     fields = [pa.field(name, types.get(name, text)) for name in COLUMNS]
     fields += [pa.field(f"metric_{name}", real) for name in metric_names]
-    columns: dict[str, list[Any]] = {f.name: [] for f in fields}
+    schema = pa.schema(fields)
+    if not rows:
+        return schema.empty_table()
+    # Through pyarrow's JSON reader rather than pa.table(python lists): converting Python objects makes
+    # pyarrow import pandas to test for pandas types, about a second of a one-image command.
+    import io
+
+    import pyarrow.json as pj
+
+    def clean(value: Any) -> Any:
+        return None if isinstance(value, float) and not math.isfinite(value) else value
+
+    lines = []
     for row in rows:
+        item = {}
         for name in COLUMNS:
             value = row.get(name)
-            if value is None and name in ("methods", "topk", "files", "notes"):
-                value = []
-            columns[name].append(value)
+            item[name] = [] if value is None and name in ("methods", "topk", "files", "notes") else clean(value)
         for name in metric_names:
-            columns[f"metric_{name}"].append((row.get("metrics") or {}).get(name))
-    return pa.table(columns, schema=pa.schema(fields))
+            item[f"metric_{name}"] = clean((row.get("metrics") or {}).get(name))
+        lines.append(json.dumps(item, allow_nan=False))
+    options = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error")
+    data = io.BytesIO("\n".join(lines).encode("utf-8"))
+    return pj.read_json(
+        data, parse_options=options, read_options=pj.ReadOptions(block_size=max(1 << 20, data.getbuffer().nbytes + 1))
+    )
 
 
 # ------------------------------------------------------------------------------------------ the run

@@ -126,8 +126,9 @@ def randomise(module: nn.Module, generator_seed: int, init: str = "redraw") -> N
     ``"redraw"`` (default, scale-preserving, as Adebayo et al.'s truncated-normal re-draw): each
     parameter tensor gets ``mean + std * z`` with its own trained mean and standard deviation and ``z``
     a standard normal truncated to [-2, 2]; a single number or a constant tensor (e.g. a fresh norm's
-    scale) is multiplied element-wise by draws from U(0.5, 1.5) (sign and order of magnitude kept). Buffers (batch-norm running statistics) are
-    kept, so the activations keep their scale and deep layers stay alive.
+    scale) is multiplied element-wise by draws from U(0.5, 1.5) (sign and order of magnitude kept).
+    Buffers (batch-norm running statistics) are kept, so the activations keep their scale and deep
+    layers stay alive.
 
     ``"reset"``: ``reset_parameters()`` where a module has it (PyTorch's default initialisation; norms
     also reset their running statistics), else the re-draw above. In networks with batch norm this
