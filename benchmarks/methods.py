@@ -6,7 +6,7 @@
 1. one ``explain`` of every gradient/activation method together vs one Grad-CAM call (resnet50, batch 8);
 2. Ablation-CAM (resnet18, batch 1) vs pytorch-grad-cam's ``AblationCAM``, same batch size, same map;
 3. Score-CAM (resnet18, batch 1) vs pytorch-grad-cam's and torchcam's ``ScoreCAM``, same batch size;
-4. peak memory (max RSS of a fresh process) of Ablation-CAM and Score-CAM against ``batch_size``.
+4. peak memory (VmHWM of a fresh process) of Ablation-CAM and Score-CAM against ``batch_size``.
 
 Results: a table on stdout and ``bench-results/methods.json``.
 """
@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import resource
 import subprocess
 import sys
 import warnings
@@ -56,7 +55,10 @@ def memory_child(method: str, batch_size: int, size: int) -> None:
     model = calibrated("resnet18")
     x = torch.rand(1, 3, size, size)
     camlens.explain(model, x, [method], target_layer="layer4", batch_size=batch_size)
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    # VmHWM (this address space's peak), not getrusage's ru_maxrss: Linux carries ru_maxrss across
+    # exec, so a child started from a large parent would report the parent's peak
+    status = Path("/proc/self/status").read_text()
+    print(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
 
 
 def peak_rss_mb(method: str, batch_size: int, size: int) -> float:
@@ -158,7 +160,7 @@ def main() -> None:
     # 4. peak memory against batch_size (fresh processes)
     memory = {}
     for method in ("ablationcam", "scorecam"):
-        for batch_size in (8, 64):
+        for batch_size in (8, 64, 256):
             memory[f"{method}@{batch_size}"] = peak_rss_mb(method, batch_size, size)
     results["peak_rss_mb"] = memory
     print(f"peak RSS (MB), resnet18 layer4 (512 channels): {memory}")

@@ -94,6 +94,9 @@ def main() -> None:
     try:
         import quantus
 
+        if not hasattr(np, "trapz"):  # Quantus 0.6 computes its AUC with np.trapz, gone from NumPy >= 2.4
+            np.trapz = np.trapezoid  # type: ignore[attr-defined]
+
         x_np, a_np = x.numpy(), maps[:, None].expand_as(x).contiguous().numpy()
         y_np = model(x).argmax(1).detach().numpy()
 
