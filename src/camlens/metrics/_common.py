@@ -117,7 +117,10 @@ class Scorer:
         return torch.cat(out).float()
 
     def _score(self, images: Tensor, image_index: Tensor) -> Tensor:
-        output = self.model(images)
+        return self.of_output(self.model(images), image_index)
+
+    def of_output(self, output: Any, image_index: Tensor) -> Tensor:
+        """The scores of a model output whose row n belongs to image ``image_index[n]``."""
         if self.target_fn is not None:
             scores = self.target_fn(output)
             return scores.reshape(-1).detach()
@@ -149,8 +152,7 @@ def make_scorer(
     target_fn = targets if callable(targets) and not isinstance(targets, Tensor) else None
     scorer = Scorer(model, picked.classes, target_fn, score, batch_size, device)  # type: ignore[arg-type]
     index = torch.arange(x.shape[0], device=device)
-    with torch.no_grad():
-        clean = scorer._score(x, index).float()
+    clean = scorer.of_output(output, index).float()  # from the forward above: no second pass
     return scorer, x, clean
 
 

@@ -91,7 +91,7 @@ def _curve(
     score: str,
     batch_size: int,
 ) -> MetricResult:
-    scorer, x, _ = make_scorer(model, x, targets, score, batch_size)
+    scorer, x, clean = make_scorer(model, x, targets, score, batch_size)
     maps = check_maps(maps, x)
     batch, _, height, width = x.shape
     pixels = height * width
@@ -102,13 +102,20 @@ def _curve(
     keep_x, fill = (other, x) if insert else (x, other)  # insertion: start from the baseline, put x back
     image_of = torch.arange(batch, device=x.device).repeat_interleave(points)
     count_of = counts.repeat(batch)
+    # the point where the image is x itself (nothing deleted / everything inserted) is the clean score
+    own = count_of == (pixels if insert else 0)
+    todo = (~own).nonzero()[:, 0]
 
     def build(rows: slice) -> tuple[Tensor, Tensor]:
-        index = image_of[rows]
-        changed = (ranks[index] < count_of[rows][:, None]).view(-1, 1, height, width)
+        picked = todo[rows]
+        index = image_of[picked]
+        changed = (ranks[index] < count_of[picked][:, None]).view(-1, 1, height, width)
         return torch.where(changed, fill[index], keep_x[index]), index
 
-    curve = scorer.stream(batch * points, build).view(batch, points).cpu()
+    flat = torch.empty(batch * points, device=x.device)
+    flat[own] = clean.to(x.device)[image_of[own]]
+    flat[todo] = scorer.stream(len(todo), build).to(x.device) if len(todo) else flat[todo]
+    curve = flat.view(batch, points).cpu()
     fractions = counts.cpu().double() / pixels
     values = torch.trapezoid(curve.double(), fractions, dim=1).float()
     return MetricResult(values=values, higher_is_better=insert, curve=curve, fractions=fractions.float())
