@@ -51,3 +51,23 @@ def test_metric_names_match_the_registry():
 
     assert METRICS == tuple(registry)
     assert MASK_METRICS == tuple(name for name, spec in registry.items() if spec.kind == "mask")
+
+
+def test_usage_errors_of_the_metric_options_import_no_torch():
+    """A mistyped or mask-needing metric is refused by explain and compare before torch is imported."""
+    code = (
+        "import sys\n"
+        "from camlens.cli.main import main\n"
+        "codes = []\n"
+        "for argv in (['explain', 'x.jpg', '--metrics', 'delection'],\n"
+        "             ['compare', 'x.jpg', '--networks', 'resnet18', '--metrics', 'pointing_game']):\n"
+        "    try:\n"
+        "        codes.append(main(argv))\n"
+        "    except SystemExit as exit:\n"
+        "        codes.append(exit.code)\n"
+        "print(codes, 'torch' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[2, 2] False", result.stdout + result.stderr
+    assert "unknown metric 'delection'; closest: deletion" in result.stderr
+    assert "pointing_game needs object boxes" in result.stderr

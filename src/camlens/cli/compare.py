@@ -55,6 +55,7 @@ def main(args: argparse.Namespace) -> int:
 
     common.check_numbers(args)
     methods = common.methods_of(args)
+    metrics = common.metrics_of(args)
     resolve_device(args.device)
     sources = common.images_of(args)
     names = [n.strip() for n in args.networks.split(",") if n.strip()]
@@ -71,7 +72,7 @@ def main(args: argparse.Namespace) -> int:
         image_format=args.format,
         annotate=not args.plain,
         overwrite=args.overwrite,
-        metrics=common.metrics_of(args),
+        metrics=metrics,
         metric_steps=args.metric_steps,
     )
     summary = compare(

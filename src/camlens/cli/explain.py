@@ -65,6 +65,7 @@ def main(args: argparse.Namespace) -> int:
 
         import_ray()  # before loading anything: says which extra to install
     methods = common.methods_of(args)
+    metrics = common.metrics_of(args)
     check_output_dir(args.output_dir)
     if args.engine == "local":
         resolve_device(args.device)
@@ -98,7 +99,7 @@ def main(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         fail_fast=args.fail_fast,
         resume=not args.no_resume,
-        metrics=common.metrics_of(args),
+        metrics=metrics,
         metric_steps=args.metric_steps,
     )
     show = (lambda result: _print_json(result, network.name)) if args.json else _print_report
