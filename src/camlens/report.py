@@ -55,6 +55,14 @@ def embedded_jpeg(array: np.ndarray, side: int = 224) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def _with_direction(key: str) -> str:
+    """``method/metric`` with its direction, e.g. ``gradcam/deletion (lower better)``."""
+    from camlens.metrics import METRICS
+
+    spec = METRICS.get(key.rsplit("/", 1)[-1])
+    return key if spec is None else f"{key} ({'higher' if spec.higher_is_better else 'lower'} better)"
+
+
 def write_compare(folder: Path, table: CompareTable, image_format: str = "jpg") -> list[str]:
     """Write ``<stem>-compare.png/.html/.md``, the original and each row's pictures; returns the file names."""
     from camlens.render import save_picture
@@ -78,8 +86,9 @@ def write_compare(folder: Path, table: CompareTable, image_format: str = "jpg") 
     save_picture(rgb, folder / original)
     written += [f"{stem}-compare.png", original]
 
+    metric_headers = [_with_direction(m) for m in metric_names]
     md = [
-        "| network | prediction | explained | " + " | ".join([*(h for _, h in table.columns), *metric_names]) + " |",
+        "| network | prediction | explained | " + " | ".join([*(h for _, h in table.columns), *metric_headers]) + " |",
         "|" + " --- |" * (3 + len(table.columns) + len(metric_names)),
     ]
     body = []
@@ -113,7 +122,7 @@ def write_compare(folder: Path, table: CompareTable, image_format: str = "jpg") 
         body.append(f"<tr><th>{html.escape(row.name)}{notes}</th><td><img src=\"{original_uri}\"></td>"
                     f"{cells_html}{metric_html}</tr>")  # fmt: skip
     (folder / f"{stem}-compare.md").write_text("\n".join(md) + "\n", encoding="utf-8")
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in ["network", *headers, *metric_names])
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in ["network", *headers, *metric_headers])
     (folder / f"{stem}-compare.html").write_text(
         _page(f"camlens comparison: {stem}", f"<table><tr>{head}</tr>{''.join(body)}</table>"), encoding="utf-8"
     )

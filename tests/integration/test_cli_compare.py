@@ -73,7 +73,7 @@ def test_compare_and_explain_with_metrics_agree_with_the_metric_functions(run, t
     result = run("compare", str(image), "--networks", "efficientnet_lite0", "--output-dir", str(out), *common)
     assert result.returncode == 0, result.stderr
     md = (out / "cat-compare.md").read_text().splitlines()
-    assert md[0].endswith("| gradcam/deletion | gradcam/average_drop |")
+    assert md[0].endswith("| gradcam/deletion (lower better) | gradcam/average_drop (lower better) |")
     cells = [c.strip() for c in md[2].strip("|").split("|")]
     assert float(cells[-2]) == pytest.approx(expected["gradcam/deletion"], abs=2e-3)
     assert float(cells[-1]) == pytest.approx(expected["gradcam/average_drop"], abs=2e-3)
