@@ -158,16 +158,17 @@ def capture(
 
         if hook is not None:
             _check_hook(hook)
-        layer_name = activations = gradients = found_layout = None
+        layer_name = activations = gradients = found_layout = hook_layout = None
+        if hook is not None and hook.activations is not None:
+            assert isinstance(layer, tuple)
+            hook_layout = resolve_layout(tuple(hook.activations.shape), size, model, layer[1], layout)
         with torch.enable_grad():
             picked = target_scores(output, targets, batch)
             _check_connected(picked.scores, hook)
             extras = {}
-            if head is not None and hook is not None and hook.activations is not None:
-                assert isinstance(layer, tuple)
-                early = resolve_layout(tuple(hook.activations.shape), size, model, layer[1], layout)
-                if early.kind == "nchw":  # else the head is not run: explain says these need channels-first
-                    extras = head(output, hook.activations, picked)
+            # the head runs on channels-first layers only (explain says the others need channels-first)
+            if head is not None and hook_layout is not None and hook_layout.kind == "nchw":
+                extras = head(output, hook.activations, picked)
             if recorder is not None:
                 choice = recorder.choose(picked.scores.sum(), size, layout, retain_graph=guided)
                 if choice.remember:
@@ -176,9 +177,9 @@ def capture(
                 activations, gradients = choice.activations, choice.gradients
             gradients, input_gradient = _differentiate(picked.scores, hook, x_in if guided else None, switch, gradients)
         if hook is not None and hook.activations is not None:
-            assert isinstance(layer, tuple) and gradients is not None
+            assert gradients is not None
             layer_name, activations = hook.name, hook.activations.detach()
-            found_layout = resolve_layout(tuple(activations.shape), size, model, layer[1], layout)
+            found_layout = hook_layout
         if found_layout is not None:
             assert activations is not None and gradients is not None
             activations, gradients = _to_spatial(found_layout, activations, gradients, layer_name)

@@ -98,8 +98,8 @@ def layer_tail_scores(
     index = torch.full((n,), image, dtype=torch.long, device=x.device)
     reference = context.capture.scores[image]
     assert context.layer is not None
-    tail = layer_tail(context.model, context.layer[0])
     runs: list[tuple[str, Callable[[], Any]]] = [("hook", lambda: _run_with(context.model, context.module, x, rows))]
+    tail = layer_tail(context.model, context.layer[0]) if how in (None, "tail") else None
     if tail is not None:
         runs.insert(0, ("tail", lambda: _run_tail(tail, rows)))
     if how is not None:

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from camlens.metrics._common import saliency_2d
 from camlens.metrics.evaluate import evaluate, summarise
-from camlens.metrics.localisation import energy_pointing_game, pointing_game
+from camlens.metrics.localisation import boxes_to_masks, energy_pointing_game, pointing_game
 from camlens.metrics.registry import get_metric
 
 #: Metrics scored against the ground truth by default (every model-based and map-only metric).
@@ -83,11 +83,11 @@ def control_maps(batch: int, height: int, width: int, seed: int = 0) -> dict[str
 
 
 def box_masks(boxes: Tensor, height: int, width: int) -> Tensor:
-    """Boolean masks ``(N, H, W)`` of boxes ``(top, left, bottom, right)`` (bottom/right exclusive)."""
-    rows = torch.arange(height).view(1, -1, 1)
-    cols = torch.arange(width).view(1, 1, -1)
-    top, left, bottom, right = (boxes[:, i].view(-1, 1, 1) for i in range(4))
-    return (rows >= top) & (rows < bottom) & (cols >= left) & (cols < right)
+    """Boolean masks ``(N, H, W)`` of boxes ``(top, left, bottom, right)`` (bottom/right exclusive),
+    the layout of :class:`camlens.synthetic.PatchData`; :func:`boxes_to_masks` takes ``(x0, y0, x1, y1)``."""
+    return boxes_to_masks(
+        [[(left, top, right, bottom)] for top, left, bottom, right in boxes.tolist()], (height, width)
+    )
 
 
 @dataclass
