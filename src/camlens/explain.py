@@ -54,8 +54,9 @@ class Explanation(Mapping[str, Tensor]):
     channels-first, channels-last, or tokens with the prefix tokens dropped and the grid).
     ``guided_rule`` counts the activations the guided rule was applied at, by kind (``{"relu": 17}``;
     any kind other than relu/relu6/hardtanh means the generalised rule ``f'(x) * max(grad, 0)``).
-    ``warnings`` lists what is legal but suspicious (a constant map, a guided map with no activation
-    routed); each is also issued as a Python ``UserWarning``.
+    ``warnings`` lists what is legal but suspicious (a map that is constant or zero everywhere for some
+    images, named by index; a guided map with no activation routed); each is also issued as a Python
+    ``UserWarning``. ``image_warnings[i]`` holds the ones that concern image ``i``, without indices.
     """
 
     maps: dict[str, Tensor]
@@ -70,6 +71,7 @@ class Explanation(Mapping[str, Tensor]):
     layout: Layout | None = None
     guided_rule: dict[str, int] | None = None
     warnings: tuple[str, ...] = ()
+    image_warnings: tuple[tuple[str, ...], ...] = ()  # per image: the warnings that concern it, without indices
 
     @property
     def guided_generalised(self) -> bool:
@@ -285,13 +287,17 @@ def _assemble(
     for name, value in (extra or {}).items():
         raw[name] = value
         maps[name] = cam_to_image(value, size).to(value.dtype)
-    notes = _constant_maps(raw, cap.layer_name)
+    notes, per_image = _map_notes(raw, cap.layer_name, int(cap.scores.shape[0]))
+    shared: list[str] = []  # notes about the whole call
     if cap.layout is not None and cap.layout.assumed:
-        notes.append(f"layer {cap.layer_name!r}: {cap.layout.describe()}; pass layout='nhwc' if it is channels-last")
+        shared.append(
+            f"layer {cap.layer_name!r}: {cap.layout.describe()}; "
+            "pass layout='nhwc' (--layout nhwc) if it is channels-last"
+        )
     if GUIDED_BACKPROP in names or GUIDED_GRADCAM in names:
         assert cap.input_gradient is not None
         if not cap.guided_rule:
-            notes.append(
+            shared.append(
                 "guided backprop: the forward ran no activation the guided rule applies to, so the guided map "
                 "is the plain input gradient"
             )
@@ -299,6 +305,7 @@ def _assemble(
         if GUIDED_GRADCAM in names:
             maps[GUIDED_GRADCAM] = cap.input_gradient * maps["gradcam"][:, None]
     ordered = {n: maps[n] for n in names}
+    notes += shared
     for note in notes:
         _warnings.warn(note, UserWarning, stacklevel=3)
     return Explanation(
@@ -314,19 +321,43 @@ def _assemble(
         layout=cap.layout,
         guided_rule=cap.guided_rule,
         warnings=tuple(notes),
+        image_warnings=tuple(tuple(own + shared) for own in per_image),
     )
 
 
-def _constant_maps(raw: dict[str, Tensor], layer: str | None) -> list[str]:
-    """A note for each CAM method whose signed map is constant over the positions for some image."""
-    notes = []
+def _map_notes(raw: dict[str, Tensor], layer: str | None, batch: int) -> tuple[list[str], list[list[str]]]:
+    """Notes for each CAM method whose signed map shows nothing for some image: constant over the positions,
+    or negative at every one of them (its displayed map, ``ReLU(raw)``, is then zero everywhere). Returns the
+    notes naming the images, and each image's own notes."""
+    notes: list[str] = []
+    per_image: list[list[str]] = [[] for _ in range(batch)]
     for name, m in raw.items():
         flat = m.flatten(1)
-        constant = (flat.amax(dim=1) - flat.amin(dim=1)) <= 1e-7 * flat.abs().amax(dim=1).clamp(min=1e-30)
-        if bool(constant.any()):
-            which = constant.nonzero().flatten().tolist()
-            notes.append(f"{name}: the map at layer {layer!r} is constant for image(s) {which}: it shows nothing")
-    return notes
+        top = flat.amax(dim=1)
+        constant = (top - flat.amin(dim=1)) <= 1e-7 * flat.abs().amax(dim=1).clamp(min=1e-30)
+        found = [
+            (constant, "is constant", "it shows nothing"),
+            (
+                (top <= 0) & ~constant,
+                "is zero everywhere",
+                f"no position adds to the score there (the signed map, result.raw[{name!r}], is negative at every "
+                "position); try another layer (on a transformer's tokens the sign of this evidence is arbitrary: "
+                "legrad or fullgrad point at it more reliably)",
+            ),
+        ]
+        for which, what, why in found:
+            if bool(which.any()):
+                notes.append(f"{name}: the map at layer {layer!r} {what} for image(s) {_few(which)}: {why}")
+                for i in which.nonzero().flatten().tolist():
+                    per_image[i].append(f"{name}: the map at layer {layer!r} {what} for this image: {why}")
+    return notes, per_image
+
+
+def _few(which: Tensor, shown: int = 10) -> str:
+    """``[0, 3, 5]``, or the first ``shown`` indices and how many more."""
+    index = which.nonzero().flatten().tolist()
+    more = f" and {len(index) - shown} more" if len(index) > shown else ""
+    return f"{index[:shown]}{more}"
 
 
 class _Explainer:

@@ -211,7 +211,7 @@ def _tokens(shape: tuple[int, ...], size: tuple[int, int], model: nn.Module | No
 def _how_to_state(shape: tuple[int, ...]) -> str:
     return (
         f"state it with layout='nchw' (B, C, H, W), 'nhwc' (B, H, W, C), 'tokens' (B, N, C) or a callable "
-        f"returning (B, K, u, v) for the layer output of shape {shape}"
+        f"returning (B, K, u, v) for the layer output of shape {shape} (camlens explain: --layout)"
     )
 
 

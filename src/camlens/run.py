@@ -66,12 +66,15 @@ class RunOptions:
     resume: bool = True
     metrics: tuple[str, ...] = ()  # per image and method, on the maps at the model's input size
     metric_steps: int = 50  # deletion / insertion steps
+    layout: str | None = None  # the target layer's layout: None (automatic), "nchw", "nhwc" or "tokens"
 
     def key(self, network: str) -> str:
         """A short hash of everything that changes the outputs (not overwrite/resume/fail_fast/batch size)."""
         fields = asdict(self)
         for name in ("overwrite", "fail_fast", "resume", "batch_size", "topk", "device"):
             fields.pop(name)
+        if fields["layout"] is None:  # keys of runs made before the option existed stay valid
+            fields.pop("layout")
         fields["network"] = network
         return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -272,13 +275,15 @@ def explain_images(
     x = to_batch(list(rgbs), network.input_size, network.mean, network.std).to(device)
     try:
         result = camlens.explain(
-            model, x, list(options.methods), target_layer=options.target_layer, targets=options.class_id
-        )
+            model, x, list(options.methods), target_layer=options.target_layer, targets=options.class_id,
+            layout=options.layout,
+        )  # fmt: skip
     except (ValueError, TypeError) as error:
         raise UsageError(str(error)) from None
     probabilities = None if result.logits is None else result.logits.float().softmax(dim=1).cpu()
     metric_values = image_metrics(model, x, result, options) if options.metrics else [{} for _ in rgbs]
     notes = list(getattr(result, "warnings", []) or [])
+    image_notes = getattr(result, "image_warnings", ()) or ()  # each image's own, without batch indices
     layout = "" if getattr(result, "layout", None) is None else result.layout.describe()
     guided = _describe_guided(result)
     out = []
@@ -301,7 +306,7 @@ def explain_images(
                 layer=result.target_layer,
                 top=top,
                 class_name="" if class_id is None else network.label(class_id),
-                notes=list(notes),
+                notes=list(image_notes[i]) if image_notes else list(notes),
                 layout=layout,
                 guided_rule=guided,
                 probability=None if p is None or class_id is None else float(p[class_id]),
@@ -323,7 +328,7 @@ def image_metrics(model: nn.Module, x: torch.Tensor, result: Any, options: RunOp
     steps = {"steps": options.metric_steps}
     rows = evaluate(
         model, x, {m: result[m] for m in options.methods}, list(options.metrics), result.classes,
-        target_layer=options.target_layer, options={"deletion": steps, "insertion": steps},
+        target_layer=options.target_layer, layout=options.layout, options={"deletion": steps, "insertion": steps},
     )  # fmt: skip
     values: list[dict[str, float]] = [{} for _ in range(x.shape[0])]
     for row in rows:

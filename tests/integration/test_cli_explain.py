@@ -152,3 +152,74 @@ def test_valid_but_unusual_images_are_explained(run, tmp_path):
     for stem, size in expected.items():
         heat = Image.open(tmp_path / "out" / f"{stem}-efficientnet_lite0-heatmap.jpg")
         assert heat.size == size, stem
+
+
+CHANNELS_LAST_NET = '''
+import torch
+from torch import nn
+
+
+class Last(nn.Module):
+    """A stem, then a channels-last stage (B, H, W, C) as in ConvNeXt and Swin, pooled and classified."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 4, stride=4)
+        self.norm = nn.LayerNorm(16)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        return self.head(self.norm(self.stem(x).permute(0, 2, 3, 1)).mean(dim=(1, 2)))
+
+
+def net():
+    torch.manual_seed(0)
+    return Last()
+'''
+
+
+def test_layout_flag_states_the_target_layers_layout_and_a_wrong_one_is_a_one_line_error(run, tmp_path):
+    (tmp_path / "last.py").write_text(CHANNELS_LAST_NET)
+    common = [str(EXAMPLES / "cat.jpg"), "--model", f"{tmp_path / 'last.py'}:net", "--input-size", "32",
+              "--layer-name", "norm", "--methods", "gradcam"]  # fmt: skip
+    result = run("explain", *common, "--layout", "nhwc", "--output-dir", str(tmp_path / "ok"))
+    assert result.returncode == 0, result.stderr
+    assert "layout: nhwc (1, 8, 8, 16)" in result.stdout, result.stdout
+    result = run("explain", *common, "--layout", "tokens", "--output-dir", str(tmp_path / "bad"))
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    message = [line for line in result.stderr.splitlines() if line.startswith("camlens: error")]
+    assert len(message) == 1 and "layout='tokens' needs a 3-D layer output" in message[0] and "--layout" in message[0]
+    assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").iterdir())
+
+
+BRIGHTNESS_NET = '''
+import torch
+from torch import nn
+
+
+def net():
+    """Class 0's evidence is brightness above 0.5: Grad-CAM = ReLU(mean(rgb) - 0.5), zero on a dark image."""
+    model = nn.Sequential(nn.Conv2d(3, 1, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1, 2))
+    with torch.no_grad():
+        model[0].weight.fill_(1 / 3)
+        model[0].bias.fill_(-0.5)
+        model[3].weight.copy_(torch.tensor([[1.0], [-1.0]]))
+        model[3].bias.zero_()
+    return model
+'''
+
+
+def test_a_map_zero_everywhere_is_noted_on_its_own_image_only(run, tmp_path):
+    (tmp_path / "bright.py").write_text(BRIGHTNESS_NET)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(200, 255, (40, 40, 3), dtype=np.uint8)).save(tmp_path / "light.png")
+    Image.fromarray(rng.integers(0, 60, (40, 40, 3), dtype=np.uint8)).save(tmp_path / "dark.png")
+    result = run("explain", str(tmp_path / "light.png"), str(tmp_path / "dark.png"), "--model",
+                 f"{tmp_path / 'bright.py'}:net", "--input-size", "16", "--mean", "0", "0", "0", "--std", "1", "1",
+                 "1", "--class-id", "0", "--methods", "gradcam", "--output-dir", str(tmp_path / "out"))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    light, dark = result.stdout.split("dark.png")[0].split("light.png")[1], result.stdout.split("dark.png")[1]
+    assert "zero everywhere" not in light
+    assert "note: gradcam: the map at layer '0' is zero everywhere for this image" in dark
+    assert "image(s)" not in result.stdout

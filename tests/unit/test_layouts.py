@@ -144,6 +144,24 @@ def test_constant_map_is_a_recorded_warning():
     assert len(result.warnings) == 1 and "gradcam" in result.warnings[0]
 
 
+def test_map_negative_at_every_position_is_a_recorded_warning_naming_the_images():
+    """Grad-CAM = ReLU(sum_k alpha_k A_k): one positive channel read with a negative weight has a signed map
+    below zero at every position, so the displayed map is zero everywhere: said, for that image only."""
+    model = nn.Sequential(nn.Conv2d(3, 1, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1, 2)).eval()
+    with torch.no_grad():
+        model[0].weight.fill_(1.0)
+        model[0].bias.fill_(0.5)
+        model[3].weight.copy_(torch.tensor([[1.0], [-1.0]]))
+    x = torch.rand(3, 3, 8, 8)
+    with pytest.warns(UserWarning, match=r"gradcam: the map at layer '0' is zero everywhere for image\(s\) \[1\]"):
+        result = camlens.explain(model, x, ["gradcam"], "0", targets=[0, 1, 0])
+    assert len(result.warnings) == 1 and "legrad or fullgrad" in result.warnings[0]
+    assert result.image_warnings[0] == result.image_warnings[2] == ()
+    assert len(result.image_warnings[1]) == 1 and "zero everywhere for this image" in result.image_warnings[1][0]
+    assert (result.raw["gradcam"][1] < 0).all() and (result["gradcam"][1] == 0).all()
+    assert (result["gradcam"][[0, 2]].flatten(1).amax(dim=1) == 1).all()
+
+
 class Counted(nn.Module):
     def __init__(self) -> None:
         super().__init__()

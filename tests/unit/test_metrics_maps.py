@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+import camlens
 import camlens.metrics as cm
 from helpers import assert_untouched, snapshot
 
@@ -174,3 +175,35 @@ def test_evaluate_and_summarise():
         cm.evaluate(model, x, ["gradcam"], ["pointing_game"])
     with pytest.raises(ValueError, match="closest"):
         cm.evaluate(model, x, ["gradcam"], ["delition"])
+
+
+class ChannelsLast(nn.Module):
+    """A channels-last stage (B, H, W, C), pooled and classified: its layout can be stated either way."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = nn.Conv2d(3, 6, 2, stride=2)
+        self.norm = nn.LayerNorm(6)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.head(self.norm(self.stem(x).permute(0, 2, 3, 1)).mean(dim=(1, 2)))
+
+
+def test_evaluate_takes_the_stated_layout_also_where_a_metric_explains_again():
+    model = ChannelsLast().eval()
+    x = torch.rand(2, 3, 16, 16)
+    rows = {
+        layout: cm.evaluate(model, x, ["gradcam"], ["coherency"], target_layer="norm", layout=layout)
+        for layout in ("nhwc", "nchw")
+    }
+    for layout, got in rows.items():
+
+        def explain_fn(images, targets, layout=layout):
+            return camlens.explain(model, images, ["gradcam"], "norm", targets, layout=layout)["gradcam"]
+
+        maps = explain_fn(x, None)
+        want = cm.coherency(model, x, maps, method=explain_fn).values.tolist()
+        assert [r["value"] for r in got] == pytest.approx(want, abs=1e-6), layout
+    assert [r["value"] for r in rows["nhwc"]] != pytest.approx([r["value"] for r in rows["nchw"]], abs=1e-3)

@@ -23,6 +23,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--weight-path", default=None, help="state dict or checkpoint for the network")
     common.add_explain_options(parser)
+    parser.add_argument(
+        "--layout",
+        choices=("nchw", "nhwc", "tokens"),
+        default=None,
+        help="how the target layer's output is laid out: (B, C, H, W), (B, H, W, C) or (B, N, C) tokens "
+        "(default: decided from the model and the shape)",
+    )
     common.add_picture_options(parser)
     group = parser.add_argument_group("run")
     group.add_argument(
@@ -101,6 +108,7 @@ def main(args: argparse.Namespace) -> int:
         resume=not args.no_resume,
         metrics=metrics,
         metric_steps=args.metric_steps,
+        layout=args.layout,
     )
     show = (lambda result: _print_json(result, network.name)) if args.json else _print_report
     summary = run(

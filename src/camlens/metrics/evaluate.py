@@ -10,6 +10,7 @@ import torch  # noqa: F401 (the doctests use it)
 from torch import Tensor, nn
 
 from camlens.layers import LayerSpec
+from camlens.layouts import LayoutSpec
 from camlens.metrics._common import fixed_classes, saliency_2d
 from camlens.metrics.registry import get_metric
 from camlens.targets import Targets
@@ -37,6 +38,7 @@ def evaluate(
     masks: Tensor | None = None,
     *,
     target_layer: LayerSpec = None,
+    layout: LayoutSpec = None,
     options: Mapping[str, Mapping[str, Any]] | None = None,
     keep_results: bool = False,
 ) -> list[dict[str, Any]]:
@@ -51,6 +53,7 @@ def evaluate(
         targets: the classes (None: the prediction on the clean image, fixed throughout).
         masks: ``(B, H, W)`` bool object masks, for the pointing games.
         target_layer: for the CAM methods.
+        layout: the target layer's layout (``explain(layout=...)``), also where a metric explains again.
         options: per-metric keyword options, e.g. ``{"deletion": {"steps": 20}}``.
         keep_results: add the :class:`MetricResult` (with its curve) to each row as ``"result"``.
 
@@ -69,6 +72,7 @@ def evaluate(
         [('deletion', 0), ('deletion', 1), ('sparseness', 0), ('sparseness', 1)]
     """
     from camlens.explain import explain
+    from camlens.metrics.recompute import method_fn
 
     specs = [get_metric(name) for name in metrics]
     if any(s.kind == "mask" for s in specs) and masks is None:
@@ -79,7 +83,7 @@ def evaluate(
         maps = {name: saliency_2d(m) for name, m in methods.items()}
     else:
         names = [methods] if isinstance(methods, str) else list(methods)
-        result = explain(model, x, names, target_layer, classes)
+        result = explain(model, x, names, target_layer, classes, layout=layout)
         maps = {name: saliency_2d(result[name]) for name in names}
     rows: list[dict[str, Any]] = []
     for method, method_maps in maps.items():
@@ -93,7 +97,8 @@ def evaluate(
                 res = spec.fn(method_maps, masks.to(method_maps.device), **kwargs)
             else:
                 if spec.needs_method:
-                    kwargs.setdefault("method", method)
+                    stated = method_fn(model, method, target_layer, layout) if layout is not None else method
+                    kwargs.setdefault("method", stated)
                     kwargs.setdefault("target_layer", target_layer)
                 res = spec.fn(model, x, method_maps, classes, **kwargs)
             for image, value in enumerate(res.values.tolist()):

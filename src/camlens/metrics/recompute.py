@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from camlens.layers import LayerSpec
+from camlens.layouts import LayoutSpec
 from camlens.metrics._common import (
     MetricResult,
     check_maps,
@@ -32,7 +33,7 @@ Method = str | MethodFn
 ARCC_PERCENTAGES = (0.2, 0.4, 0.6, 0.8)
 
 
-def method_fn(model: nn.Module, method: Method, target_layer: LayerSpec = None) -> MethodFn:
+def method_fn(model: nn.Module, method: Method, target_layer: LayerSpec = None, layout: LayoutSpec = None) -> MethodFn:
     """A method as ``(x, targets) -> (B, H, W)`` maps in [0, 1] (``saliency_2d`` for guided ``(B, C, H, W)``).
 
     Example:
@@ -55,7 +56,7 @@ def method_fn(model: nn.Module, method: Method, target_layer: LayerSpec = None) 
     _check_methods([method])
 
     def call(x: Tensor, targets: Targets) -> Tensor:
-        maps = explain(model, x, [method], target_layer, targets)[method]
+        maps = explain(model, x, [method], target_layer, targets, layout=layout)[method]
         return saliency_2d(maps) if maps.dim() == 4 else maps
 
     return call
