@@ -264,3 +264,24 @@ def test_faithfulness_curves_are_the_metrics_of_the_kept_maps(tiny):
     assert curves["fractions"] == pytest.approx(expected.fractions.tolist())
     health = client.get("/api/health").json()
     assert (health["model_runs"], health["metric_runs"]) == (1, 1)
+
+
+def test_each_class_carries_what_explain_noted_about_its_maps():
+    """Class 0 reads brightness above 0.5 with weight +1, class 1 with -1: on a bright image class 1's
+    signed Grad-CAM is negative everywhere, so its shown map is zero: the answer says so for that class only."""
+    model = nn.Sequential(nn.Conv2d(3, 1, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1, 2)).eval()
+    with torch.no_grad():
+        model[0].weight.fill_(1 / 3)
+        model[0].bias.fill_(-0.5)
+        model[3].weight.copy_(torch.tensor([[1.0], [-1.0]]))
+        model[3].bias.zero_()
+    network = Network("bright", model, (16, 16), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), labels=["light", "dark"])
+    explorer = Explorer(network, [], topk=2, max_upload_bytes=200_000, loader=_refuse)
+    client = TestClient(create_app(explorer))
+    bright = _encoded(Image.fromarray(np.full((20, 20, 3), 230, dtype=np.uint8)))
+    with pytest.warns(UserWarning, match="zero everywhere"):
+        answer = client.post("/api/explain?filename=bright.png&methods=gradcam", content=bright)
+    assert answer.status_code == 200, answer.text
+    notes = {entry["class_id"]: entry["notes"] for entry in answer.json()["topk"]}
+    assert notes[0] == []
+    assert len(notes[1]) == 1 and "gradcam: the map at layer '0' is zero everywhere for this image" in notes[1][0]

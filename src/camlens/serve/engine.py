@@ -509,10 +509,16 @@ class Explorer:
             "size": [int(view.shape[1]), int(view.shape[0])],
             "image": _jpeg(view),
             "topk": [
-                {"class_id": c, "label": net.label(c), "probability": p, "score": s}
-                for c, p, s in zip(run.classes, run.probabilities, run.scores, strict=True)
+                {"class_id": c, "label": net.label(c), "probability": p, "score": s, "notes": list(notes)}
+                for c, p, s, notes in zip(run.classes, run.probabilities, run.scores, _class_notes(run), strict=True)
             ],
             "maps": {str(c): self.class_maps(run, c) for c in shown},
             "seconds": {"model": round(run.seconds, 4)},
             "model_runs": self.model_runs,
         }
+
+
+def _class_notes(run: Run) -> list[tuple[str, ...]]:
+    """What ``explain`` noted about each explained class's maps (e.g. a map that is zero everywhere)."""
+    notes = tuple(getattr(run.result, "image_warnings", ()) or ())
+    return list(notes) if len(notes) == len(run.classes) else [() for _ in run.classes]

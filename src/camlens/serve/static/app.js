@@ -274,6 +274,16 @@ function showChips() {
   $("summary").hidden = false;
   const mode = run.counterfactual ? ", counterfactual" : "";
   $("facts").textContent = `${run.network}, layer ${run.layer}${run.layer === run.default_layer ? " (default)" : ""}${mode}`;
+  // what explain noted about this class's maps (e.g. a map that is zero everywhere): never silent
+  const chosen = run.topk.find((entry) => entry.class_id === state.classId);
+  const notes = $("notes");
+  notes.innerHTML = "";
+  for (const note of (chosen && chosen.notes) || []) {
+    const item = document.createElement("li");
+    item.textContent = note;
+    notes.append(item);
+  }
+  notes.hidden = notes.children.length === 0;
 }
 
 function build() {
