@@ -82,3 +82,22 @@ def test_sigterm_while_writing_cleans_up(tmp_path):
         from PIL import Image
 
         Image.open(picture).load()  # every file left is complete
+
+
+def test_ctrl_c_inside_an_import_waits_for_the_import_to_finish(run, tmp_path):
+    """A module interrupted half-way through its import is left broken (numpy: "cannot load module more than
+    once per process"; some extensions abort): the interrupt is raised once the import is done."""
+    marker = tmp_path / "imported-to-the-end"
+    factory = tmp_path / "slow.py"
+    factory.write_text(
+        "import os, signal, time\n"
+        "os.kill(os.getpid(), signal.SIGINT)\n"
+        "time.sleep(0.3)\n"
+        f"open({str(marker)!r}, 'w').close()\n"
+        "def net():\n    raise AssertionError('never reached')\n"
+    )
+    result = run("explain", str(EXAMPLES / "cat.jpg"), "--model", f"{factory}:net", "--output-dir", str(tmp_path / "o"))
+    assert result.returncode == 130, (result.returncode, result.stderr)
+    assert result.stderr.strip().splitlines()[-1] == "camlens: interrupted"
+    assert marker.exists() and "Traceback" not in result.stderr
+    assert not (tmp_path / "o").exists()
