@@ -15,7 +15,7 @@ patch (``peak_in_box_rate``) on held-out images, at the automatic layer and at h
 
 Writes ``docs/evaluation/synthetic_meaning.md`` and ``synthetic_meaning.json``.
 
-    python benchmarks/synthetic_meaning.py             # 10 seeds, 2000 test images (~15 min, 2 cores)
+    python benchmarks/synthetic_meaning.py             # 10 seeds, 2000 test images (~6 min, 2 cores)
     python benchmarks/synthetic_meaning.py --quick     # 2 seeds, 200 test images
 """
 
@@ -122,7 +122,7 @@ def to_markdown(record: dict) -> str:
         "",
         f"Produced by `python benchmarks/synthetic_meaning.py` ({record['seeds']} training seeds, "
         f"{record['test_images']} held-out images, {record['machine']}, {record['seconds']} s). Chance: "
-        f"{_pct(chance)}%. Every model reaches the train accuracy shown.",
+        f"{100 * chance:.2f}%. Every model reaches the train accuracy shown.",
         "",
         f"## TinyCNN, Grad-CAM (automatic layer: `{cnn[0]['automatic_layer']}`)",
         "",

@@ -9,10 +9,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor, nn
 
 from camlens.capture import Capture, capture, check_input
 from camlens.device import capture_in_float32, mixed_precision
+from camlens.errors import ExplanationNote
 from camlens.guard import eager_module, guard
 from camlens.layers import (
     AUTO,
@@ -56,7 +58,9 @@ class Explanation(Mapping[str, Tensor]):
     any kind other than relu/relu6/hardtanh means the generalised rule ``f'(x) * max(grad, 0)``).
     ``warnings`` lists what is legal but suspicious (a map that is constant or zero everywhere for some
     images, named by index; a guided map with no activation routed); each is also issued as a Python
-    ``UserWarning``. ``image_warnings[i]`` holds the ones that concern image ``i``, without indices.
+    ``UserWarning`` (:class:`~camlens.errors.ExplanationNote`). ``image_warnings[i]`` holds the ones that
+    concern image ``i``, without indices. With several target layers the notes of every layer are kept (each
+    names its layer); with ``aug_smooth`` they are those of the plain image's maps.
     """
 
     maps: dict[str, Tensor]
@@ -307,7 +311,7 @@ def _assemble(
     ordered = {n: maps[n] for n in names}
     notes += shared
     for note in notes:
-        _warnings.warn(note, UserWarning, stacklevel=3)
+        _warnings.warn(note, ExplanationNote, stacklevel=3)
     return Explanation(
         maps=ordered,
         raw=raw,
@@ -326,23 +330,25 @@ def _assemble(
 
 
 def _map_notes(raw: dict[str, Tensor], layer: str | None, batch: int) -> tuple[list[str], list[list[str]]]:
-    """Notes for each CAM method whose signed map shows nothing for some image: constant over the positions,
-    or negative at every one of them (its displayed map, ``ReLU(raw)``, is then zero everywhere). Returns the
-    notes naming the images, and each image's own notes."""
+    """Notes for each CAM method whose map shows nothing for some image: its signed map is constant over the
+    positions (within the rounding that :func:`~camlens.postprocess.normalize_per_image` shows as flat), or
+    positive at none of them (the displayed ``ReLU(raw)`` is then zero everywhere). Returns the notes that
+    name the images, and each image's own notes."""
     notes: list[str] = []
     per_image: list[list[str]] = [[] for _ in range(batch)]
     for name, m in raw.items():
         flat = m.flatten(1)
         top = flat.amax(dim=1)
-        constant = (top - flat.amin(dim=1)) <= 1e-7 * flat.abs().amax(dim=1).clamp(min=1e-30)
+        flat_range = 64 * torch.finfo(flat.dtype).eps * flat.abs().amax(dim=1)
+        constant = (top - flat.amin(dim=1)) <= flat_range
         found = [
             (constant, "is constant", "it shows nothing"),
             (
                 (top <= 0) & ~constant,
                 "is zero everywhere",
-                f"no position adds to the score there (the signed map, result.raw[{name!r}], is negative at every "
-                "position); try another layer (on a transformer's tokens the sign of this evidence is arbitrary: "
-                "legrad or fullgrad point at it more reliably)",
+                "its signed map (raw) is positive at no position, so it shows nothing; try another layer or class "
+                "(on a transformer's tokens the sign of channel-weighted evidence is arbitrary: legrad or fullgrad "
+                "point at the evidence more reliably)",
             ),
         ]
         for which, what, why in found:

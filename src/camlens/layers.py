@@ -10,7 +10,7 @@ last module to complete whose output
 * is not a pooling layer, a container returning a pooling layer's output, or a pass-through
   (dropout, identity, flatten), and ran once,
 * gets a gradient that is not identically zero at the spatial positions (prefix tokens excluded), and
-  activations that are not constant over the positions,
+  activations that are not constant over the positions (beyond rounding),
 * is not a ``Linear`` projection of another such layer (attention's ``qkv``: its query part gets no
   gradient; the projection's input is the representation)
 
@@ -198,7 +198,7 @@ class CandidateRecorder:
                     continue
                 choice = AutoChoice(record.name, record.module, record.output.detach(), grad, layout)
                 fallback = fallback or choice
-                if not bool(g.any()) or not bool((a.amax(dim=(2, 3)) > a.amin(dim=(2, 3))).any()):
+                if not bool(g.any()) or not _varies(a):
                     continue
                 return choice
         if fallback is not None:
@@ -211,6 +211,16 @@ class CandidateRecorder:
             "found no layer with a spatial output (a map or tokens) that the target score depends on: "
             "pass target_layer (and layout= if its output is neither (B, C, H, W), (B, H, W, C) nor (B, N, C))"
         )
+
+
+def _varies(a: Tensor) -> bool:
+    """Whether some channel of ``(B, K, u, v)`` activations varies over the positions beyond rounding: by more
+    than 64 ulps of the image's largest activation (the flatness rule of
+    :func:`~camlens.postprocess.normalize_per_image`). A stage whose tokens all carry the same vector up to
+    rounding (LeViT's later stages at random init) shows nothing."""
+    span = a.amax(dim=(2, 3)) - a.amin(dim=(2, 3))
+    scale = a.abs().flatten(1).amax(dim=1, keepdim=True)
+    return bool((span > 64 * torch.finfo(a.dtype).eps * scale).any())
 
 
 def cached_default(model: nn.Module, size: tuple[int, ...]) -> tuple[str, nn.Module] | None:

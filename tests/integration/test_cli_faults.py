@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from helpers import EXAMPLES
@@ -84,6 +85,7 @@ def test_sigterm_while_writing_cleans_up(tmp_path):
         Image.open(picture).load()  # every file left is complete
 
 
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="the re-check needs SIGALRM (POSIX)")
 def test_ctrl_c_inside_an_import_waits_for_the_import_to_finish(run, tmp_path):
     """A module interrupted half-way through its import is left broken (numpy: "cannot load module more than
     once per process"; some extensions abort): the interrupt is raised once the import is done."""

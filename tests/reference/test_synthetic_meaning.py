@@ -1,8 +1,7 @@
 """Meaning without pretrained weights: tiny models trained here on the coloured-patch task
 (:mod:`camlens.synthetic`: the class is the colour of an 8 x 8 patch at a random place in a 32 x 32
-grey texture, with a grey distractor) must have their automatic layer's Grad-CAM peak inside the
-patch far above chance (the patch's share of the image, 6.25%) and at least as often as at a
-hand-picked expert layer.
+grey texture, with a grey distractor). The automatic layer's Grad-CAM is compared with chance (the patch's
+share of the image, 6.25%) and with hand-picked expert layers.
 
 Expert layers: for the ViT, pytorch-grad-cam's FAQ choice (the last block's ``norm1``), which the
 automatic rule must find by itself; for the CNN, the layer the Grad-CAM authors use (the last
@@ -10,8 +9,9 @@ convolution's rectified output, their ``relu5_3``; pytorch-grad-cam's ``features
 finds too, and the last convolution before its batch norm and ReLU, which does better (strict xfail).
 
 Across training seeds (``python benchmarks/synthetic_meaning.py``: 10 seeds, 2000 test images, in
-``docs/evaluation/synthetic_meaning.md``) Grad-CAM on the ViT is not stable: on seed 0 its peak is in the
-patch three times as often as chance, on seed 1 almost never, because at a LayerNorm output the sign of
+``docs/evaluation/synthetic_meaning.md``) Grad-CAM on the ViT is not stable: 18.5% on average, below twice
+chance on 5 seeds of 10; on seed 0 its peak is in the patch three times as often as chance, on seed 1
+almost never, because at a LayerNorm output the sign of
 the channel-mean weights is arbitrary: on half of the images the signed map is negative at every position
 (the displayed map is zero everywhere, which ``explain`` now says) and its *minimum* sits in the patch.
 Both seeds are tested, with the methods that do not depend on that sign (gradcam_elementwise, LeGrad,
@@ -59,7 +59,7 @@ def test_tiny_vit_automatic_layer_points_at_the_evidence(data, vits):
     assert layer == "blocks.2.norm1"  # the FAQ's expert layer, found by the rule
     _, expert = hit_rate(model, test_set.images, test_set.boxes, model.blocks[-1].norm1)
     assert auto >= 2 * CHANCE
-    assert auto >= expert
+    assert auto == expert  # the same layer, so the same maps: "at least as often" holds with equality
 
 
 @pytest.mark.slow
@@ -103,7 +103,7 @@ def test_tiny_cnn_automatic_layer_points_at_the_evidence(cnn_rates):
     layer, auto, authors, _ = cnn_rates
     assert layer == "features"  # its output is the last convolution's rectified output
     assert auto >= 4 * CHANCE
-    assert auto >= authors
+    assert auto == authors  # the container's output is its last ReLU's: the authors' layer itself
 
 
 @pytest.mark.slow

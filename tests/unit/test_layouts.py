@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from timm.models.vision_transformer import VisionTransformer
@@ -193,3 +195,27 @@ def test_user_hooks_fire_once_per_call_with_the_automatic_layer(methods):
     finally:
         for handle in handles:
             handle.remove()
+
+
+class Blurred(nn.Module):
+    """Every position gets the image-wide mean vector, plus a position-dependent wobble far below rounding."""
+
+    def forward(self, x):
+        wobble = 1e-10 * torch.arange(x.shape[-1], dtype=x.dtype)  # ~1 ulp steps of values near 5e-4
+        return 1e-3 * x.mean(dim=(2, 3), keepdim=True).expand_as(x) + wobble
+
+
+def test_automatic_layer_skips_a_layer_that_varies_only_by_rounding():
+    """LeViT's later stages at random init: the same vector at every position up to rounding. The rule takes
+    the deepest layer that varies beyond 64 ulps of its largest activation, and says nothing is wrong."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), Blurred(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 2)).eval()  # fmt: skip
+    x = torch.rand(1, 3, 8, 8)
+    flat = model[1](model[0](x))
+    assert flat.amax(dim=(2, 3)).gt(flat.amin(dim=(2, 3))).any()  # not exactly constant: the old rule took it
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = camlens.explain(model, x, ["gradcam"])
+    assert result.target_layer == "0"
+    assert result.warnings == ()

@@ -15,13 +15,14 @@ import errno
 import os
 import signal
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 from camlens.cli import common
 from camlens.cli import compare as compare_command
 from camlens.cli import explain as explain_command
-from camlens.errors import UsageError
+from camlens.errors import ExplanationNote, UsageError
 
 COMMANDS = [explain_command, compare_command]
 
@@ -67,10 +68,6 @@ def _on_sigterm(_signum: int, _frame: object) -> None:
     raise Terminated()
 
 
-_interrupted: list[bool] = [False]  # Ctrl-C was pressed during this run
-_pending: list[bool] = [False]  # ... inside an import, not raised yet
-
-
 def _importing(frame: Any) -> bool:
     """Whether ``frame`` runs inside an import (a module's top-level code, or the import machinery)."""
     while frame is not None:
@@ -80,27 +77,46 @@ def _importing(frame: Any) -> bool:
     return False
 
 
-def _on_sigint(_signum: int, frame: Any) -> None:
-    """Ctrl-C: remembered, and raised as ``KeyboardInterrupt`` -- but never inside an import. An extension
-    module interrupted half-way through its initialisation cannot be imported again (numpy: "cannot load
-    module more than once per process") or aborts the process, so during an import the interrupt waits,
-    re-checked every 50 ms, until the import is done."""
-    _interrupted[0] = True
-    if _importing(frame) and hasattr(signal, "setitimer"):
-        _pending[0] = True
-        signal.setitimer(signal.ITIMER_REAL, 0.05)
-        return
-    raise KeyboardInterrupt
+_NOTHING = object()
 
 
-def _on_alarm(_signum: int, frame: Any) -> None:
-    if not _pending[0]:
-        return
-    if _importing(frame):
+class _CtrlC:
+    """Ctrl-C during one run of the command (main thread only): remembered, and raised as
+    ``KeyboardInterrupt``, but not inside an import. An extension module interrupted half-way through its
+    initialisation cannot be imported again (numpy: "cannot load module more than once per process") or
+    aborts the process, so during an import the first Ctrl-C waits, re-checked every 50 ms with SIGALRM
+    (system calls restarted, not interrupted), until the import is done. A second Ctrl-C raises at once.
+    """
+
+    def __init__(self) -> None:
+        self.pressed = False
+        self._alarm: Any = _NOTHING  # the SIGALRM handler to put back while a re-check is armed
+
+    def on_sigint(self, _signum: int, frame: Any) -> None:
+        deferrable = hasattr(signal, "setitimer") and hasattr(signal, "SIGALRM")
+        if self.pressed or self._alarm is not _NOTHING or not deferrable or not _importing(frame):
+            self.disarm()
+            self.pressed = True
+            raise KeyboardInterrupt
+        self.pressed = True
+        self._alarm = signal.signal(signal.SIGALRM, self._on_alarm)
+        if hasattr(signal, "siginterrupt"):
+            signal.siginterrupt(signal.SIGALRM, False)
         signal.setitimer(signal.ITIMER_REAL, 0.05)
-        return
-    _pending[0] = False
-    raise KeyboardInterrupt
+
+    def _on_alarm(self, _signum: int, frame: Any) -> None:
+        if _importing(frame):
+            signal.setitimer(signal.ITIMER_REAL, 0.05)
+            return
+        self.disarm()
+        raise KeyboardInterrupt
+
+    def disarm(self) -> None:
+        """Stop the re-check, if one is armed, and give SIGALRM back."""
+        if self._alarm is not _NOTHING:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self._alarm)
+            self._alarm = _NOTHING
 
 
 def _message(error: BaseException) -> str:
@@ -110,20 +126,25 @@ def _message(error: BaseException) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``camlens`` command. Returns the exit status."""
-    _interrupted[0] = _pending[0] = False
-    handlers = {signal.SIGTERM: _on_sigterm, signal.SIGINT: _on_sigint}
-    if hasattr(signal, "SIGALRM"):
-        handlers[signal.SIGALRM] = _on_alarm
+    ctrl_c = _CtrlC()
+    previous: dict[int, Any] = {}
     try:
-        previous = {number: signal.signal(number, handler) for number, handler in handlers.items()}
-    except ValueError:  # not the main thread
-        previous = {}
+        previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, _on_sigterm)
+        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # started with Ctrl-C ignored: keep it so
+            previous[signal.SIGINT] = signal.signal(signal.SIGINT, ctrl_c.on_sigint)
+    except ValueError:  # not the main thread: no handlers, the caller's own
+        pass
     try:
-        args = build_parser().parse_args(argv)
-        status = int(args.handler(args))
-        return _interrupted_status() if _interrupted[0] else status
+        try:
+            args = build_parser().parse_args(argv)
+            with warnings.catch_warnings():  # the command prints each image's notes under the image itself
+                warnings.simplefilter("ignore", ExplanationNote)
+                status = int(args.handler(args))
+        finally:
+            ctrl_c.disarm()  # a deferred Ctrl-C still waiting is not raised inside the error handling below
+        return _interrupted_status() if ctrl_c.pressed else status
     except UsageError as error:
-        if _interrupted[0]:
+        if ctrl_c.pressed:  # whatever failed after a Ctrl-C, the run was interrupted
             return _interrupted_status()
         print(f"camlens: error: {_message(error)}", file=sys.stderr)
         return 2
@@ -135,8 +156,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Terminated:
         print("camlens: terminated", file=sys.stderr)
         return 143
+    except SystemExit:
+        if ctrl_c.pressed:
+            return _interrupted_status()
+        raise
     except OSError as error:  # disk full, name too long, ...: name the file and the reason
-        if _interrupted[0]:
+        if ctrl_c.pressed:
             return _interrupted_status()
         if os.environ.get("CAMLENS_DEBUG"):
             raise
@@ -146,16 +171,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"camlens: error: {reason}{where}", file=sys.stderr)
         return status
     except Exception as error:  # noqa: BLE001 - one line, never a traceback (CAMLENS_DEBUG=1 shows it)
-        if _interrupted[0]:
+        if ctrl_c.pressed:
             return _interrupted_status()
         if os.environ.get("CAMLENS_DEBUG"):
             raise
         print(f"camlens: error: {type(error).__name__}: {_message(error)}", file=sys.stderr)
         return 1
     finally:
-        _pending[0] = False
-        if previous and hasattr(signal, "setitimer"):
-            signal.setitimer(signal.ITIMER_REAL, 0)  # no re-check alarm outlives the run
+        ctrl_c.disarm()
         for number, handler in previous.items():
             signal.signal(number, handler)
 

@@ -96,4 +96,9 @@ def fuse_layers(again: Again, x: Tensor, layers: Sequence[Any], targets: Targets
             maps[name] = normalize_per_image(stack.mean(dim=0))
     ordered = {name: maps[name] for name in first.maps}
     name = "+".join(str(r.target_layer) for r in results)
-    return dataclasses.replace(first, maps=ordered, target_layer=name)
+    notes = tuple(dict.fromkeys(note for r in results for note in r.warnings))  # each names its layer
+    per_image = tuple(
+        tuple(dict.fromkeys(note for r in results for note in r.image_warnings[i]))
+        for i in range(len(first.image_warnings))
+    )
+    return dataclasses.replace(first, maps=ordered, target_layer=name, warnings=notes, image_warnings=per_image)

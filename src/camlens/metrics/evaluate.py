@@ -97,9 +97,10 @@ def evaluate(
                 res = spec.fn(method_maps, masks.to(method_maps.device), **kwargs)
             else:
                 if spec.needs_method:
-                    stated = method_fn(model, method, target_layer, layout) if layout is not None else method
-                    kwargs.setdefault("method", stated)
                     kwargs.setdefault("target_layer", target_layer)
+                    if "method" not in kwargs:  # a stated layout: the method explains again with it
+                        layer = kwargs["target_layer"]
+                        kwargs["method"] = method if layout is None else method_fn(model, method, layer, layout)
                 res = spec.fn(model, x, method_maps, classes, **kwargs)
             for image, value in enumerate(res.values.tolist()):
                 row: dict[str, Any] = {
