@@ -9,7 +9,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import torch
 from torch import Tensor, nn
 
 from camlens.capture import Capture, capture, check_input
@@ -35,7 +34,7 @@ from camlens.methods.guided import RELU_KINDS
 from camlens.names import GUIDED_BACKPROP as GUIDED_BACKPROP
 from camlens.names import GUIDED_GRADCAM as GUIDED_GRADCAM
 from camlens.names import SEED_METHODS as SEED_METHODS
-from camlens.postprocess import cam_to_image
+from camlens.postprocess import cam_to_image, rounding
 from camlens.targets import Targets
 
 
@@ -339,8 +338,7 @@ def _map_notes(raw: dict[str, Tensor], layer: str | None, batch: int) -> tuple[l
     for name, m in raw.items():
         flat = m.flatten(1)
         top = flat.amax(dim=1)
-        flat_range = 64 * torch.finfo(flat.dtype).eps * flat.abs().amax(dim=1)
-        constant = (top - flat.amin(dim=1)) <= flat_range
+        constant = (top - flat.amin(dim=1)) <= rounding(flat.abs().amax(dim=1))
         found = [
             (constant, "is constant", "it shows nothing"),
             (
@@ -352,16 +350,16 @@ def _map_notes(raw: dict[str, Tensor], layer: str | None, batch: int) -> tuple[l
             ),
         ]
         for which, what, why in found:
-            if bool(which.any()):
-                notes.append(f"{name}: the map at layer {layer!r} {what} for image(s) {_few(which)}: {why}")
-                for i in which.nonzero().flatten().tolist():
+            index = which.nonzero().flatten().tolist()
+            if index:
+                notes.append(f"{name}: the map at layer {layer!r} {what} for image(s) {_few(index)}: {why}")
+                for i in index:
                     per_image[i].append(f"{name}: the map at layer {layer!r} {what} for this image: {why}")
     return notes, per_image
 
 
-def _few(which: Tensor, shown: int = 10) -> str:
+def _few(index: list[int], shown: int = 10) -> str:
     """``[0, 3, 5]``, or the first ``shown`` indices and how many more."""
-    index = which.nonzero().flatten().tolist()
     more = f" and {len(index) - shown} more" if len(index) > shown else ""
     return f"{index[:shown]}{more}"
 

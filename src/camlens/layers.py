@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from camlens.layouts import Layout, LayoutError, LayoutSpec, resolve_layout
+from camlens.postprocess import rounding
 
 LayerSpec = None | str | nn.Module
 
@@ -219,8 +220,7 @@ def _varies(a: Tensor) -> bool:
     :func:`~camlens.postprocess.normalize_per_image`). A stage whose tokens all carry the same vector up to
     rounding (LeViT's later stages at random init) shows nothing."""
     span = a.amax(dim=(2, 3)) - a.amin(dim=(2, 3))
-    scale = a.abs().flatten(1).amax(dim=1, keepdim=True)
-    return bool((span > 64 * torch.finfo(a.dtype).eps * scale).any())
+    return bool((span > rounding(a.abs().flatten(1).amax(dim=1, keepdim=True))).any())
 
 
 def cached_default(model: nn.Module, size: tuple[int, ...]) -> tuple[str, nn.Module] | None:

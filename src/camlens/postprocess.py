@@ -7,6 +7,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+def rounding(magnitude: Tensor) -> Tensor:
+    """The spread that is rounding, not signal, for values of ``magnitude``: 64 ulps of it. A map (or a layer's
+    activations) whose range over the positions is within this is flat."""
+    return 64 * torch.finfo(magnitude.dtype).eps * magnitude
+
+
 def normalize_per_image(maps: Tensor) -> Tensor:
     """Min-max normalise each ``(H, W)`` map of a ``(B, H, W)`` batch to [0, 1].
 
@@ -19,7 +25,7 @@ def normalize_per_image(maps: Tensor) -> Tensor:
     low = flat.amin(dim=1).view(-1, 1, 1)
     high = flat.amax(dim=1).view(-1, 1, 1)
     span = high - low
-    varies = span > 64 * torch.finfo(maps.dtype).eps * high.abs()
+    varies = span > rounding(high.abs())
     scaled = (maps - low) / torch.where(varies, span, torch.ones_like(span))
     return torch.where(varies, scaled, (high > 0).to(maps.dtype).expand_as(maps))
 

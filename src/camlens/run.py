@@ -282,8 +282,6 @@ def explain_images(
         raise UsageError(str(error)) from None
     probabilities = None if result.logits is None else result.logits.float().softmax(dim=1).cpu()
     metric_values = image_metrics(model, x, result, options) if options.metrics else [{} for _ in rgbs]
-    notes = list(getattr(result, "warnings", []) or [])
-    image_notes = getattr(result, "image_warnings", ()) or ()  # each image's own, without batch indices
     layout = "" if getattr(result, "layout", None) is None else result.layout.describe()
     guided = _describe_guided(result)
     out = []
@@ -306,7 +304,7 @@ def explain_images(
                 layer=result.target_layer,
                 top=top,
                 class_name="" if class_id is None else network.label(class_id),
-                notes=list(image_notes[i]) if image_notes else list(notes),
+                notes=list(result.image_warnings[i]),  # this image's own, without batch indices
                 layout=layout,
                 guided_rule=guided,
                 probability=None if p is None or class_id is None else float(p[class_id]),

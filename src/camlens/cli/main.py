@@ -140,29 +140,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             with warnings.catch_warnings():  # the command prints each image's notes under the image itself
                 warnings.simplefilter("ignore", ExplanationNote)
                 status = int(args.handler(args))
+        except (Exception, SystemExit) as error:
+            if ctrl_c.pressed and not isinstance(error, BrokenPipeError):
+                raise KeyboardInterrupt from None  # whatever failed after a Ctrl-C, the run was interrupted
+            raise
         finally:
             ctrl_c.disarm()  # a deferred Ctrl-C still waiting is not raised inside the error handling below
-        return _interrupted_status() if ctrl_c.pressed else status
+        if ctrl_c.pressed:
+            raise KeyboardInterrupt
+        return status
     except UsageError as error:
-        if ctrl_c.pressed:  # whatever failed after a Ctrl-C, the run was interrupted
-            return _interrupted_status()
         print(f"camlens: error: {_message(error)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into head & co.
         sys.stderr.close()
         return 0
     except KeyboardInterrupt:
-        return _interrupted_status()
+        print("camlens: interrupted", file=sys.stderr)
+        return 130
     except Terminated:
         print("camlens: terminated", file=sys.stderr)
         return 143
-    except SystemExit:
-        if ctrl_c.pressed:
-            return _interrupted_status()
-        raise
     except OSError as error:  # disk full, name too long, ...: name the file and the reason
-        if ctrl_c.pressed:
-            return _interrupted_status()
         if os.environ.get("CAMLENS_DEBUG"):
             raise
         where = f" ({error.filename})" if error.filename else ""
@@ -171,8 +170,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"camlens: error: {reason}{where}", file=sys.stderr)
         return status
     except Exception as error:  # noqa: BLE001 - one line, never a traceback (CAMLENS_DEBUG=1 shows it)
-        if ctrl_c.pressed:
-            return _interrupted_status()
         if os.environ.get("CAMLENS_DEBUG"):
             raise
         print(f"camlens: error: {type(error).__name__}: {_message(error)}", file=sys.stderr)
@@ -181,11 +178,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         ctrl_c.disarm()
         for number, handler in previous.items():
             signal.signal(number, handler)
-
-
-def _interrupted_status() -> int:
-    print("camlens: interrupted", file=sys.stderr)
-    return 130
 
 
 if __name__ == "__main__":

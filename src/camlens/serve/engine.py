@@ -510,15 +510,11 @@ class Explorer:
             "image": _jpeg(view),
             "topk": [
                 {"class_id": c, "label": net.label(c), "probability": p, "score": s, "notes": list(notes)}
-                for c, p, s, notes in zip(run.classes, run.probabilities, run.scores, _class_notes(run), strict=True)
+                for c, p, s, notes in zip(
+                    run.classes, run.probabilities, run.scores, run.result.image_warnings, strict=True
+                )
             ],
             "maps": {str(c): self.class_maps(run, c) for c in shown},
             "seconds": {"model": round(run.seconds, 4)},
             "model_runs": self.model_runs,
         }
-
-
-def _class_notes(run: Run) -> list[tuple[str, ...]]:
-    """What ``explain`` noted about each explained class's maps (e.g. a map that is zero everywhere)."""
-    notes = tuple(getattr(run.result, "image_warnings", ()) or ())
-    return list(notes) if len(notes) == len(run.classes) else [() for _ in run.classes]
