@@ -165,9 +165,8 @@ def test_evaluate_and_summarise():
     cell = next(r for r in summary if r["method"] == "gradcam" and r["metric"] == "deletion")
     values = [r["value"] for r in rows if r["method"] == "gradcam" and r["metric"] == "deletion"]
     mean = sum(values) / 3
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / 2)
     assert cell["mean"] == pytest.approx(mean)
-    assert cell["ci_high"] - cell["mean"] == pytest.approx(4.303 * sd / math.sqrt(3))
+    assert cell["ci_low"] is None and cell["ci_high"] is None and cell["n"] == 3  # 3 images: n too small
     assert not cell["higher_is_better"]
     table = cm.to_markdown(summary)
     assert "deletion (lower better)" in table and "| guided_backprop |" in table

@@ -1,4 +1,4 @@
-"""``evaluate``: methods x metrics x images in one call, and the mean with a 95% confidence interval."""
+"""``evaluate``: methods x metrics x images in one call, and the mean with a 95% bootstrap interval."""
 
 from __future__ import annotations
 
@@ -12,8 +12,14 @@ from torch import Tensor, nn
 from camlens.layers import LayerSpec
 from camlens.layouts import LayoutSpec
 from camlens.metrics._common import fixed_classes, saliency_2d
-from camlens.metrics.registry import get_metric
+from camlens.metrics.registry import METRICS, get_metric
 from camlens.targets import Targets
+
+# the fewest finite values that get an interval (below: "n too small"), and the bootstrap's fixed settings
+MIN_INTERVAL_N = 5
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 0
+TOO_SMALL = "n too small"
 
 # two-sided 95% Student t quantiles t_{0.975, df}, df = 1..30 (beyond: the normal 1.96 is within 2%)
 _T975 = (
@@ -135,13 +141,54 @@ def mean_ci(values: Sequence[float], confidence_t: float | None = None) -> tuple
     return mean, mean - half, mean + half, n
 
 
-def summarise(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Per (method, metric): mean, 95% CI (Student t over images) and n (NaN values, e.g. empty masks, skipped).
+def bootstrap_interval(
+    values: Sequence[float],
+    value_range: tuple[float, float] | None = None,
+    *,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+    confidence: float = 0.95,
+    min_n: int = MIN_INTERVAL_N,
+) -> tuple[float, float] | None:
+    """The percentile-bootstrap interval of the mean of the finite ``values``, or None below ``min_n`` of them.
+
+    ``resamples`` resamples of n values with replacement (``numpy.random.default_rng(seed)``, so the same
+    values give the same interval); the interval is the ``(1 - confidence) / 2`` and ``(1 + confidence) / 2``
+    quantiles of their means, clipped to ``value_range`` (the metric's range; None: unbounded).
+
+    Example:
+        >>> bootstrap_interval([0.2, 0.3]) is None  # fewer than 5 images: no interval
+        True
+        >>> low, high = bootstrap_interval([0.1, 0.2, 0.3, 0.4, 0.5], (0.0, 1.0))
+        >>> 0.1 <= low < 0.3 < high <= 0.5
+        True
+    """
+    import numpy as np
+
+    finite = np.array([float(v) for v in values if math.isfinite(float(v))], dtype=np.float64)
+    if finite.size < max(min_n, 1):
+        return None
+    rng = np.random.default_rng(seed)
+    means = finite[rng.integers(0, finite.size, size=(resamples, finite.size))].mean(axis=1)
+    low, high = np.quantile(means, [(1 - confidence) / 2, (1 + confidence) / 2])
+    if value_range is not None:
+        low, high = np.clip([low, high], value_range[0], value_range[1])
+    return float(low), float(high)
+
+
+def summarise(
+    rows: Sequence[Mapping[str, Any]], options: Mapping[str, Mapping[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """Per (method, metric): mean, 95% percentile-bootstrap interval and n (NaN values, e.g. empty masks, skipped).
+
+    The interval (:func:`bootstrap_interval`, 1000 resamples, seed 0) is clipped to the metric's range
+    (``MetricSpec.range_for(options[metric])``, ``options`` as given to :func:`evaluate`); with fewer than
+    5 finite values ``ci_low`` and ``ci_high`` are None ("n too small").
 
     Example:
         >>> rows = [{"method": "m", "metric": "d", "value": v, "higher_is_better": False} for v in (1.0, 3.0)]
-        >>> summarise(rows)[0]["mean"], summarise(rows)[0]["n"]
-        (2.0, 2)
+        >>> summarise(rows)[0]["mean"], summarise(rows)[0]["n"], summarise(rows)[0]["ci_low"]
+        (2.0, 2, None)
     """
     groups: dict[tuple[str, str], list[float]] = {}
     direction: dict[str, bool] = {}
@@ -150,7 +197,13 @@ def summarise(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         direction[row["metric"]] = bool(row.get("higher_is_better", True))
     out = []
     for (method, metric), values in groups.items():
-        mean, low, high, n = mean_ci(values)
+        finite = [v for v in values if math.isfinite(v)]
+        n = len(finite)
+        mean = sum(finite) / n if n else float("nan")
+        spec = METRICS.get(metric)
+        value_range = spec.range_for((options or {}).get(metric)) if spec is not None else None
+        interval = bootstrap_interval(finite, value_range)
+        low, high = interval if interval is not None else (None, None)
         out.append(
             {"method": method, "metric": metric, "mean": mean, "ci_low": low, "ci_high": high, "n": n,
              "higher_is_better": direction[metric]}
@@ -159,14 +212,17 @@ def summarise(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def to_markdown(summary: Sequence[Mapping[str, Any]], digits: int = 3) -> str:
-    """A methods x metrics Markdown table of ``mean [low, high]`` with each metric's direction.
+    """A methods x metrics Markdown table of ``mean [low, high]`` with each metric's direction; a cell with no
+    interval (fewer than 5 images) reads ``mean (n too small)``.
 
     Example:
         >>> print(to_markdown([{"method": "gradcam", "metric": "deletion", "mean": 0.1, "ci_low": 0.05,
-        ...                     "ci_high": 0.15, "higher_is_better": False}]))
-        | method | deletion (lower better) |
-        |---|---|
-        | gradcam | 0.100 [0.050, 0.150] |
+        ...                     "ci_high": 0.15, "higher_is_better": False},
+        ...                    {"method": "gradcam", "metric": "insertion", "mean": 0.4, "ci_low": None,
+        ...                     "ci_high": None, "n": 2, "higher_is_better": True}]))
+        | method | deletion (lower better) | insertion (higher better) |
+        |---|---|---|
+        | gradcam | 0.100 [0.050, 0.150] | 0.400 (n too small) |
     """
     methods = list(dict.fromkeys(r["method"] for r in summary))
     metrics = list(dict.fromkeys(r["metric"] for r in summary))
@@ -180,8 +236,10 @@ def to_markdown(summary: Sequence[Mapping[str, Any]], digits: int = 3) -> str:
             r = cell.get((method, metric))
             if r is None:
                 parts.append("")
-            elif math.isfinite(r["ci_low"]):
+            elif r.get("ci_low") is not None and math.isfinite(r["ci_low"]):
                 parts.append(f"{r['mean']:.{digits}f} [{r['ci_low']:.{digits}f}, {r['ci_high']:.{digits}f}]")
+            elif r.get("n", MIN_INTERVAL_N) < MIN_INTERVAL_N:
+                parts.append(f"{r['mean']:.{digits}f} ({TOO_SMALL})")
             else:
                 parts.append(f"{r['mean']:.{digits}f}")
         lines.append(f"| {method} | " + " | ".join(parts) + " |")

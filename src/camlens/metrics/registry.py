@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,10 @@ class MetricSpec:
         needs_method: also takes ``method=`` and ``target_layer=`` (it explains again).
         options: fixed options passed to ``fn`` (e.g. ROAD's order).
         paper: where it comes from.
+        value_range: ``(low, high)`` every value lies in (with softmax probabilities, the default score),
+            or None when unbounded; ``evaluate``'s intervals are clipped to it.
+        score_dependent: the range holds only for ``score="probability"`` (a ``score="logit"`` option
+            makes the values unbounded).
     """
 
     name: str
@@ -32,8 +36,23 @@ class MetricSpec:
     needs_method: bool = False
     options: tuple[tuple[str, Any], ...] = ()
     paper: str = ""
+    value_range: tuple[float, float] | None = None
+    score_dependent: bool = False
+
+    def range_for(self, options: Mapping[str, Any] | None = None) -> tuple[float, float] | None:
+        """The range of the values under these options (``evaluate``'s per-metric options).
+
+        Example:
+            >>> METRICS["deletion"].range_for(), METRICS["deletion"].range_for({"score": "logit"})
+            ((0.0, 1.0), None)
+        """
+        if self.score_dependent and dict(options or {}).get("score", "probability") != "probability":
+            return None
+        return self.value_range
 
 
+UNIT = (0.0, 1.0)
+PERCENT = (0.0, 100.0)
 METRICS: dict[str, MetricSpec] = {}
 
 
@@ -46,23 +65,38 @@ def register_metric(spec: MetricSpec) -> MetricSpec:
 
 
 for _spec in (
-    MetricSpec("deletion", perturbation.deletion, False, paper="Petsiuk et al. 2018 (RISE)"),
-    MetricSpec("insertion", perturbation.insertion, True, paper="Petsiuk et al. 2018 (RISE)"),
-    MetricSpec("average_drop", perturbation.average_drop, False, paper="Chattopadhyay et al. 2018 (Grad-CAM++)"),
-    MetricSpec("increase_in_confidence", perturbation.increase_in_confidence, True, paper="Chattopadhyay et al. 2018"),
-    MetricSpec("average_gain", perturbation.average_gain, True, paper="Zhang et al. 2023 (Opti-CAM)"),
-    MetricSpec("road", road, True, options=(("order", "combined"),), paper="Rong et al. 2022 (ROAD)"),
-    MetricSpec("road_morf", road, False, options=(("order", "morf"),), paper="Rong et al. 2022 (ROAD)"),
-    MetricSpec("road_lerf", road, True, options=(("order", "lerf"),), paper="Rong et al. 2022 (ROAD)"),
-    MetricSpec("coherency", recompute.coherency, True, needs_method=True, paper="Poppi et al. 2021"),
-    MetricSpec("complexity", recompute.complexity, False, kind="map", paper="Poppi et al. 2021"),
-    MetricSpec("adcc", recompute.adcc, True, needs_method=True, paper="Poppi et al. 2021"),
-    MetricSpec("arcc", recompute.arcc, True, needs_method=True, paper="Domeniconi et al. 2026"),
+    # deletion/insertion: the area under a probability curve over fractions in [0, 1]
+    MetricSpec("deletion", perturbation.deletion, False, paper="Petsiuk et al. 2018 (RISE)",
+               value_range=UNIT, score_dependent=True),
+    MetricSpec("insertion", perturbation.insertion, True, paper="Petsiuk et al. 2018 (RISE)",
+               value_range=UNIT, score_dependent=True),
+    # 100 * max(0, Y - O) / Y, 100 * [Y < O], 100 * max(0, O - Y) / (1 - Y)
+    MetricSpec("average_drop", perturbation.average_drop, False, paper="Chattopadhyay et al. 2018 (Grad-CAM++)",
+               value_range=PERCENT, score_dependent=True),
+    MetricSpec("increase_in_confidence", perturbation.increase_in_confidence, True, paper="Chattopadhyay et al. 2018",
+               value_range=PERCENT),
+    MetricSpec("average_gain", perturbation.average_gain, True, paper="Zhang et al. 2023 (Opti-CAM)",
+               value_range=PERCENT),
+    # ROAD: mean probabilities; combined is mean (LeRF - MoRF) / 2
+    MetricSpec("road", road, True, options=(("order", "combined"),), paper="Rong et al. 2022 (ROAD)",
+               value_range=(-0.5, 0.5), score_dependent=True),
+    MetricSpec("road_morf", road, False, options=(("order", "morf"),), paper="Rong et al. 2022 (ROAD)",
+               value_range=UNIT, score_dependent=True),
+    MetricSpec("road_lerf", road, True, options=(("order", "lerf"),), paper="Rong et al. 2022 (ROAD)",
+               value_range=UNIT, score_dependent=True),
+    # a correlation rescaled to [0, 1], a mean of [0, 1] maps, harmonic means of [0, 1] terms
+    MetricSpec("coherency", recompute.coherency, True, needs_method=True, paper="Poppi et al. 2021", value_range=UNIT),
+    MetricSpec("complexity", recompute.complexity, False, kind="map", paper="Poppi et al. 2021", value_range=UNIT),
+    MetricSpec("adcc", recompute.adcc, True, needs_method=True, paper="Poppi et al. 2021", value_range=UNIT),
+    MetricSpec("arcc", recompute.arcc, True, needs_method=True, paper="Domeniconi et al. 2026", value_range=UNIT),
     MetricSpec("max_sensitivity", recompute.max_sensitivity, False, needs_method=True, paper="Yeh et al. 2019"),
-    MetricSpec("pointing_game", localisation.pointing_game, True, kind="mask", paper="Zhang et al. 2016"),
-    MetricSpec("energy_pointing_game", localisation.energy_pointing_game, True, kind="mask", paper="Wang et al. 2020"),
-    MetricSpec("sparseness", localisation.sparseness, True, kind="map", paper="Chalasani et al. 2020"),
-):
+    MetricSpec("pointing_game", localisation.pointing_game, True, kind="mask", paper="Zhang et al. 2016",
+               value_range=UNIT),
+    MetricSpec("energy_pointing_game", localisation.energy_pointing_game, True, kind="mask", paper="Wang et al. 2020",
+               value_range=UNIT),
+    MetricSpec("sparseness", localisation.sparseness, True, kind="map", paper="Chalasani et al. 2020",
+               value_range=UNIT),
+):  # fmt: skip
     register_metric(_spec)
 
 
