@@ -188,6 +188,33 @@ def map_pictures(method: str, spatial: bool) -> list[dict[str, str]]:
     return out
 
 
+def _kept(result: Any, methods: Sequence[str]) -> Any:
+    """The explanation as a run keeps it: without the capture (the layer's activations and gradients,
+    about 2.5 MB a run for EfficientNet-Lite0), unless Guided Grad-CAM's guided gradient is only there."""
+    import dataclasses
+
+    if "guided_gradcam" in methods and "guided_backprop" not in result.maps:
+        return result
+    return dataclasses.replace(result, capture=None)
+
+
+def release_memory() -> None:
+    """Give freed heap memory back to the system (glibc ``malloc_trim``; elsewhere nothing)."""
+    global _TRIM
+    if _TRIM is None:
+        try:
+            import ctypes
+
+            _TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _TRIM = False
+    if _TRIM:
+        _TRIM(0)
+
+
+_TRIM: Any = None
+
+
 class Explorer:
     """Networks, uploads and runs behind one lock; every public method is safe to call from many threads.
 
@@ -287,9 +314,21 @@ class Explorer:
         ]
 
     def examples(self) -> list[str]:
+        """The ``*.jpg`` files of the examples folder: plain files inside it (no symlinks, as ``/static``)."""
         if self.examples_dir is None or not self.examples_dir.is_dir():
             return []
-        return sorted(p.name for p in self.examples_dir.glob("*.jpg"))
+        folder = self.examples_dir.resolve()
+        return sorted(
+            p.name
+            for p in self.examples_dir.glob("*.jpg")
+            if not p.is_symlink() and p.is_file() and p.resolve().parent == folder
+        )
+
+    def example_path(self, name: str) -> Path:
+        """The file of example ``name``, or ServeError 404 (unknown, a symlink, or anywhere outside the folder)."""
+        if self.examples_dir is None or name not in self.examples():
+            raise ServeError(f"no example named {name!r}; examples: {', '.join(self.examples()) or 'none'}", 404)
+        return self.examples_dir / name
 
     # ----------------------------------------------------------------------------------- uploads
     def add_upload(self, data: bytes, name: str = "the upload") -> Upload:
@@ -319,10 +358,7 @@ class Explorer:
         return upload
 
     def example(self, name: str) -> Upload:
-        if name not in self.examples():
-            raise ServeError(f"no example named {name!r}; examples: {', '.join(self.examples()) or 'none'}", 404)
-        assert self.examples_dir is not None
-        return self.add_upload((self.examples_dir / name).read_bytes(), name)
+        return self.add_upload(self.example_path(name).read_bytes(), name)
 
     # ----------------------------------------------------------------------------------- runs
     def check(
@@ -395,10 +431,11 @@ class Explorer:
             classes=classes,
             probabilities=top.values.tolist(),
             scores=result.scores.float().tolist(),
-            result=result,
+            result=_kept(result, methods),
             seconds=seconds,
         )
         self.runs.put(run.id, run)
+        release_memory()
         return run
 
     def warm_up(self) -> None:

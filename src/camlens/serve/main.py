@@ -13,14 +13,20 @@ they name classes imported inside :func:`create_app` (FastAPI is imported only w
 """
 
 import argparse
+import asyncio
+import functools
 import importlib.util
 import os
+import signal
 import sys
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from camlens.errors import UsageError
+from camlens.serve.guard import CONTENT_SECURITY_POLICY as CONTENT_SECURITY_POLICY
+from camlens.serve.guard import Guard, allowed_hosts
 from camlens.serve.limits import MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS, ServeError, megabytes
 from camlens.zoo import DEFAULT_NETWORK, SEED_NETWORKS, Network
 
@@ -33,9 +39,6 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 STATIC = Path(__file__).parent / "static"
 _SOURCE_EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
-CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; connect-src 'self'"
-)
 IMAGE_BODY = {
     "requestBody": {
         "required": False,
@@ -69,6 +72,7 @@ def create_app(
     topk: int = 5,
     max_upload_bytes: int = MAX_UPLOAD_BYTES,
     max_upload_pixels: int = MAX_UPLOAD_PIXELS,
+    hosts: Sequence[str] | None = None,
 ) -> "FastAPI":
     """The viewer as an ASGI app: the page at ``/``, the JSON API under ``/api``.
 
@@ -81,12 +85,15 @@ def create_app(
         topk: classes explained per upload.
         max_upload_bytes: larger request bodies get 413.
         max_upload_pixels: images with more pixels get 413.
+        hosts: the Host header values answered (others get 400), e.g. ``allowed_hosts("127.0.0.1", 8000)``;
+            None: any (:func:`run` adds the check for the address it binds). Cross-origin requests,
+            form-type bodies and framing are refused either way (:mod:`camlens.serve.guard`).
     """
     _require()
     from fastapi import FastAPI, Request
-    from fastapi.concurrency import run_in_threadpool
     from fastapi.responses import FileResponse, JSONResponse, Response
     from fastapi.staticfiles import StaticFiles
+    from starlette.requests import ClientDisconnect
 
     from camlens.serve.engine import Explorer
 
@@ -111,13 +118,16 @@ def create_app(
         redoc_url=None,
     )
     app.state.explorer = explorer
+    # Decoding, the model and PNG encoding run in one worker thread, not in a pool of up to 40: each
+    # thread that allocates gets its own malloc arena, and concurrent requests (the page prefetches the
+    # other classes) grew the resident memory by gigabytes in freed-but-kept arena memory.
+    worker = ThreadPoolExecutor(1, thread_name_prefix="camlens-serve")
+    app.state.worker = worker
 
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next: Any) -> Any:
-        response = await call_next(request)
-        response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        return response
+    async def work(function: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(worker, functools.partial(function, *args))
+
+    app.add_middleware(Guard, hosts=hosts)  # plain ASGI: Host, Origin, body type, security headers
 
     @app.exception_handler(ServeError)
     async def refused(_request: Request, error: ServeError) -> JSONResponse:
@@ -163,15 +173,12 @@ def create_app(
 
     @app.get("/api/layers", summary="A network's spatial layers (forward order) and its default target layer")
     async def layers(network: str | None = None) -> dict[str, Any]:
-        names, default = await run_in_threadpool(explorer.layers, network)
+        names, default = await work(explorer.layers, network)
         return {"network": network or explorer.default_network, "layers": names, "default": default}
 
     @app.get("/api/examples/{name}", summary="An example image's bytes")
     def example_image(name: str) -> Response:
-        if name not in explorer.examples():
-            raise ServeError(f"no example named {name!r}", 404)
-        assert explorer.examples_dir is not None
-        return Response((explorer.examples_dir / name).read_bytes(), media_type="image/jpeg")
+        return Response(explorer.example_path(name).read_bytes(), media_type="image/jpeg")
 
     @app.post("/api/explain", summary="Explain an image's top-k classes", openapi_extra=IMAGE_BODY)
     async def explain(
@@ -186,26 +193,30 @@ def create_app(
         topk: int | None = None,
         all_classes: bool = False,
     ) -> dict[str, Any]:
-        """Send the image as the raw body (``curl --data-binary @cat.jpg``), or ``image_id`` of an earlier
-        upload, or ``example``. ``methods`` is comma-separated (default: the four seed methods); ``layer``
+        """Send the image as the raw body (``curl -H 'Content-Type: application/octet-stream'
+        --data-binary @cat.jpg``; text and form types get 415), or ``image_id`` of an earlier upload, or
+        ``example``. ``methods`` is comma-separated (default: the four seed methods); ``layer``
         a name from ``/api/layers`` (default: the network's default). The answer holds the top-k classes
         and the first class's maps (all classes' with ``all_classes=true``); other classes come from
         ``/api/runs/{run_id}/classes/{class_id}`` without running the model again."""
         if request.headers.get("content-type", "").startswith("multipart/"):
             raise ServeError("send the image's bytes as the request body, not as a form (curl --data-binary)", 415)
         names = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
-        await run_in_threadpool(explorer.check, network, layer or None, names, topk)  # before keeping an image
-        data = await _read_capped(request, explorer.max_upload_bytes, filename)
+        await work(explorer.check, network, layer or None, names, topk)  # before keeping an image
+        try:
+            data = await _read_capped(request, explorer.max_upload_bytes, filename)
+        except ClientDisconnect:  # the client hung up while sending: nobody to answer, nothing to log
+            raise ServeError("the client disconnected before sending the whole image", 400) from None
         if data:
-            upload = await run_in_threadpool(explorer.add_upload, data, filename[:100])
+            upload = await work(explorer.add_upload, data, filename[:100])
         elif image_id:
             upload = explorer.upload(image_id)
         elif example:
-            upload = await run_in_threadpool(explorer.example, example)
+            upload = await work(explorer.example, example)
         else:
             raise ServeError("no image: send its bytes as the request body, or give image_id or example", 400)
-        run = await run_in_threadpool(explorer.explain, upload, network, layer or None, names, counterfactual, topk)
-        return await run_in_threadpool(explorer.describe, run, all_classes)
+        run = await work(explorer.explain, upload, network, layer or None, names, counterfactual, topk)
+        return await work(explorer.describe, run, all_classes)
 
     @app.get(
         "/api/runs/{run_id}/classes/{class_id}/faithfulness",
@@ -213,12 +224,12 @@ def create_app(
     )
     async def faithfulness(run_id: str, class_id: int, steps: int = 20) -> dict[str, Any]:
         run = explorer.run(run_id)
-        return await run_in_threadpool(explorer.faithfulness, run, class_id, steps)
+        return await work(explorer.faithfulness, run, class_id, steps)
 
     @app.get("/api/runs/{run_id}/classes/{class_id}", summary="Maps of another top-k class (no model run)")
     async def class_maps(run_id: str, class_id: int) -> dict[str, Any]:
         run = explorer.run(run_id)
-        maps = await run_in_threadpool(explorer.class_maps, run, class_id)
+        maps = await work(explorer.class_maps, run, class_id)
         return {"run_id": run_id, "class_id": class_id, "maps": maps, "model_runs": explorer.model_runs}
 
     return app
@@ -278,14 +289,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--host", default=DEFAULT_HOST, help="address to bind (127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port")
+    parser.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="another Host name the server answers (repeatable; always: 127.0.0.1, localhost, [::1], --host)",
+    )
     parser.add_argument("--topk", type=int, default=5, help="classes explained per image")
     parser.add_argument("--max-upload-mb", type=float, default=MAX_UPLOAD_BYTES / 1e6, help="upload size limit in MB")
     parser.add_argument("--examples", default=None, metavar="DIR", help="folder of example *.jpg images to offer")
     common.add_model_options(parser)
 
 
-def run(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, app: "FastAPI | None" = None, **options: Any) -> None:
-    """Serve ``app`` (default: ``create_app(**options)``) until interrupted, after printing its URL."""
+def run(
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    app: "FastAPI | None" = None,
+    *,
+    allowed: Sequence[str] = (),
+    **options: Any,
+) -> None:
+    """Serve ``app`` (default: ``create_app(**options)``) until interrupted, after printing its URL.
+
+    Only requests whose Host names the bound address (127.0.0.1, localhost, [::1], ``host``; with the
+    port) or one of ``allowed`` are answered; others get 400. Ctrl-C (SIGINT) stops the server and then
+    raises ``KeyboardInterrupt``, so the command exits 130.
+    """
     _require()
     import uvicorn
 
@@ -294,9 +324,31 @@ def run(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, app: "FastAPI | None
     app = app if app is not None else create_app(**options)
     shown = f"[{host}]" if ":" in host else host
     if host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"camlens serve: warning: bound to {host}: other machines can reach this server", file=sys.stderr)
+        print(
+            f"camlens serve: warning: bound to {host}: other machines can reach this server "
+            "(name each Host they use with --allowed-host)",
+            file=sys.stderr,
+        )
     print(f"camlens serve: http://{shown}:{port}/  (API: http://{shown}:{port}/openapi.json; Ctrl+C stops)", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    config = uvicorn.Config(Guard(app, allowed_hosts(host, port, allowed)), host=host, port=port, log_level="warning")
+    server = _Server(config)
+    server.run()  # uvicorn raises a caught SIGINT again after its shutdown; where it is swallowed, do it here
+    if server.stopped_by == signal.SIGINT:
+        raise KeyboardInterrupt
+
+
+class _Server:  # replaced by a uvicorn.Server subclass on first use (uvicorn is imported lazily)
+    def __new__(cls, config: Any) -> Any:
+        import uvicorn
+
+        class Server(uvicorn.Server):
+            stopped_by: int | None = None
+
+            def handle_exit(self, sig: int, frame: Any) -> None:
+                self.stopped_by = self.stopped_by or sig
+                super().handle_exit(sig, frame)
+
+        return Server(config)
 
 
 def cli_main(args: argparse.Namespace) -> int:
@@ -328,7 +380,7 @@ def cli_main(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise UsageError(str(error)) from None
     app.state.explorer.warm_up()
-    run(args.host, args.port, app)
+    run(args.host, args.port, app, allowed=args.allowed_host)
     return 0
 
 
@@ -347,6 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"camlens: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        print("camlens: interrupted", file=sys.stderr)
         return 130
     except Exception as error:  # noqa: BLE001 - one line, never a traceback (CAMLENS_DEBUG=1 shows it)
         if os.environ.get("CAMLENS_DEBUG"):

@@ -189,7 +189,9 @@ async function explain({ body = null, example = null, imageId = null, filename =
     run = await getJSON(`/api/explain?${query}`, {
       method: "POST",
       body,
-      headers: { "Content-Type": body && body.type ? body.type : "application/octet-stream" },
+      // always raw bytes: the server reads what the image is from its bytes, and refuses the types a form
+      // on another site could send (text/plain, form encodings) with 415
+      headers: { "Content-Type": "application/octet-stream" },
     });
   } catch (error) {
     state.busy = false;
