@@ -13,3 +13,24 @@ class ExplanationNote(UserWarning):
     """What ``explain`` found legal but suspicious (a map that shows nothing, an assumed layout, a guided map
     with no activation routed). Each is also kept on the result (``warnings``, ``image_warnings``); the
     command line prints them under the image they concern instead of as Python warnings."""
+
+
+class MissingWeights(UsageError):
+    """A network whose weights are not on this machine. The message says whether a download was tried and
+    what to do; :meth:`advice` words it for a command's own flag (``compare`` takes ``--weights NAME=FILE``)."""
+
+    def __init__(
+        self, network: str, checkpoint: str | None = None, folder: str | None = None, download_error: str | None = None
+    ) -> None:
+        self.network, self.checkpoint, self.folder, self.download_error = network, checkpoint, folder, download_error
+        super().__init__(self.advice())
+
+    def advice(self, flag: str = "--weight-path FILE") -> str:
+        if self.download_error is not None:
+            head = f"no weights for {self.network}: the download failed ({self.download_error})"
+        elif self.checkpoint is None:
+            head = f"no weights for {self.network} found (nothing is downloaded for it)"
+        else:
+            head = f"no weights for {self.network} found here (no download tried: offline)"
+        put = f", or put {self.checkpoint} in {self.folder}" if self.checkpoint and self.folder else ""
+        return f"{head}; pass {flag}{put}, or --random-weights for a structure check"

@@ -23,9 +23,44 @@ from torch import Tensor
 
 Targets = None | int | Sequence[int] | Tensor | Callable[[Any], Tensor]
 
-_HOW_TO_PICK = (
-    "pass targets=a callable mapping the model output to one score per image, e.g. targets=lambda out: out[0][:, 281]"
-)
+_HOW_TO_PICK = "pass targets=a callable mapping the model output to one score per image (a tensor of shape (B,))"
+
+
+def _index(key: Any) -> str:
+    return f'"{key}"' if isinstance(key, str) and '"' not in key else repr(key)
+
+
+def _score_example(items: list[tuple[str, Any]], batch: int) -> str | None:
+    """A score for the first ``(B, N)`` tensor among ``items`` (``(expression, value)``), else for the first
+    ``(B, C, ...)`` map summed over its positions (class 281, or 0 for fewer classes); None if none fits."""
+    batched = [(e, v) for e, v in items if isinstance(v, Tensor) and v.dim() >= 2 and v.shape[0] == batch]
+    for expression, value in batched:
+        if value.dim() == 2:
+            return f"{expression}[:, {281 if value.shape[1] > 281 else 0}]"
+    for expression, value in batched:
+        return f"{expression}[:, {281 if value.shape[1] > 281 else 0}].flatten(1).sum(1)"
+    return None
+
+
+def _how_to_pick(output: Any, batch: int) -> str:
+    """What to pass as ``targets`` for this output: an example that fits its actual structure."""
+    if isinstance(output, Mapping):
+        example = _score_example([(f"out[{_index(k)}]", v) for k, v in output.items()], batch)
+    elif isinstance(output, tuple | list):
+        if output and isinstance(output[0], Mapping):  # a detector: one dict per image
+            keys = sorted(map(str, output[0]))[:6]
+            field = "scores" if "scores" in output[0] else (keys[0] if keys else "scores")
+            return (
+                f"{_HOW_TO_PICK}; this looks like a detector's output (one dict per image, keys {keys}): explain one "
+                f"detection per image, e.g. targets=lambda out: torch.stack([d[{_index(field)}][0] for d in out]) "
+                "(the top detection; every image needs one)"
+            )
+        example = _score_example([(f"out[{i}]", v) for i, v in enumerate(output)], batch)
+    else:
+        example = _score_example([("out", output)], batch)
+    if example is None:
+        return _HOW_TO_PICK
+    return f"{_HOW_TO_PICK}, e.g. targets=lambda out: {example}"
 
 
 @dataclass(frozen=True)
@@ -131,9 +166,11 @@ def target_scores(output: Any, targets: Targets, batch: int) -> TargetScores:
         return TargetScores(scores=scores, logits=logits if _is_2d(logits, batch) else None, classes=None)
 
     if logits is None:
-        raise ValueError(f"the model returned {_describe(output)}, not logits: {_HOW_TO_PICK}")
+        raise ValueError(f"the model returned {_describe(output)}, not logits: {_how_to_pick(output, batch)}")
     if not _is_2d(logits, batch):
-        raise ValueError(f"the model's output has shape {tuple(logits.shape)}, not (batch, classes): {_HOW_TO_PICK}")
+        raise ValueError(
+            f"the model's output has shape {tuple(logits.shape)}, not (batch, classes): {_how_to_pick(logits, batch)}"
+        )
     if targets is None:
         classes = logits.detach().argmax(dim=1)
     else:

@@ -109,7 +109,8 @@ def test_compare_several_images_with_class_layer_methods_and_topk(run, tmp_path)
     assert 'href="cat-compare.html"' in index and 'href="cat_and_cup-compare.html"' in index
     assert "[layer blocks.6]" in result.stdout
     unavailable = [line for line in result.stdout.splitlines() if line.startswith("vgg16")]
-    assert unavailable and "unavailable: no weights for vgg16" in unavailable[0] and "--weight-path" in unavailable[0]
+    assert unavailable and "unavailable: no weights for vgg16" in unavailable[0]
+    assert "--weights vgg16=FILE" in unavailable[0] and "--weight-path" not in unavailable[0]
 
 
 def test_the_custom_model_story_runs_with_the_shipped_weights(run, tmp_path):

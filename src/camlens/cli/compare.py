@@ -75,10 +75,16 @@ def main(args: argparse.Namespace) -> int:
         metrics=metrics,
         metric_steps=args.metric_steps,
     )
-    summary = compare(
-        names, sources, args.output_dir, lambda name: common.network_of(args, name, weights.get(name)), options,
-        layers=layers,
-    )  # fmt: skip
+
+    def load(name: str) -> Any:
+        from camlens.errors import MissingWeights
+
+        try:
+            return common.network_of(args, name, weights.get(name))
+        except MissingWeights as error:  # compare's flag is --weights NAME=FILE, not explain's --weight-path
+            raise UsageError(error.advice(f"--weights {name}=FILE")) from None
+
+    summary = compare(names, sources, args.output_dir, load, options, layers=layers)
     for table in summary.tables:
         if len(summary.tables) > 1:
             print(f"{table.stem}:")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from camlens.errors import UsageError
+from camlens.errors import MissingWeights
 from camlens.zoo.network import IMAGENET_MEAN, IMAGENET_STD, Network, imagenet_labels
 from camlens.zoo.weights import fit_state_dict, read_state_dict
 
@@ -22,9 +22,7 @@ def load_timm(name: str, weight_path: str | None) -> Network:
 
     model = timm.create_model(name, pretrained=False)
     if weight_path is None:
-        raise UsageError(
-            f"no weights for timm model {name}: pass --weight-path FILE, or --random-weights for a structure check"
-        )
+        raise MissingWeights(f"timm model {name}")
     fit_state_dict(model, read_state_dict(weight_path), weight_path, name)
     cfg: dict[str, Any] = dict(getattr(model, "pretrained_cfg", None) or {})
     size = tuple(cfg.get("input_size", (3, 224, 224))[1:])

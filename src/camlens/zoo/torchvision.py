@@ -11,7 +11,7 @@ import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from camlens.errors import UsageError
+from camlens.errors import MissingWeights
 from camlens.zoo.network import Network
 from camlens.zoo.weights import fit_state_dict, read_state_dict
 
@@ -45,10 +45,7 @@ def load_torchvision(name: str, weight_path: str | None, offline: bool) -> Netwo
         state = read_state_dict(cached)
         source = str(cached)
     elif offline:
-        raise UsageError(
-            f"no weights for {name}: pass --weight-path FILE, or put {cached.name} in {cached.parent} "
-            "(no download: offline), or --random-weights for a structure check"
-        )
+        raise MissingWeights(name, cached.name, str(cached.parent))
     else:
         state = _download(weights, name, cached)
         source = weights.url
@@ -78,10 +75,8 @@ def _download(weights: Any, name: str, cached: Path) -> dict[str, torch.Tensor]:
     try:  # torch.hub prints "Downloading: ..." even without progress: it reads as success when it fails
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             return weights.get_state_dict(progress=False, check_hash=True)
-    except Exception:  # noqa: BLE001 - no network, refused, timed out: all mean "cannot be had"
-        raise UsageError(
-            f"no weights for {name}: the download failed; pass --weight-path FILE, or put {cached.name} in "
-            f"{cached.parent}"
-        ) from None
+    except Exception as error:  # noqa: BLE001 - no network, refused, timed out: all mean "cannot be had"
+        reason = " ".join(str(error).split())[:120] or type(error).__name__
+        raise MissingWeights(name, cached.name, str(cached.parent), download_error=reason) from None
     finally:
         socket.setdefaulttimeout(previous)
