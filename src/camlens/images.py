@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import math
+import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -78,11 +81,22 @@ def read_image(path: str | Path, max_side: int | None = DEFAULT_MAX_SIDE) -> np.
     path = Path(path)
     if max_side is not None and (isinstance(max_side, bool) or not isinstance(max_side, int) or max_side < 1):
         raise ValueError(f"max_side must be a positive int or None, not {max_side!r}")
-    if not path.exists():
-        raise UsageError(f"image {path} does not exist")
-    if not path.is_file():
+    try:
+        info = os.stat(path)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise UsageError(f"image {path} is a symbolic link loop ({error.strerror})") from None
+        if os.path.islink(path):
+            target = os.readlink(path)
+            raise UsageError(f"image {path} is a broken symbolic link (its target {target} does not exist)") from None
+        if error.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise UsageError(f"image {path} does not exist") from None
+        raise UsageError(f"image {path} cannot be read ({error.strerror or error})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise UsageError(f"image {path} is a folder, not an image file")
+    if not stat.S_ISREG(info.st_mode):
         raise UsageError(f"image {path} is not a file")
-    if path.stat().st_size == 0:
+    if info.st_size == 0:
         raise UsageError(f"image {path} is empty")
     return _decode(path, str(path), MAX_PIXELS, max_side)
 

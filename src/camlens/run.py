@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -192,6 +193,7 @@ class RunSummary:
     table: Path | None
     timings: dict[str, float] = field(default_factory=dict)
     engine: str = "local"
+    tables: list[Path] = field(default_factory=list)  # every table written: results.jsonl, .csv, .parquet
 
     @property
     def failures(self) -> list[ImageResult]:
@@ -203,24 +205,98 @@ class RunSummary:
 
 
 # ------------------------------------------------------------------------------------------ inputs
-def collect_sources(paths: Iterable[str | os.PathLike]) -> list[Path]:
-    """Files as given, folders expanded to their image files (sorted by name); a folder with none is an error."""
+def check_sources(paths: Iterable[str | os.PathLike]) -> None:
+    """Fail at once, before any model is loaded, when a given file or folder does not exist (torch-free)."""
+    for item in paths:
+        if not os.path.lexists(item):
+            raise UsageError(f"image {item} does not exist")
+
+
+def collect_sources(
+    paths: Iterable[str | os.PathLike], recursive: bool = False, on_note: Callable[[str], None] | None = None
+) -> list[Path]:
+    """Files as given, folders expanded to their image files (sorted by name); a folder with none is an error.
+
+    Entries of a folder that cannot be images are left out; entries that look like images but cannot be read
+    (a symbolic link loop, a broken link, a folder named ``x.jpg``) are kept, and become failed rows with
+    their reason. Sub-folders are searched with ``recursive``; without it ``on_note`` hears how many were not.
+    """
     from camlens.images import IMAGE_SUFFIXES
 
     found: list[Path] = []
+    not_searched = 0
     for item in paths:
         path = Path(item)
         if path.is_dir():
-            with os.scandir(path) as entries:
-                inside = sorted(
-                    Path(e.path) for e in entries if e.is_file() and Path(e.name).suffix.lower() in IMAGE_SUFFIXES
-                )
+            inside, folders = _scan(path, IMAGE_SUFFIXES, recursive, set())
+            not_searched += folders
             if not inside:
-                raise UsageError(f"folder {path} holds no images")
+                hint = f" ({folders} sub-folder{'s' * (folders != 1)} not searched: pass --recursive)" * bool(folders)
+                raise UsageError(f"folder {path} holds no images{hint}")
             found.extend(inside)
         else:
             found.append(path)
+    if not_searched and on_note is not None:
+        on_note(
+            f"{not_searched} sub-folder{'s were' if not_searched != 1 else ' was'} not searched "
+            "(pass --recursive to explain the images in sub-folders too)"
+        )
     return found
+
+
+def _scan(folder: Path, suffixes: Any, recursive: bool, seen: set[tuple[int, int]]) -> tuple[list[Path], int]:
+    """``folder``'s image entries (sorted; sub-folders' after, with ``recursive``) and its sub-folders not searched."""
+    try:
+        info = folder.stat()
+        seen.add((info.st_dev, info.st_ino))  # a link back up the tree is not searched twice
+    except OSError:
+        pass
+    images: list[Path] = []
+    folders: list[Path] = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            looks = Path(entry.name).suffix.lower() in suffixes
+            try:
+                is_dir = entry.is_dir()  # raises for a loop (a broken link is no folder)
+            except OSError:  # a symbolic link loop: reported as a failed row (whatever its name)
+                images.append(Path(entry.path))
+                continue
+            if is_dir and (recursive or not looks):
+                folders.append(Path(entry.path))
+            elif looks:
+                images.append(Path(entry.path))  # files, and a folder or broken link named as an image: failed rows
+    images.sort()
+    if not recursive:
+        return images, len(folders)
+    for sub in sorted(folders):
+        try:
+            info = sub.stat()
+        except OSError:
+            continue
+        if (info.st_dev, info.st_ino) in seen:
+            continue
+        inner, _ = _scan(sub, suffixes, True, seen)
+        images.extend(inner)
+    return images, 0
+
+
+def done_count(
+    network: str,
+    sources: Sequence[str | os.PathLike],
+    output_dir: str | os.PathLike,
+    options: RunOptions = RunOptions(),
+    recursive: bool = False,
+) -> tuple[int, int]:
+    """``(done, total)``: how many images of ``sources`` ``output_dir``'s table holds as done (what a resumed
+    run skips), and how many there are."""
+    paths = collect_sources(sources, recursive)
+    key = options.key(network)
+    done = {
+        str(row.get("source"))
+        for row in iter_table(Path(output_dir))
+        if row.get("key") == key and row.get("network") == network and row.get("status") == "ok"
+    }
+    return sum(_source_key(str(p)) in done for p in paths), len(paths)
 
 
 def unique_stems(paths: Sequence[Path]) -> list[str]:
@@ -363,7 +439,8 @@ def explain_batch(
     ]
     for result in results:
         if result.stem != Path(result.path).stem:
-            result.notes.append(f"written as {result.stem} (another input has the same file name)")
+            why = "another input has the same file name" if Path(result.path).stem in result.stem else "name too long"
+            result.notes.append(f"written as {result.stem} ({why})")
     return results
 
 
@@ -415,21 +492,58 @@ def planned_files(stem: str, network: str, options: RunOptions) -> list[str]:
 
 
 PARTIAL_SUFFIX = ".part"
+NAME_MAX = 255  # bytes in a file name (ext4, XFS, APFS, NTFS)
+
+
+def fit_stem(stem: str, network: str, options: RunOptions) -> str:
+    """``stem``, or where its longest output name would pass :data:`NAME_MAX` bytes, its start and a hash of it
+    (``<start>~<8 hex>``): the same input always gets the same names, so a resumed run finds its files.
+
+    Example:
+        >>> fit_stem("a" * 240, "resnet18", RunOptions(methods=("gradcam",)))[-9:]
+        '~c056f00f'
+    """
+    longest = max((len(name.encode()) for name in planned_files(stem, network, options)), default=0)
+    if longest <= NAME_MAX:
+        return stem
+    raw = stem.encode()
+    keep = raw[: max(0, len(raw) - (longest - NAME_MAX) - 9)].decode("utf-8", "ignore")
+    return f"{keep}~{hashlib.sha1(raw).hexdigest()[:8]}"
 
 
 def _atomic(path: Path, write: Callable[[Path], None]) -> None:
     """Write through a temporary name in the same folder and rename: readers never see half a file.
 
-    The temporary is ``.<name>.<random>.part``; one left by a killed process is removed by the next run.
+    The temporary is ``.camlens-<random>.part`` (short whatever the name: it always fits the folder's name
+    limit); one left by a killed process is removed by the next run. The file gets the mode any new file
+    gets (0666 less the umask), not mkstemp's 0600.
     """
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX, dir=path.parent)
-    os.close(fd)
+    fd, tmp = tempfile.mkstemp(prefix=".camlens-", suffix=PARTIAL_SUFFIX, dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+    finally:
+        os.close(fd)
     try:
         write(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@functools.lru_cache(maxsize=1)
+def _umask() -> int:
+    """The process's umask (read from /proc where possible: setting it to read it races with other threads)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
@@ -680,9 +794,24 @@ def _arrow_table(rows: list[dict[str, Any]], metric_names: list[str]) -> Any:
         lines.append(json.dumps(item, allow_nan=False))
     options = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error")
     data = io.BytesIO("\n".join(lines).encode("utf-8"))
-    return pj.read_json(
+    table = pj.read_json(
         data, parse_options=options, read_options=pj.ReadOptions(block_size=max(1 << 20, data.getbuffer().nbytes + 1))
     )
+    return table.replace_schema_metadata({b"pandas": _PANDAS_INTEGERS})
+
+
+# pandas metadata saying that the integer columns are nullable integers (Int64): pandas.read_parquet would
+# otherwise read a column with a missing value (a failed image's class and size) as floats with NaN
+_PANDAS_INTEGERS = json.dumps(
+    {
+        "index_columns": [],
+        "column_indexes": [],
+        "columns": [
+            {"name": name, "field_name": name, "pandas_type": "int64", "numpy_type": "Int64", "metadata": None}
+            for name in ("class_id", "width", "height")
+        ],
+    }
+).encode()
 
 
 # ------------------------------------------------------------------------------------------ the run
@@ -699,6 +828,81 @@ def check_output_dir(path: str | os.PathLike) -> Path:
     return out
 
 
+LOCK = ".camlens.lock"  # held (flock) by the run writing into the folder; holds that run's pid
+
+
+def lock_output_dir(out: Path) -> Callable[[], None]:
+    """Take ``out``'s run lock (creating ``out`` if needed) or raise :class:`UsageError` naming the run holding it.
+
+    Returns the release: it drops the lock, removes the lock file, and ``out`` too if this call created it
+    and it is still empty. A lock left by a process that died is free (the system drops it with the process).
+    """
+    created = _make_dir(out)
+
+    def remove_if_created() -> None:
+        if created and not any(out.iterdir()):
+            out.rmdir()
+
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): runs are not told apart
+        return remove_if_created
+    path = out / LOCK
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise UsageError(_in_use(out, holder)) from None
+        except OSError:  # a file system without locks (some network mounts): run unlocked
+            os.close(fd)
+            return remove_if_created
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino  # not a file another run removed meanwhile
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release() -> None:
+        try:
+            path.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+        remove_if_created()
+
+    return release
+
+
+def check_output_free(out: Path) -> None:
+    """Raise :func:`lock_output_dir`'s :class:`UsageError` now if another run holds ``out`` (takes nothing):
+    the CLI asks before it loads a model; the run itself then takes the lock."""
+    try:
+        import fcntl
+
+        fd = os.open(out / LOCK, os.O_RDONLY)
+    except (ImportError, OSError):
+        return  # no lock file (or no folder, or no flock): free
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        raise UsageError(_in_use(out, holder)) from None
+    except OSError:
+        return
+    finally:
+        os.close(fd)
+
+
+def _in_use(out: Path, holder: str) -> str:
+    return f"another camlens run (pid {holder}) is writing into {out}: wait for it, or choose another --output-dir"
+
+
 def run(
     network: Network | NetworkSpec,
     sources: Sequence[str | os.PathLike],
@@ -710,6 +914,8 @@ def run(
     metrics: Callable[[ImageResult], dict[str, float]] | None = None,
     engine: str = "local",
     workers: int | None = None,
+    recursive: bool = False,
+    on_note: Callable[[str], None] | None = None,
 ) -> RunSummary:
     """Explain every image of ``sources`` (files or folders) and write pictures and the results table.
 
@@ -733,11 +939,38 @@ def run(
         engine: ``"local"`` (threads in this process) or ``"ray"`` (Ray Data actors: see
             :mod:`camlens.run_ray`; ``pip install camlens[ray]``).
         workers: with ``engine="ray"``, how many actors (default: one per GPU, else half the CPUs).
+        recursive: search the folders' sub-folders too (without it, ``on_note`` hears how many were not).
+        on_note: called with a line for the user (e.g. sub-folders not searched) before any image is done.
 
     Raises:
-        UsageError: bad options, files that exist already (without ``overwrite``), or the first bad
-            image with ``fail_fast``.
+        UsageError: bad options, files that exist already (without ``overwrite``), another run writing
+            into ``output_dir`` at the moment (see :func:`lock_output_dir`), or the first bad image with
+            ``fail_fast``.
     """
+    release = lock_output_dir(check_output_dir(output_dir))
+    try:
+        return _run_locked(
+            network, sources, output_dir, options, on_result=on_result, progress=progress, metrics=metrics,
+            engine=engine, workers=workers, recursive=recursive, on_note=on_note,
+        )  # fmt: skip
+    finally:
+        release()
+
+
+def _run_locked(
+    network: Network | NetworkSpec,
+    sources: Sequence[str | os.PathLike],
+    output_dir: str | os.PathLike,
+    options: RunOptions = RunOptions(),
+    *,
+    on_result: Callable[[ImageResult], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    metrics: Callable[[ImageResult], dict[str, float]] | None = None,
+    engine: str = "local",
+    workers: int | None = None,
+    recursive: bool = False,
+    on_note: Callable[[str], None] | None = None,
+) -> RunSummary:
     start = time.perf_counter()
     if engine not in ENGINES:
         raise UsageError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
@@ -750,8 +983,8 @@ def run(
         )
     net = network.build() if isinstance(network, NetworkSpec) else network
     device = resolve_device(options.device) if engine == "local" else None
-    paths = collect_sources(sources)
-    stems = unique_stems(paths)
+    paths = collect_sources(sources, recursive, on_note)
+    stems = [fit_stem(stem, net.name, options) for stem in unique_stems(paths)]
     key = options.key(net.name)
     _repair(out)
     done: set[str] = set()
@@ -820,13 +1053,14 @@ def run(
         if close is not None:
             close()  # stops the readers (or the Ray dataset)
         writer.shutdown(wait=True)  # batches already explained are written, and their rows recorded
-        table = None
+        table, tables = None, []
         if table_state.started or skipped:
             exported = export_table(out)
             table = exported[-1] if exported else out / TABLE
+            tables = [out / TABLE, *exported]
         if created and not any(out.iterdir()):
             out.rmdir()
-    return RunSummary(results, skipped, time.perf_counter() - start, out, table, timings, engine)
+    return RunSummary(results, skipped, time.perf_counter() - start, out, table, timings, engine, tables)
 
 
 def _explained_local(
@@ -870,6 +1104,8 @@ def _decode(
             rgb: Any = read_image(path) if max_side is None else read_image(path, max_side=max_side)
         except UsageError as error:
             rgb = str(error)
+        except OSError as error:  # e.g. no permission to read: a failed row, like a bad image
+            rgb = f"image {path} cannot be read ({error.strerror or error})"
         items.append((path, stem, rgb))
     timings["decode"] += time.perf_counter() - t
     return items

@@ -110,7 +110,7 @@ def test_user_model_file_with_labels(run, tmp_path):
     assert "layer relu2" in result.stdout
     labels = (EXAMPLES / "cifar10_labels.txt").read_text().split()
     assert any(label in result.stdout for label in labels)
-    assert len(list((tmp_path / "out").glob("cat-cifar_net-*.jpg"))) == 6
+    assert len(list((tmp_path / "out").glob("cat-cifar_net-net-*.jpg"))) == 6
 
 
 def _unusual_images(folder):

@@ -168,7 +168,7 @@ def test_a_bad_image_is_a_row_and_fail_fast_stops(tmp_path):
     out = tmp_path / "out"
     result = subprocess.run(_command(model, labels, folder, out), capture_output=True, text=True, env=_env())
     assert result.returncode == 2, result.stderr
-    assert "explained 4 images, 1 failed" in result.stdout and f"table: {out}" in result.stdout
+    assert "explained 4 images, 1 failed" in result.stdout and f"tables: {out}" in result.stdout
     assert "img01b.jpg" in result.stderr
     rows = _final_rows(out)
     assert sorted(Path(p).name for p, r in rows.items() if r["status"] == "ok") == [f"img0{i}.png" for i in range(4)]
@@ -206,7 +206,7 @@ def test_the_results_table_loads_in_pandas_with_the_columns(tmp_path):
     assert all(len(topk) == 3 and topk[0]["label"] == LABELS[topk[0]["class_id"]] for topk in ok["topk"])
     assert list(ok["class_id"]) == [topk[0]["class_id"] for topk in ok["topk"]]  # the predicted class
     assert all(
-        list(files) == [f"{Path(p).stem}-slow_net-heatmap.jpg", f"{Path(p).stem}-slow_net-cam.jpg"]
+        list(files) == [f"{Path(p).stem}-slow_net-net-heatmap.jpg", f"{Path(p).stem}-slow_net-net-cam.jpg"]
         for p, files in zip(ok["path"], ok["files"], strict=True)
     )
     assert (ok["metric_gradcam/max"] == 1.0).all()  # maps are normalised to a maximum of 1

@@ -43,6 +43,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     group.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
     group.add_argument("--fail-fast", action="store_true", help="stop at the first bad image")
     group.add_argument(
+        "--recursive", action="store_true", help="search the folders' sub-folders too (default: the folder's own files)"
+    )
+    group.add_argument(
         "--no-resume", action="store_true", help="redo images the output folder's results table holds already"
     )
     group.add_argument(
@@ -62,18 +65,29 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> int:
     from camlens.errors import UsageError
-    from camlens.run import RunOptions, check_layer, check_output_dir, progress_printer, resolve_device, run
+    from camlens.run import (
+        RunOptions,
+        check_layer,
+        check_output_dir,
+        check_output_free,
+        check_sources,
+        done_count,
+        progress_printer,
+        resolve_device,
+        run,
+    )
 
     common.check_numbers(args)
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be at least 1")
+    methods = common.methods_of(args)
+    metrics = common.metrics_of(args)
+    check_sources(common.images_of(args))  # a file that is not there fails before torch or a model is loaded
     if args.engine == "ray":
         from camlens.run_ray import import_ray
 
         import_ray()  # before loading anything: says which extra to install
-    methods = common.methods_of(args)
-    metrics = common.metrics_of(args)
-    check_output_dir(args.output_dir)
+    check_output_free(check_output_dir(args.output_dir))  # another run writing there: say so before loading
     if args.engine == "local":
         resolve_device(args.device)
     from camlens.viz.annotate import COLORMAPS
@@ -111,16 +125,27 @@ def main(args: argparse.Namespace) -> int:
         layout=args.layout,
     )
     show = (lambda result: _print_json(result, network.name)) if args.json else _print_report
-    summary = run(
-        network,
-        sources,
-        args.output_dir,
-        options,
-        on_result=show,
-        progress=progress_printer(),
-        engine=args.engine,
-        workers=args.workers,
-    )
+    try:
+        summary = run(
+            network,
+            sources,
+            args.output_dir,
+            options,
+            on_result=show,
+            progress=progress_printer(),
+            engine=args.engine,
+            workers=args.workers,
+            recursive=args.recursive,
+            on_note=lambda note: print(f"camlens: note: {note}", file=sys.stderr, flush=True),
+        )
+    except KeyboardInterrupt:
+        done, total = done_count(network.name, sources, args.output_dir, options, args.recursive)
+        if total <= 1:
+            raise
+        raise KeyboardInterrupt(
+            f"{done} of {total} images done (in {args.output_dir}); "
+            "run the same command again to do the rest (it resumes)"
+        ) from None
     failures = summary.failures
     if not args.json:
         done = len(summary.results) - len(failures)
@@ -134,8 +159,8 @@ def main(args: argparse.Namespace) -> int:
             f"{', '.join(parts)} in {summary.seconds:.1f} s ({rate:.1f} img/s); "
             f"wrote {files} file{'s' * (files != 1)} to {summary.output_dir}/"
         )
-        if summary.table is not None:
-            print(f"table: {summary.table}")
+        if summary.tables:
+            print(f"table{'s' * (len(summary.tables) > 1)}: {', '.join(str(t) for t in summary.tables)}")
     for failure in failures:
         print(f"camlens: error: {failure.error}", file=sys.stderr)
     return 2 if failures else 0

@@ -155,8 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into head & co.
         sys.stderr.close()
         return 0
-    except KeyboardInterrupt:
-        print("camlens: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as error:  # a command may say what was done (a folder run: how to resume)
+        print(f"camlens: interrupted{f': {error}' if str(error) else ''}", file=sys.stderr)
         return 130
     except Terminated:
         print("camlens: terminated", file=sys.stderr)

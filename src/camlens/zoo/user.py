@@ -49,4 +49,5 @@ def load_user_model(spec: str, weight_path: str | None) -> Network:
     if weight_path is not None:
         fit_state_dict(model, read_state_dict(weight_path), weight_path, spec)
         source = weight_path
-    return Network(Path(file).stem, model.eval(), (224, 224), labels=[], weights=source)
+    # the factory is part of the name: two factories of one file write different files and table rows
+    return Network(f"{Path(file).stem}-{factory_name}", model.eval(), (224, 224), labels=[], weights=source)
