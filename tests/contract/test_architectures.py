@@ -78,6 +78,7 @@ def test_every_method_at_the_automatic_layer(entry):
     assert_untouched(model, before)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family,source,name", TAIL_SWEEP, ids=[e[0] for e in TAIL_SWEEP])
 def test_tail_and_perturbation_methods_on_channels_first_families(family, source, name):
     model = build_sweep(source, name, {})

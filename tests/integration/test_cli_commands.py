@@ -178,3 +178,15 @@ def test_outputs_that_are_not_logits_get_a_target_that_fits_them():
         _Detector(), x, ["gradcam"], "conv", lambda out: torch.stack([d["scores"][0] for d in out])
     )
     assert detector["gradcam"].shape == (2, 16, 16)
+
+
+def test_the_readme_gives_the_fast_lane_and_the_cpu_torch_install():
+    import re
+
+    readme = (EXAMPLES.parent / "README.md").read_text(encoding="utf-8")
+    bash = re.findall(r"```bash\n(.*?)```", readme, flags=re.S)
+    assert any('python -m pytest -q -m "not slow"' in block for block in bash)
+    assert any("--index-url https://download.pytorch.org/whl/cpu" in block for block in bash)
+    assert "2 CPU cores" in readme and "camlens methods" in readme
+    pyproject = (EXAMPLES.parent / "pyproject.toml").read_text(encoding="utf-8")
+    assert re.search(r'"slow: [^"]*-m .not slow. is the fast lane', pyproject)

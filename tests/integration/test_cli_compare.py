@@ -10,6 +10,7 @@ from PIL import Image
 from helpers import EXAMPLES
 
 
+@pytest.mark.slow
 def test_compare_table_with_available_and_unavailable_networks(run, tmp_path):
     # resnet18 gets (random) weights through the local torch cache; vgg16 and the timm resnet10t have none:
     # shown as unavailable, not fatal
@@ -43,6 +44,7 @@ def test_compare_table_with_available_and_unavailable_networks(run, tmp_path):
     assert "layer layer4" in result.stdout and "time: models" in result.stdout
 
 
+@pytest.mark.slow
 def test_compare_unknown_network_is_fatal_with_suggestion(run, tmp_path):
     out = tmp_path / "out"
     result = run(
@@ -51,6 +53,7 @@ def test_compare_unknown_network_is_fatal_with_suggestion(run, tmp_path):
     assert result.returncode == 2 and "densenet121" in result.stderr and not out.exists()
 
 
+@pytest.mark.slow
 def test_compare_and_explain_with_metrics_agree_with_the_metric_functions(run, tmp_path):
     """``--metrics`` adds per-method metric columns; their values are camlens.metrics' on the same input."""
     import csv

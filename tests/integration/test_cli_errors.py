@@ -39,6 +39,7 @@ def bad_files(tmp_path):
     return files
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("case", "needles"),
     [
@@ -73,6 +74,7 @@ def test_a_bad_image_among_good_ones_is_reported_and_the_good_work_kept(run, tmp
     assert "1 failed" in result.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("option", "needles"),
     [
@@ -88,6 +90,7 @@ def test_bad_names_and_numbers(run, tmp_path, option, needles):
     _assert_clean_failure(result, out, *needles)
 
 
+@pytest.mark.slow
 def test_missing_torchvision_weights_say_what_to_do(run, tmp_path):
     out = tmp_path / "out"
     env = {"TORCH_HOME": str(tmp_path / "torch-home")}
@@ -123,6 +126,7 @@ def test_output_dir_that_cannot_be_written(run, tmp_path):
     assert result.returncode == 2 and "is a file" in result.stderr and blocker.read_text() == "x"
 
 
+@pytest.mark.slow
 def test_no_image_and_bad_numbers(run, tmp_path):
     out = tmp_path / "out"
     _assert_clean_failure(run("explain", "--output-dir", str(out)), out, "no image given")

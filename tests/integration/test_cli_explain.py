@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from helpers import EXAMPLES
@@ -42,6 +43,7 @@ def _mass_left(path) -> float:
     return float(cam[:, : cam.shape[1] // 2].sum() / cam.sum())
 
 
+@pytest.mark.slow
 def test_each_class_of_a_two_object_composite_lights_its_own_object(run, tmp_path):
     """cat | coffee cup side by side: Egyptian cat's Grad-CAM on the left, espresso's on the right."""
     image = str(EXAMPLES / "cat_and_cup.jpg")
@@ -55,6 +57,7 @@ def test_each_class_of_a_two_object_composite_lights_its_own_object(run, tmp_pat
     assert shares[967] < 0.5, shares
 
 
+@pytest.mark.slow
 def test_seed_flags_several_images_and_a_folder(run, tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
@@ -131,6 +134,7 @@ def _unusual_images(folder):
     cat.resize((4000, 2700)).save(folder / "large.jpg")
 
 
+@pytest.mark.slow
 def test_valid_but_unusual_images_are_explained(run, tmp_path):
     folder = tmp_path / "odd"
     folder.mkdir()
@@ -178,6 +182,7 @@ def net():
 '''
 
 
+@pytest.mark.slow
 def test_layout_flag_states_the_target_layers_layout_and_a_wrong_one_is_a_one_line_error(run, tmp_path):
     (tmp_path / "last.py").write_text(CHANNELS_LAST_NET)
     common = [str(EXAMPLES / "cat.jpg"), "--model", f"{tmp_path / 'last.py'}:net", "--input-size", "32",

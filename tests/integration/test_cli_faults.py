@@ -60,6 +60,7 @@ def test_ctrl_c_during_start_up_prints_no_traceback(tmp_path):
         assert stderr.strip().splitlines()[-1] == "camlens: interrupted"
 
 
+@pytest.mark.slow
 def test_sigterm_while_writing_cleans_up(tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()

@@ -7,6 +7,7 @@ import re
 import shutil
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from helpers import EXAMPLES
@@ -29,6 +30,7 @@ PATCH_MODEL = [
 ]
 
 
+@pytest.mark.slow
 def test_guided_gradcam_alone_and_with_gradcam(run, tmp_path):
     for methods in (["guided_gradcam"], ["gradcam", "guided_gradcam"]):
         out = tmp_path / "-".join(methods)
@@ -44,6 +46,7 @@ def test_output_dir_that_cannot_be_created_names_the_dir(run, tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_annotated_png_pictures_and_overwrite(run, tmp_path):
     out = tmp_path / "out"
     args = ["explain", str(EXAMPLES / "cat.jpg"), "--methods", "gradcam", "--output-dir", str(out)]
@@ -62,6 +65,7 @@ def test_annotated_png_pictures_and_overwrite(run, tmp_path):
     assert Image.open(out / "cat-efficientnet_lite0-cam.png").height == plain.height  # now the plain picture
 
 
+@pytest.mark.slow
 def test_json_version_and_help(run, tmp_path):
     result = run("explain", str(EXAMPLES / "cat.jpg"), "--json", "--topk", "3", "--output-dir", str(tmp_path / "o"))
     assert result.returncode == 0, result.stderr
@@ -77,6 +81,7 @@ def test_json_version_and_help(run, tmp_path):
         assert needle in text, needle
 
 
+@pytest.mark.slow
 def test_stems_that_collide_get_their_folder_name(run, tmp_path):
     for folder, suffix in (("a", ".jpg"), ("b", ".png")):
         (tmp_path / folder).mkdir()
@@ -93,6 +98,7 @@ def test_stems_that_collide_get_their_folder_name(run, tmp_path):
     assert "written as a_cat" in result.stdout and "written as b_cat" in result.stdout
 
 
+@pytest.mark.slow
 def test_compare_several_images_with_class_layer_methods_and_topk(run, tmp_path):
     out = tmp_path / "out"
     result = run(
@@ -113,6 +119,7 @@ def test_compare_several_images_with_class_layer_methods_and_topk(run, tmp_path)
     assert "--weights vgg16=FILE" in unavailable[0] and "--weight-path" not in unavailable[0]
 
 
+@pytest.mark.slow
 def test_the_custom_model_story_runs_with_the_shipped_weights(run, tmp_path):
     out = tmp_path / "out"
     result = run(
@@ -130,6 +137,7 @@ def test_the_custom_model_story_runs_with_the_shipped_weights(run, tmp_path):
     assert bare.returncode == 0 and "warning: no --weight-path" in bare.stderr
 
 
+@pytest.mark.slow
 def test_resume_does_only_the_images_not_done(run, tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
@@ -144,6 +152,7 @@ def test_resume_does_only_the_images_not_done(run, tmp_path):
     assert "explained 1 image" in again.stdout and "2 done before" in again.stdout
 
 
+@pytest.mark.slow
 def test_any_name_offline_says_what_it_lacks_and_random_weights_run_with_a_warning(run, tmp_path):
     listing = run("networks")
     assert listing.returncode == 0 and listing.stdout.startswith("efficientnet_lite0")

@@ -8,6 +8,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from helpers import EXAMPLES
 
 README = EXAMPLES.parent / "README.md"
@@ -31,6 +33,7 @@ def test_quick_start_prints_what_the_readme_shows(run, tmp_path):
     assert len(list((tmp_path / "results").glob("cat-efficientnet_lite0-*.jpg"))) == 6
 
 
+@pytest.mark.slow
 def test_the_python_example_from_a_photo_runs(tmp_path):
     (tmp_path / "examples").symlink_to(EXAMPLES)
     code = next(b for b in _blocks("python") if "camlens.load_network()" in b)

@@ -124,6 +124,7 @@ def uninterrupted(tmp_path_factory):
     return model, labels, folder, reference
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT], ids=["sigkill", "sigint"])
 def test_an_interrupted_run_resumes_with_only_the_remaining_images(tmp_path, uninterrupted, how):
     model, labels, folder, reference = uninterrupted
@@ -161,6 +162,7 @@ def test_an_interrupted_run_resumes_with_only_the_remaining_images(tmp_path, uni
     assert "explained 0 images, 20 done before (resumed)" in third.stdout
 
 
+@pytest.mark.slow
 def test_a_bad_image_is_a_row_and_fail_fast_stops(tmp_path):
     model, labels = _model(tmp_path, delay=0)
     folder = _folder(tmp_path, count=4)
@@ -266,6 +268,7 @@ def local_ray():
     assert not ray.is_initialized()
 
 
+@pytest.mark.slow
 def test_the_ray_engine_gives_the_local_results_row_for_row(tmp_path, local_ray):
     model, labels = _model(tmp_path, delay=0)
     folder = _folder(tmp_path, count=5)
@@ -321,6 +324,7 @@ def test_without_ray_the_command_names_the_extra(tmp_path):
     assert result.stderr.strip() == "camlens: error: the Ray engine needs Ray: pip install camlens[ray]"
 
 
+@pytest.mark.slow
 def test_the_command_runs_on_ray(tmp_path):
     pytest.importorskip("ray.data")
     model, labels = _model(tmp_path, delay=0)

@@ -10,9 +10,13 @@ from torch import Tensor
 
 def _pyplot() -> Any:
     try:
+        import os
+        import sys
+
         import matplotlib
 
-        matplotlib.use("Agg", force=False)
+        if "matplotlib.pyplot" not in sys.modules and not os.environ.get("MPLBACKEND"):
+            matplotlib.use("Agg", force=False)  # a script: no window; a notebook keeps its inline backend
         import matplotlib.pyplot as plt
     except ImportError:
         raise ImportError("plotting needs matplotlib: pip install 'camlens[metrics]'") from None
