@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from camlens.images import read_image as read_image
     from camlens.layers import default_layer as default_layer
     from camlens.layers import resolve_layer as resolve_layer
+    from camlens.progress import cost as cost
     from camlens.render import show as show
     from camlens.targets import class_score as class_score
     from camlens.zoo import Network as Network
@@ -50,6 +51,7 @@ _LAZY = {
     "explain": "camlens.explain",
     "default_layer": "camlens.layers",
     "resolve_layer": "camlens.layers",
+    "cost": "camlens.progress",
     "class_score": "camlens.targets",
     "read_image": "camlens.images",
     "show": "camlens.render",
@@ -69,6 +71,7 @@ __all__ = [
     "available_methods",
     "capture",
     "class_score",
+    "cost",
     "default_layer",
     "explain",
     "load_network",

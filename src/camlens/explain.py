@@ -132,6 +132,7 @@ def explain(
     eigen_smooth: bool = False,
     aug_smooth: bool = False,
     precision: str = "float32",
+    progress: Any = None,
     **options: Any,
 ) -> Explanation:
     """Explain ``model``'s scores on ``x`` with several methods from one forward pass.
@@ -162,6 +163,11 @@ def explain(
             :class:`camlens.methods.context.MethodOptions`).
         precision: ``"float32"`` (default), or ``"bfloat16"``/``"float16"`` to run the network under
             autocast (see :mod:`camlens.device`; check the maps with ``pick_precision`` first).
+        progress: ``True`` shows a tqdm bar per perturbation method on stderr (its forward passes, the
+            time left) after a one-line note of its cost; a callable ``(label, done, total)`` is called
+            instead; None (default) follows an enclosing :func:`camlens.progress.reporting` block, else
+            shows nothing (see :mod:`camlens.progress`; :func:`camlens.progress.cost` tells the cost
+            without running anything long).
 
     A list of target layers computes every map at each layer and fuses the image maps: LayerCAM by
     their maximum (Jiang et al. 2021, section 3.3), Refine-CAM by their product, the others by their mean
@@ -175,6 +181,14 @@ def explain(
         ('layer4', torch.Size([2, 64, 64]))
     """
     names = _check_methods(methods)
+    if progress is not None:
+        from camlens.progress import reporting
+
+        with reporting(progress):
+            return explain(
+                model, x, names, target_layer, targets, counterfactual=counterfactual, layout=layout,
+                eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, precision=precision, **options,
+            )  # fmt: skip
     check_input(model, x)
     method_options = _method_options(options)
     if aug_smooth or isinstance(target_layer, list | tuple):
@@ -215,8 +229,25 @@ def explain(
             cap = capture_in_float32(cap)
         _check_native_layout(specs, cap)
         context = MethodContext(eager, x, targets, layer if isinstance(layer, tuple) else None, cap, method_options)
-        extra = {spec.name: spec.function(context) for spec in specs}
+        extra = {spec.name: _run_method(spec, context) for spec in specs}
     return _assemble(cap, names, x.shape[-2:], counterfactual, extra, eigen_smooth, guarded.compiled)
+
+
+def _run_method(spec: Any, context: MethodContext) -> Tensor:
+    """Run one context method; a perturbation method's cost goes to the progress reporter first."""
+    if spec.perturbation:
+        from camlens.progress import current, method_cost
+
+        reporter = current()
+        activations = context.capture.activations
+        if reporter is not None and activations is not None:
+            found = method_cost(
+                spec.name, int(activations.shape[1]), int(context.x.shape[0]), context.capture.layer_name,
+                context.x.shape[-2:], context.options,
+            )  # fmt: skip
+            if found is not None:
+                reporter.note(found.note)
+    return spec.function(context)
 
 
 def _check_native_layout(specs: list[Any], cap: Capture) -> None:

@@ -47,6 +47,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=8, help="images per batch")
     parser.add_argument("--output-dir", default="evaluation", help="where the tables and plots go")
     parser.add_argument("--overwrite", action="store_true", help="replace files that exist already")
+    from camlens.cli.explain import add_progress_option
+
+    add_progress_option(parser)
     common.add_model_options(parser)
     parser.set_defaults(handler=main)
     return parser
@@ -102,7 +105,11 @@ def main(args: argparse.Namespace) -> int:
     network = common.network_of(args, args.network, args.weight_path)
     check_layer(network, args.layer_name)
     network.model.to(device)
-    rows, curves, sanity_rows, sanity_maps = _evaluate(network, paths, boxes, methods, args, device)
+    from camlens.cli.explain import progress_of
+    from camlens.progress import reporting
+
+    with reporting(progress_of(args)):
+        rows, curves, sanity_rows, sanity_maps = _evaluate(network, paths, boxes, methods, args, device)
     from camlens.run import write_staged
 
     files = write_staged(out, lambda folder: _write(folder, rows, curves, sanity_rows, sanity_maps))

@@ -57,9 +57,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     group.add_argument("--workers", type=int, default=None, help="--engine ray: actors (default: per GPU, else CPUs/2)")
     group.add_argument("--json", action="store_true", help="print one JSON object per image instead of the report")
+    add_progress_option(group)
     common.add_metrics_option(parser)
     common.add_model_options(parser)
-    parser.set_defaults(handler=main)
+    parser.set_defaults(handler=main_with_progress)
     return parser
 
 
@@ -164,6 +165,35 @@ def main(args: argparse.Namespace) -> int:
     for failure in failures:
         print(f"camlens: error: {failure.error}", file=sys.stderr)
     return 2 if failures else 0
+
+
+def add_progress_option(group: Any) -> None:
+    group.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bars of the long methods (forward passes done, time left) and of the sanity check's steps "
+        "on stderr (default: when stderr is a terminal; each perturbation method's cost is noted either way, "
+        "--no-progress silences both)",
+    )
+
+
+def main_with_progress(args: argparse.Namespace) -> int:
+    """:func:`main` with the progress that ``--progress`` asks for."""
+    from camlens.progress import reporting
+
+    with reporting(progress_of(args)):
+        return main(args)
+
+
+def progress_of(args: argparse.Namespace) -> Any:
+    """What ``--progress`` asks for: notes of the perturbation methods' cost, bars on a terminal or when asked."""
+    from camlens.progress import TqdmProgress
+
+    if args.progress is False:
+        return False
+    bars = bool(args.progress) or sys.stderr.isatty()
+    return TqdmProgress(bars=bars)
 
 
 def _print_report(result: Any) -> None:

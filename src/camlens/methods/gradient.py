@@ -115,13 +115,23 @@ def first_component(maps: Tensor, reference: Tensor | None = None) -> Tensor:
     ``(B, K, u, v) -> (B, u, v)``.
 
     This is Eigen-CAM's map (Muhammad & Yeasin 2020, Eq. 3-4) and pytorch-grad-cam's ``eigen_smooth``.
+
+    The decomposition runs on the smaller side of ``X`` (``uv x K``, centred): the top eigenvector of the
+    ``(K, K)`` covariance ``X^T X`` projected as ``X v_1`` when ``K < uv`` (an 80 x 80 layer of 256
+    channels: a 256 x 256 eigenproblem, not 6400 x 6400), else ``sigma_1 u_1`` from the ``(uv, uv)``
+    Gram matrix. Both are ``X v_1`` exactly, in float64; only the arbitrary sign differs, and
+    :func:`orient` fixes it.
     """
     batch, channels, height, width = maps.shape
     matrix = torch.nan_to_num(maps).flatten(2).transpose(1, 2).to(torch.float64)  # (B, uv, K)
     centred = matrix - matrix.mean(dim=1, keepdim=True)
-    # X v_1 = sigma_1 u_1: the top eigenvector of the (uv, uv) Gram matrix, cheaper than an SVD when K >> uv
-    values, vectors = torch.linalg.eigh(centred @ centred.transpose(1, 2))
-    projection = (vectors[:, :, -1] * values[:, -1].clamp(min=0).sqrt()[:, None]).view(batch, height, width)
+    if channels < height * width:
+        _, vectors = torch.linalg.eigh(centred.transpose(1, 2) @ centred)  # (B, K, K)
+        projection = (centred @ vectors[:, :, -1:])[:, :, 0].view(batch, height, width)
+    else:
+        # X v_1 = sigma_1 u_1: the top eigenvector of the (uv, uv) Gram matrix
+        values, vectors = torch.linalg.eigh(centred @ centred.transpose(1, 2))
+        projection = (vectors[:, :, -1] * values[:, -1].clamp(min=0).sqrt()[:, None]).view(batch, height, width)
     reference = maps.mean(dim=1) if reference is None else reference
     return orient(projection, reference.to(torch.float64)).to(maps.dtype)
 

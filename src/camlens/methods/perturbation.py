@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from camlens.methods.cam import weighted_sum
 from camlens.methods.context import MethodContext, register_method
 from camlens.methods.tail import layer_tail
+from camlens.progress import Counter
 
 
 def _chunks(count: int, size: int) -> Iterator[slice]:
@@ -157,6 +158,7 @@ def ablationcam(context: MethodContext) -> Tensor:
     size = context.options.batch_size
     layout = context.capture.layout
     natives = None if layout is None or layout.kind == "nchw" else _layer_outputs(context)
+    counter = Counter("ablationcam", int(active.sum()))
     for b in range(batch):
         score = context.capture.scores[b]
         channels_b = active[b].nonzero()[:, 0]
@@ -171,6 +173,7 @@ def ablationcam(context: MethodContext) -> Tensor:
             scores, how = layer_tail_scores(context, b, ablated, check=how is None, how=how, unperturbed=own)
             denominator = score if score != 0 else torch.ones_like(score)
             weights[b, ks] = ((score - scores) / denominator).to(weights.dtype) * (score != 0)
+            counter.advance(len(ks))
     return weighted_sum(weights, activations)
 
 
@@ -201,6 +204,7 @@ def _masked_scores(
     image: int,
     masks: Callable[[Tensor], Tensor],
     probability: bool,
+    counter: Counter | None = None,
 ) -> Tensor:
     """Scores of image ``image`` times ``masks(chunk of channels)`` for each channel in ``channels``."""
     x = context.x[image : image + 1].detach()
@@ -211,6 +215,8 @@ def _masked_scores(
             output = context.model(chunk)
         rows = torch.full((chunk.shape[0],), image, dtype=torch.long, device=x.device)
         scores.append(context.probabilities_of(output, rows) if probability else context.scores_of(output, rows))
+        if counter is not None:
+            counter.advance(chunk.shape[0])
     return torch.cat(scores) if scores else x.new_zeros(0)
 
 
@@ -230,23 +236,27 @@ def scorecam(context: MethodContext) -> Tensor:
     activations = context.activations
     varies = _varies(activations)
     weights = torch.zeros(activations.shape[:2], dtype=activations.dtype, device=activations.device)
+    counter = Counter("scorecam", int(varies.sum()))
     for b in range(activations.shape[0]):
         channels = varies[b].nonzero()[:, 0]
         masks = lambda ks, b=b: _upsampled(context, b, ks, normalise_first=False)  # noqa: E731
-        weights[b, channels] = _masked_scores(context, channels, b, masks, True).to(weights.dtype)
+        weights[b, channels] = _masked_scores(context, channels, b, masks, True, counter).to(weights.dtype)
     return weighted_sum(weights, activations)
 
 
-def _torchcam_score_weights(context: MethodContext, samples: int, transform: Callable[[int, Tensor], Tensor]) -> Tensor:
+def _torchcam_score_weights(
+    context: MethodContext, samples: int, transform: Callable[[int, Tensor], Tensor], label: str
+) -> Tensor:
     """``softmax_k(mean_i (Y_c(transform(i, M_k) * X) - Y_c(X)))`` as torchcam's SS-CAM / IS-CAM."""
     activations = context.activations
     batch, channels = activations.shape[:2]
     total = torch.zeros(batch, channels, dtype=torch.float64, device=activations.device)
     every = torch.arange(channels, device=activations.device)
+    counter = Counter(label, samples * batch * channels)
     for i in range(samples):
         for b in range(batch):
             masks = lambda ks, b=b, i=i: transform(i, _upsampled(context, b, ks, normalise_first=True))  # noqa: E731
-            scores = _masked_scores(context, every, b, masks, False)
+            scores = _masked_scores(context, every, b, masks, False, counter)
             total[b] += (scores - context.capture.scores[b]).to(torch.float64)
     return torch.softmax(total / samples, dim=1).to(activations.dtype)
 
@@ -269,7 +279,7 @@ def sscam(context: MethodContext) -> Tensor:
         noise = torch.randn(masks.shape, generator=generator, device=masks.device, dtype=masks.dtype)
         return masks + std * noise
 
-    return weighted_sum(_torchcam_score_weights(context, samples, noisy), context.activations)
+    return weighted_sum(_torchcam_score_weights(context, samples, noisy, "sscam"), context.activations)
 
 
 @register_method("iscam", perturbation=True, any_layout=True)
@@ -281,7 +291,7 @@ def iscam(context: MethodContext) -> Tensor:
     """
     samples = context.options.num_samples or 10
     coefficients = torch.cumsum(torch.arange(1, samples + 1, dtype=torch.float64) / samples, 0).tolist()
-    weights = _torchcam_score_weights(context, samples, lambda i, masks: coefficients[i] * masks)
+    weights = _torchcam_score_weights(context, samples, lambda i, masks: coefficients[i] * masks, "iscam")
     return weighted_sum(weights, context.activations)
 
 
@@ -304,6 +314,7 @@ def smooth_gradcam_plus_plus(context: MethodContext) -> Tensor:
     classes = context.capture.classes
     targets = context.targets if classes is None else classes
     d1 = d2 = d3 = torch.zeros_like(context.activations)
+    counter = Counter("smoothgradcam++", samples * context.x.shape[0])
     for _ in range(samples):
         noise = torch.randn(context.x.shape, generator=generator, device=context.x.device, dtype=context.x.dtype)
         cap = capture(
@@ -311,6 +322,7 @@ def smooth_gradcam_plus_plus(context: MethodContext) -> Tensor:
         )
         g = cap.gradients
         assert g is not None
+        counter.advance(context.x.shape[0])
         d1, d2, d3 = (
             (g if d1 is None else d1 + g),
             (g**2 if d2 is None else d2 + g**2),

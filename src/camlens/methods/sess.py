@@ -18,6 +18,22 @@ def _windows(length: int, window: int, step: int) -> list[int]:
     return starts
 
 
+def _scaled_sizes(height: int, width: int, scales: int) -> list[tuple[int, int]]:
+    window = min(height, width)
+    sizes = []
+    for i in range(scales):
+        short = round(window * (1 + SCALE_STEP * i))
+        sizes.append((round(height * short / window), round(width * short / window)))
+    return sizes
+
+
+def patch_count(height: int, width: int, scales: int) -> int:
+    """How many ``w x w`` patches SESS explains for one image of ``height x width`` (``w`` the shorter side)."""
+    window = min(height, width)
+    sizes = _scaled_sizes(height, width, scales)
+    return sum(len(_windows(h, window, window)) * len(_windows(w, window, window)) for h, w in sizes)
+
+
 @register_method("sess", perturbation=True, any_layout=True)
 def sess(context: MethodContext) -> Tensor:
     """SESS (Tyagi et al. 2022): Grad-CAM over sliding windows of the image at several scales, fused.
@@ -34,6 +50,7 @@ def sess(context: MethodContext) -> Tensor:
     from camlens.capture import capture
     from camlens.methods.cam import gradcam
     from camlens.postprocess import cam_to_image
+    from camlens.progress import Counter
 
     x = context.x.detach()
     height, width = int(x.shape[-2]), int(x.shape[-1])
@@ -41,13 +58,12 @@ def sess(context: MethodContext) -> Tensor:
     scales = context.options.num_samples or 12
     classes = context.capture.classes
     fused = []
+    counter = Counter("sess", patch_count(height, width, scales) * x.shape[0])
     for b in range(x.shape[0]):
         total = x.new_zeros(height, width)
         votes = x.new_zeros(height, width)
         patches, places = [], []
-        for i in range(scales):
-            short = round(window * (1 + SCALE_STEP * i))
-            h, w = round(height * short / window), round(width * short / window)
+        for i, (h, w) in enumerate(_scaled_sizes(height, width, scales)):
             image = (
                 F.interpolate(x[b : b + 1], size=(h, w), mode="bilinear", align_corners=False) if i else x[b : b + 1]
             )
@@ -67,6 +83,7 @@ def sess(context: MethodContext) -> Tensor:
             else:
                 probs = cap.scores.clamp(min=0)
             weights.append(probs)
+            counter.advance(chunk.shape[0])
         weight = torch.cat(weights)
         weight = weight / weight.max() if weight.max() > 0 else torch.ones_like(weight)
         patch_maps = torch.cat(maps) * weight[:, None, None]

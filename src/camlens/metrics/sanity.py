@@ -174,6 +174,7 @@ def sanity_check(
     seed: int = 0,
     keep_maps: bool = False,
     init: str = "redraw",
+    progress: Any = None,
 ) -> SanityRows:
     """Model-randomisation test (Adebayo et al. 2018, section 3.1): does the map depend on the weights?
 
@@ -192,6 +193,10 @@ def sanity_check(
         init: ``"redraw"`` (scale-preserving truncated-normal re-draw of each parameter, buffers kept) or
             ``"reset"`` (each module's ``reset_parameters()``); see :func:`randomise`.
         keep_maps: keep each step's maps on ``.maps`` (for :func:`camlens.metrics.plot_sanity`).
+        progress: ``True``: a tqdm bar of the randomisation steps on stderr (with the time left), and the
+            perturbation methods' own bars; a callable ``(label, done, total)`` is called with
+            ``label = "sanity check (<mode>)"`` and ``done = 0 .. len(layers)`` (see :mod:`camlens.progress`);
+            None (default): as an enclosing :func:`camlens.progress.reporting` block says, else nothing.
 
     Returns:
         a list of dicts, one per (step, method, image): ``mode, step, layer, method, image`` and the
@@ -208,7 +213,14 @@ def sanity_check(
         [('fc', 'gradcam'), ('layer4', 'gradcam')]
     """
     from camlens.explain import _check_methods, explain
+    from camlens.progress import Counter, reporting
 
+    if progress is not None:
+        with reporting(progress):
+            return sanity_check(
+                model, x, methods, targets, mode, layers=layers, target_layer=target_layer, measures=measures,
+                seed=seed, keep_maps=keep_maps, init=init,
+            )  # fmt: skip
     names = _check_methods(methods)
     check_choice(mode, "mode", MODES)
     check_choice(init, "init", INITS)
@@ -230,6 +242,7 @@ def sanity_check(
     original = maps_of(model)
     rows = SanityRows()
     cascade = copy.deepcopy(model) if mode == "cascading" else None
+    counter = Counter(f"sanity check ({mode})", len(order))
     for step, name in enumerate(order, start=1):
         if cascade is not None:
             net = cascade
@@ -245,6 +258,7 @@ def sanity_check(
                 row: dict[str, Any] = {"mode": mode, "step": step, "layer": name, "method": method, "image": image}
                 row.update({m: float(values[m][image]) for m in measures})
                 rows.append(row)
+        counter.advance()
     if keep_maps:
         rows.maps = {"original": original, **rows.maps}
     return rows
