@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from camlens.layers import default_layer as default_layer
     from camlens.layers import resolve_layer as resolve_layer
     from camlens.progress import cost as cost
+    from camlens.render import figure_grid as figure_grid
     from camlens.render import show as show
     from camlens.targets import class_score as class_score
     from camlens.zoo import Network as Network
@@ -55,6 +56,7 @@ _LAZY = {
     "class_score": "camlens.targets",
     "read_image": "camlens.images",
     "show": "camlens.render",
+    "figure_grid": "camlens.render",
     "Network": "camlens.zoo",
     "load_network": "camlens.zoo",
 }
@@ -74,6 +76,7 @@ __all__ = [
     "cost",
     "default_layer",
     "explain",
+    "figure_grid",
     "load_network",
     "read_image",
     "resolve_layer",

@@ -104,6 +104,13 @@ class Explanation(Mapping[str, Tensor]):
 
         return save_result(self, folder, images, **options)
 
+    def figure(self, images: Any, methods: Any = None, **options: Any) -> Any:
+        """A matplotlib figure for a paper: images x methods, one colour bar, captions naming network, layer and
+        class (see :func:`camlens.render.figure_grid` for ``options``: ``labels``, ``network``, ``kind`` ...)."""
+        from camlens.render import figure_grid
+
+        return figure_grid(self, images, methods, **options)
+
 
 def _check_methods(methods: Sequence[str] | str) -> list[str]:
     if isinstance(methods, str):

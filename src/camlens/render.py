@@ -78,7 +78,8 @@ def pictures(
                 picture = gradient_image(np.transpose(array, (1, 2, 0)))
             if caption is not None:
                 name = title(method) + (" heatmap" if kind == "heat" else "")
-                picture = annotate(picture, f"{caption} | {name}", colormap if kind != "gradient" else None)
+                gradient = kind == "gradient"  # same frame as the maps' (a signed grey scale): the pictures tile
+                picture = annotate(picture, f"{caption} | {name}", None if gradient else colormap, gradient=gradient)
             out[suffix] = picture
     return out
 
@@ -220,3 +221,151 @@ def show(result: Any, images: Any, methods: list[str] | None = None, colormap: s
             axis.axis("off")
     figure.tight_layout()
     return figure
+
+
+def cell_pictures(
+    rgb: np.ndarray, maps: dict[str, Tensor], methods: list[str], kind: str = "overlay", colormap: str = "jet",
+    alpha: float = 0.5,
+) -> list[np.ndarray]:
+    """One picture per method for a figure cell, without captions: CAM maps as ``kind`` ('overlay' or
+    'heatmap'), image-shaped maps as their gradient picture."""
+    if kind not in ("overlay", "heatmap"):
+        raise ValueError(f"kind must be 'overlay' or 'heatmap', not {kind!r}")
+    out = []
+    for method in methods:
+        spatial = maps[method].dim() == 2
+        wanted = ("overlay" if kind == "overlay" else "heat") if spatial else "gradient"
+        suffix = next(s for s, k in picture_kinds(method, spatial) if k == wanted)
+        out.append(pictures(rgb, {method: maps[method]}, None, colormap, alpha)[suffix])
+    return out
+
+
+def figure_caption(network: str, layers: list[str], methods: list[str]) -> str:
+    """The caption of a grid figure: network and target layer (and what the guided pictures show)."""
+    layer = ", ".join(dict.fromkeys(x for x in layers if x)) or "n/a"
+    guided = any(m in SEED_PICTURES and SEED_PICTURES[m][0][1] == "gradient" for m in methods)
+    note = "; guided pictures: gradient, grey = 0" if guided else ""
+    return f"network: {network}, target layer: {layer}{note}"
+
+
+def figure_grid(
+    result: Any,
+    images: Any,
+    methods: list[str] | None = None,
+    *,
+    labels: list[str] | None = None,
+    network: Any = "model",
+    names: list[str] | None = None,
+    kind: str = "overlay",
+    colormap: str = "jet",
+    alpha: float = 0.5,
+) -> Any:
+    """A figure for a paper: rows = images (x classes), columns = methods, one shared colour bar.
+
+    ``result`` is an :class:`~camlens.explain.Explanation`, or a list of them (several classes explained on
+    the same images: one row per image and class). Row labels name the image (``names``, else the path's
+    stem, else ``image i``) and the class (``labels[class]`` and its number); the caption names ``network``
+    (a name or a :class:`~camlens.zoo.Network`, whose labels are used when ``labels`` is None) and the
+    target layer. CAM maps are drawn as overlays (``kind="heatmap"``: the bare map), guided maps as their
+    gradient picture. Returns a matplotlib Figure (save it with ``fig.savefig("grid.pdf")``); needs
+    matplotlib (``pip install matplotlib``).
+    """
+    from pathlib import Path
+
+    from camlens.images import as_rgbs
+    from camlens.viz.grid import figure, pyplot
+
+    pyplot()  # says what to install before any work
+    results = list(result) if isinstance(result, list | tuple) else [result]
+    if not results:
+        raise ValueError("figure_grid needs at least one explanation")
+    if not isinstance(network, str):
+        labels = labels if labels is not None else getattr(network, "labels", None)
+        network = getattr(network, "name", type(network).__name__)
+    sources = list(images) if isinstance(images, list | tuple) else [images]
+    rgbs = as_rgbs(images)
+    for r in results:
+        if len(rgbs) != len(r.scores):
+            raise ValueError(f"{len(rgbs)} images for an explanation of {len(r.scores)}")
+    methods = list(methods or results[0].maps)
+    for r in results:
+        missing = [m for m in methods if m not in r.maps]
+        if missing:
+            raise ValueError(f"no map named {missing[0]!r} in this result; it has {', '.join(r.maps)}")
+    if names is None:
+        names = [Path(s).stem if isinstance(s, str | Path) else f"image {i}" for i, s in enumerate(sources)]
+    cells, rows = [], []
+    for i, rgb in enumerate(rgbs):
+        for r in results:
+            cells.append(cell_pictures(rgb, maps_at_size(r, i, methods, rgb.shape[:2]), methods, kind, colormap, alpha))
+            cls = None if r.classes is None else int(r.classes[i])
+            rows.append(f"{names[i]}\n{class_label(cls, labels)}")
+    caption = figure_caption(str(network), [str(r.target_layer) for r in results], methods)
+    return figure(cells, rows, [title(m) for m in methods], caption, colormap)
+
+
+def class_label(cls: int | None, labels: list[str] | None = None) -> str:
+    """``"Egyptian cat (285)"``, ``"class 285"`` without labels, ``"custom target"`` without a class."""
+    if cls is None:
+        return "custom target"
+    return f"{labels[cls]} ({cls})" if labels and 0 <= cls < len(labels) else f"class {cls}"
+
+
+def grid_target(value: str, output_dir: Any) -> tuple[Any, tuple[str, ...]]:
+    """Where ``explain --grid VALUE`` writes: ``(base path, formats)``. VALUE is formats (``png,svg,pdf``:
+    ``<output_dir>/grid.<format>``) or a path whose suffix names the one format (``fig/cats.pdf``)."""
+    from pathlib import Path
+
+    from camlens.viz.grid import FIGURE_FORMATS
+
+    path = Path(value)
+    if path.suffix.lower().lstrip(".") in FIGURE_FORMATS:
+        return path.with_suffix(""), (path.suffix.lower().lstrip("."),)
+    formats = tuple(dict.fromkeys(f.strip().lower() for f in value.split(",") if f.strip()))
+    bad = [f for f in formats if f not in FIGURE_FORMATS]
+    if bad or not formats:
+        raise ValueError(
+            f"--grid takes formats ({','.join(FIGURE_FORMATS)}) or a path ending in one of them, not {value!r}"
+        )
+    return Path(output_dir) / "grid", formats
+
+
+class GridCollector:
+    """Collects a run's images (``run``'s ``on_result`` results) as the cells of one grid figure."""
+
+    def __init__(self, methods: list[str], colormap: str = "jet", cell_pixels: int = 448) -> None:
+        self.methods, self.colormap, self.cell_pixels = list(methods), colormap, cell_pixels
+        self.cells: list[list[np.ndarray]] = []
+        self.rows: list[str] = []
+        self.layers: list[str] = []
+
+    def add(self, result: Any) -> None:
+        """Keep one image's cells (shrunk to ``cell_pixels``; not its maps)."""
+        import numpy as np
+        from PIL import Image
+
+        if not result.ok or result.rgb is None:
+            return
+        row = []
+        for picture in cell_pictures(result.rgb, result.maps, self.methods, "overlay", self.colormap):
+            thumb = Image.fromarray(picture)
+            thumb.thumbnail((self.cell_pixels, self.cell_pixels))
+            row.append(np.asarray(thumb))
+        self.cells.append(row)
+        name = result.class_name and f"{result.class_name} ({result.class_id})"
+        cls = "custom target" if result.class_id is None else name or f"class {result.class_id}"
+        self.rows.append(f"{result.stem}\n{cls}")
+        self.layers.append(result.layer or "")
+
+    def save(self, network: str, base: Any, formats: tuple[str, ...]) -> list[Any]:
+        """Write the figure as ``<base>.<format>``; returns the paths (none when no image was explained)."""
+        from camlens.viz.grid import figure, pyplot, save_figure
+
+        if not self.cells:
+            return []
+        fig = figure(self.cells, self.rows, [title(m) for m in self.methods],
+                     figure_caption(network, self.layers, self.methods), self.colormap)  # fmt: skip
+        try:
+            return save_figure(fig, base, formats)
+        finally:
+            pyplot().close(fig)

@@ -25,6 +25,7 @@ class CompareRow:
     layer: str = ""
     explained: str = ""  # "class 285 (Egyptian cat)"
     metrics: dict[str, float] = field(default_factory=dict)
+    plain: dict[str, np.ndarray] | None = None  # the pictures without captions (the figure's cells); None: pictures
 
 
 @dataclass
@@ -35,6 +36,7 @@ class CompareTable:
     rgb: np.ndarray
     columns: list[tuple[str, str]]  # (suffix, header)
     rows: list[CompareRow] = field(default_factory=list)
+    colormap: str = "jet"
 
     @property
     def metric_names(self) -> list[str]:
@@ -63,6 +65,30 @@ def _with_direction(key: str) -> str:
     return key if spec is None else f"{key} ({'higher' if spec.higher_is_better else 'lower'} better)"
 
 
+def compare_figure(table: CompareTable) -> object:
+    """The comparison as a matplotlib Figure: the network (its prediction, class, layer) on each row, the
+    picture's method on each column, no text inside the cells and one colour bar for all of them."""
+    from camlens.viz.grid import figure
+
+    cells, labels = [], []
+    for row in table.rows:
+        pictures = row.plain if row.plain is not None else row.pictures
+        cells.append([table.rgb, *(pictures.get(s) if pictures else None for s, _ in table.columns)])
+        labels.append(_row_label(row))
+    headers = ["image", *(h for _, h in table.columns)]
+    guided = any(h.lower().startswith("guided") for h in headers)
+    caption = f"{table.stem}: networks x methods" + ("; guided pictures: gradient, grey = 0" if guided else "")
+    return figure(cells, labels, headers, caption, table.colormap)
+
+
+def _row_label(row: CompareRow) -> str:
+    from camlens.viz.grid import _wrap
+
+    if row.pictures is None:
+        return "\n".join([row.name, *_wrap(row.prediction, 28)[:5]])
+    return "\n".join(x for x in (row.name, row.prediction, row.explained, row.layer and f"layer {row.layer}") if x)
+
+
 def write_compare(folder: Path, table: CompareTable, image_format: str = "jpg") -> list[str]:
     """Write ``<stem>-compare.png/.html/.md``, the original and each row's pictures; returns the file names."""
     from camlens.render import save_picture
@@ -73,15 +99,21 @@ def write_compare(folder: Path, table: CompareTable, image_format: str = "jpg") 
     headers = ["original", *(h for _, h in table.columns)]
     metric_names = table.metric_names
     written = []
-    grid_rows = []
-    for row in table.rows:
-        cells: list[np.ndarray | None] = [rgb]
-        cells += [row.pictures.get(s) for s in suffixes] if row.pictures else [None] * len(suffixes)
-        label = "\n".join(x for x in (row.name, row.prediction, row.explained and f"explained: {row.explained}") if x)
-        if row.metrics:
-            label += "\n" + "\n".join(f"{k} {v:.3f}" for k, v in row.metrics.items())
-        grid_rows.append((label, cells))
-    grid(grid_rows, headers).save(folder / f"{stem}-compare.png")
+    try:
+        figure = compare_figure(table)
+    except ImportError:  # no matplotlib: the same table drawn with PIL (plain cells, labels on rows and columns)
+        grid_rows = []
+        for row in table.rows:
+            plain = row.plain if row.plain is not None else row.pictures
+            cells: list[np.ndarray | None] = [rgb]
+            cells += [plain.get(s) for s in suffixes] if plain else [None] * len(suffixes)
+            grid_rows.append((_row_label(row), cells))
+        grid(grid_rows, headers).save(folder / f"{stem}-compare.png")
+    else:
+        import matplotlib.pyplot as plt
+
+        figure.savefig(folder / f"{stem}-compare.png", dpi=150)  # type: ignore[attr-defined]
+        plt.close(figure)  # type: ignore[arg-type]
     original = f"{stem}.{image_format}"
     save_picture(rgb, folder / original)
     written += [f"{stem}-compare.png", original]

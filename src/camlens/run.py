@@ -1326,14 +1326,16 @@ def compare(
                     prediction = f"{label} ({p:.2f})"
                 explained = "" if result.class_id is None else f"class {result.class_id} ({result.class_name})"
                 cap = caption(result) if options.annotate else None
+                plain = pictures(result.rgb, result.maps, None, options.colormap)  # type: ignore[arg-type]
                 table.rows.append(
                     CompareRow(
                         network.name,
                         prediction,
-                        pictures(result.rgb, result.maps, cap, options.colormap),  # type: ignore[arg-type]
+                        pictures(result.rgb, result.maps, cap, options.colormap) if cap else plain,  # type: ignore[arg-type]
                         result.layer or "",
                         explained,
                         dict(result.metrics),
+                        plain=plain,
                     )
                 )
             timings["io"] += time.perf_counter() - t

@@ -57,6 +57,16 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     group.add_argument("--workers", type=int, default=None, help="--engine ray: actors (default: per GPU, else CPUs/2)")
     group.add_argument("--json", action="store_true", help="print one JSON object per image instead of the report")
+    group.add_argument(
+        "--grid",
+        nargs="?",
+        const="png,svg,pdf",
+        default=None,
+        metavar="FORMATS|PATH",
+        help="also write one figure of every image (rows) x method (columns) with one colour bar and captions "
+        "naming network, layer and class: --grid writes <output-dir>/grid.png, .svg and .pdf; --grid png,pdf "
+        "chooses the formats; --grid fig/cats.pdf writes that file (needs matplotlib; --engine local)",
+    )
     add_progress_option(group)
     common.add_metrics_option(parser)
     common.add_model_options(parser)
@@ -91,6 +101,19 @@ def main(args: argparse.Namespace) -> int:
     check_output_free(check_output_dir(args.output_dir))  # another run writing there: say so before loading
     if args.engine == "local":
         resolve_device(args.device)
+    grid = None
+    if args.grid is not None:
+        from camlens.render import GridCollector, grid_target
+        from camlens.viz.grid import pyplot
+
+        if args.engine != "local":
+            raise UsageError("--grid needs --engine local (the Ray engine sends back no pictures)")
+        try:
+            grid_base, grid_formats = grid_target(args.grid, args.output_dir)
+            pyplot()
+        except (ValueError, ImportError) as error:
+            raise UsageError(str(error)) from None
+        grid = GridCollector(list(methods), args.colormap)
     from camlens.viz.annotate import COLORMAPS
 
     if args.colormap not in COLORMAPS:
@@ -126,6 +149,12 @@ def main(args: argparse.Namespace) -> int:
         layout=args.layout,
     )
     show = (lambda result: _print_json(result, network.name)) if args.json else _print_report
+    if grid is not None:
+        shown = show
+
+        def show(result: Any) -> None:
+            grid.add(result)
+            shown(result)
     try:
         summary = run(
             network,
@@ -162,6 +191,13 @@ def main(args: argparse.Namespace) -> int:
         )
         if summary.tables:
             print(f"table{'s' * (len(summary.tables) > 1)}: {', '.join(str(t) for t in summary.tables)}")
+    if grid is not None:
+        figures = grid.save(network.name, grid_base, grid_formats)
+        if summary.skipped:
+            print(f"camlens: note: the grid leaves out {summary.skipped} image(s) done before; pass --no-resume "
+                  "to include them", file=sys.stderr)  # fmt: skip
+        if figures and not args.json:
+            print(f"grid: {', '.join(str(f) for f in figures)}")
     for failure in failures:
         print(f"camlens: error: {failure.error}", file=sys.stderr)
     return 2 if failures else 0

@@ -56,14 +56,18 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
-def annotate(picture: np.ndarray, caption: str, colormap: str | None = None) -> np.ndarray:
-    """The picture with a title bar above it (``caption``) and, for maps, a colour bar from 0 to 1 below.
+def annotate(picture: np.ndarray, caption: str, colormap: str | None = None, gradient: bool = False) -> np.ndarray:
+    """The picture with a title bar above it (``caption``) and, for maps, a colour bar from 0 to 1 below;
+    ``gradient=True`` (a guided picture) puts a grey scale from - to + (grey = 0) there instead, so that
+    every annotated picture of one image has the same frame and they tile.
 
     The picture itself is kept pixel for pixel; the bars scale with its width.
     """
     height, width = picture.shape[:2]
     font_size = int(np.clip(width / 40, 10, 28))
     bar = font_size + 10
+    if gradient:
+        colormap = "gray"
     scale = 0 if colormap is None else font_size + 14
     canvas = Image.new("RGB", (width, height + bar + scale), "white")
     canvas.paste(Image.fromarray(picture), (0, bar))
@@ -81,6 +85,7 @@ def annotate(picture: np.ndarray, caption: str, colormap: str | None = None) -> 
         inner = max(width - 2 * label_width - 8, 4)
         ramp = colorize(np.linspace(0.0, 1.0, inner)[None, :].repeat(max(scale - 8, 2), axis=0), colormap)
         canvas.paste(Image.fromarray(ramp), (label_width + 4, top))
-        draw.text((4, top - 2), "0", fill="black", font=font)
-        draw.text((label_width + 8 + inner, top - 2), "1", fill="black", font=font)
+        low, high = ("-", "+") if gradient else ("0", "1")
+        draw.text((4, top - 2), low, fill="black", font=font)
+        draw.text((label_width + 8 + inner, top - 2), high, fill="black", font=font)
     return np.asarray(canvas)
