@@ -119,3 +119,16 @@ def test_annotated_pictures_of_one_image_have_one_frame_size():
     top = 20  # the title bar of a 32-pixel-wide picture: the smallest font (10) + 10
     assert np.array_equal(out["heatmap"][top : top + 24], jet(cam.numpy()))
     assert np.array_equal(out["gb"][top : top + 24], gradient_image(gradient.permute(1, 2, 0).numpy()))
+
+
+def test_rows_of_wide_pictures_are_as_tall_as_the_pictures_not_square() -> None:
+    """A 4:1 photo gave rows as tall as square cells: large blank gaps between the rows of the compare figure."""
+    from camlens.viz.grid import figure
+
+    wide = np.zeros((50, 200, 3), dtype=np.uint8)
+    square = np.zeros((100, 100, 3), dtype=np.uint8)
+    fig_wide = figure([[wide, wide], [wide, wide]], ["a", "b"], ["m1", "m2"])
+    fig_square = figure([[square, square], [square, square]], ["a", "b"], ["m1", "m2"])
+    width, height = fig_wide.get_size_inches()
+    assert height < 0.6 * fig_square.get_size_inches()[1]
+    assert width == fig_square.get_size_inches()[0]

@@ -95,9 +95,14 @@ def figure(
     if n_rows == 0 or n_cols == 0:
         raise ValueError("a figure needs at least one row and one column")
     label_inches = 0.3 + 0.07 * max((len(line) for r in rows for line in r.split("\n")), default=0)
+    # rows as tall as their pictures (a wide photo gives short rows, not gaps), tall enough for the labels
+    shapes = [picture.shape[:2] for row in cells for picture in row if picture is not None]
+    aspect = float(np.median([h / w for h, w in shapes])) if shapes else 1.0
+    label_lines = max((r.count("\n") + 1 for r in rows), default=1)
+    row_inches = max(cell_inches * aspect, 0.16 * label_lines + 0.1)
     fig, all_axes = plt.subplots(
         n_rows, n_cols + 1, squeeze=False, layout="constrained",
-        figsize=(label_inches + cell_inches * n_cols + 0.9, 0.5 + cell_inches * n_rows),
+        figsize=(label_inches + cell_inches * n_cols + 0.9, 0.6 + row_inches * n_rows),
         gridspec_kw={"width_ratios": [label_inches / cell_inches] + [1.0] * n_cols},
     )  # fmt: skip
     axes = [row[1:] for row in all_axes]
