@@ -155,7 +155,9 @@ def test_resume_does_only_the_images_not_done(run, tmp_path):
 @pytest.mark.slow
 def test_any_name_offline_says_what_it_lacks_and_random_weights_run_with_a_warning(run, tmp_path):
     listing = run("networks")
-    assert listing.returncode == 0 and listing.stdout.startswith("efficientnet_lite0")
+    header, first = listing.stdout.splitlines()[:2]
+    assert listing.returncode == 0 and header.split() == ["network", "weights"]
+    assert first.startswith("efficientnet_lite0") and "bundled" in first
     out = tmp_path / "out"
     refused = run("explain", str(EXAMPLES / "cat.jpg"), "--network", "convnext_atto", "--output-dir", str(out))
     assert refused.returncode == 2 and "--random-weights" in refused.stderr and not out.exists()
