@@ -903,6 +903,21 @@ def _in_use(out: Path, holder: str) -> str:
     return f"another camlens run (pid {holder}) is writing into {out}: wait for it, or choose another --output-dir"
 
 
+def _holding_the_output_lock(func: Callable[..., RunSummary]) -> Callable[..., RunSummary]:
+    """Call ``func(network, sources, output_dir, ...)`` holding the run lock of ``output_dir``."""
+
+    @functools.wraps(func)
+    def locked(network: Any, sources: Any, output_dir: str | os.PathLike, *args: Any, **kwargs: Any) -> RunSummary:
+        release = lock_output_dir(check_output_dir(output_dir))
+        try:
+            return func(network, sources, output_dir, *args, **kwargs)
+        finally:
+            release()
+
+    return locked
+
+
+@_holding_the_output_lock
 def run(
     network: Network | NetworkSpec,
     sources: Sequence[str | os.PathLike],
@@ -947,30 +962,6 @@ def run(
             into ``output_dir`` at the moment (see :func:`lock_output_dir`), or the first bad image with
             ``fail_fast``.
     """
-    release = lock_output_dir(check_output_dir(output_dir))
-    try:
-        return _run_locked(
-            network, sources, output_dir, options, on_result=on_result, progress=progress, metrics=metrics,
-            engine=engine, workers=workers, recursive=recursive, on_note=on_note,
-        )  # fmt: skip
-    finally:
-        release()
-
-
-def _run_locked(
-    network: Network | NetworkSpec,
-    sources: Sequence[str | os.PathLike],
-    output_dir: str | os.PathLike,
-    options: RunOptions = RunOptions(),
-    *,
-    on_result: Callable[[ImageResult], None] | None = None,
-    progress: Callable[[int, int], None] | None = None,
-    metrics: Callable[[ImageResult], dict[str, float]] | None = None,
-    engine: str = "local",
-    workers: int | None = None,
-    recursive: bool = False,
-    on_note: Callable[[str], None] | None = None,
-) -> RunSummary:
     start = time.perf_counter()
     if engine not in ENGINES:
         raise UsageError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
