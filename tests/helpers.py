@@ -8,7 +8,7 @@ import torch
 import torchvision
 from torch import nn
 
-from camlens.zoo import SEED_NETWORKS
+from camlens.zoo import SEED_NETWORKS, Network
 
 SEED_ARCHS = list(SEED_NETWORKS)
 
@@ -92,3 +92,18 @@ def corr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 EXAMPLES = __import__("pathlib").Path(__file__).resolve().parents[1] / "examples"
+
+
+def tiny_viewer_network() -> Network:
+    """A 6-class random-weight CNN at 32 px, labelled "thing 0".."thing 5": the viewer's tests' network."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 6),
+    ).eval()
+    return Network("tiny", model, (32, 32), labels=[f"thing {i}" for i in range(6)])

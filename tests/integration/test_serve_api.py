@@ -27,6 +27,7 @@ from camlens.errors import UsageError
 from camlens.images import read_image, to_batch
 from camlens.postprocess import cam_to_image
 from camlens.zoo import Network
+from helpers import tiny_viewer_network
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install camlens[serve]")
 from starlette.testclient import TestClient  # noqa: E402
@@ -49,20 +50,6 @@ def _encoded(image: Image.Image, fmt: str = "PNG") -> bytes:
     return buffer.getvalue()
 
 
-def _tiny_network() -> Network:
-    torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(8, 8, 3, padding=1),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(8, 6),
-    ).eval()
-    return Network("tiny", model, (32, 32), labels=[f"thing {i}" for i in range(6)])
-
-
 def _refuse(name: str) -> Network:
     raise UsageError(f"no weights for {name}: pass --weight-path FILE")
 
@@ -74,7 +61,7 @@ def lite0_client():
 
 @pytest.fixture
 def tiny():
-    explorer = Explorer(_tiny_network(), ["elsewhere"], topk=3, max_upload_bytes=200_000, loader=_refuse)
+    explorer = Explorer(tiny_viewer_network(), ["elsewhere"], topk=3, max_upload_bytes=200_000, loader=_refuse)
     return explorer, TestClient(create_app(explorer))
 
 

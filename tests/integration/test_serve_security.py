@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
-from torch import nn
+
+from helpers import tiny_viewer_network
 
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
@@ -27,7 +27,6 @@ from fastapi.testclient import TestClient  # noqa: E402
 from camlens.serve import create_app  # noqa: E402
 from camlens.serve.engine import Explorer  # noqa: E402
 from camlens.serve.guard import allowed_hosts  # noqa: E402
-from camlens.zoo import Network  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 RAW = {"content-type": "application/octet-stream"}
@@ -40,23 +39,9 @@ def _jpeg(seed: int, size: tuple[int, int] = (48, 64)) -> bytes:
     return buffer.getvalue()
 
 
-def _tiny_network() -> Network:
-    torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(8, 8, 3, padding=1),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(8, 6),
-    ).eval()
-    return Network("tiny", model, (32, 32), labels=[f"thing {i}" for i in range(6)])
-
-
 @pytest.fixture
 def tiny():
-    explorer = Explorer(_tiny_network(), [], topk=3)
+    explorer = Explorer(tiny_viewer_network(), [], topk=3)
     return explorer, TestClient(create_app(explorer))
 
 
@@ -65,7 +50,7 @@ def test_only_the_bound_host_names_are_served():
     hosts = allowed_hosts("127.0.0.1", 8000, ["viewer.lan"])
     assert set(hosts) == {"127.0.0.1:8000", "localhost:8000", "[::1]:8000", "viewer.lan:8000"}
     assert "[::1]:9000" in allowed_hosts("::1", 9000) and "10.0.0.5:80" in allowed_hosts("10.0.0.5", 80)
-    client = TestClient(create_app(Explorer(_tiny_network(), []), hosts=hosts), base_url="http://127.0.0.1:8000")
+    client = TestClient(create_app(Explorer(tiny_viewer_network(), []), hosts=hosts), base_url="http://127.0.0.1:8000")
     for host in hosts:
         assert client.get("/api/health", headers={"host": host}).status_code == 200, host
     for host in ("evil.example.com", "evil.example.com:8000", "localhost:9999", "127.0.0.1", "rebind.attacker:8000"):
@@ -134,7 +119,7 @@ def test_examples_refuse_symlinks_and_paths_outside(tmp_path):
     (examples / "real.jpg").write_bytes(_jpeg(2))
     (examples / "link.jpg").symlink_to(secret)
     (examples / "up.jpg").symlink_to(Path("..") / "outside" / "secret.jpg")
-    explorer = Explorer(_tiny_network(), [], topk=2, examples_dir=examples)
+    explorer = Explorer(tiny_viewer_network(), [], topk=2, examples_dir=examples)
     client = TestClient(create_app(explorer))
     assert client.get("/api/options").json()["examples"] == ["real.jpg"]
     assert client.get("/api/examples/real.jpg").content == (examples / "real.jpg").read_bytes()
@@ -156,7 +141,7 @@ def _rss_mb() -> float:
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmRSS from /proc")
 def test_resident_memory_stays_bounded_over_300_requests():
     """As the page uses it: each upload explained, then its other classes fetched concurrently."""
-    explorer = Explorer(_tiny_network(), [], topk=5)
+    explorer = Explorer(tiny_viewer_network(), [], topk=5)
     client = TestClient(create_app(explorer))
     images = [_jpeg(i, (768, 1024)) for i in range(8)]
 
