@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from camlens.catalog import ROWS
+
 if TYPE_CHECKING:
     import numpy as np
     from torch import Tensor
@@ -21,12 +23,7 @@ SEED_PICTURES: dict[str, list[tuple[str, str]]] = {  # method -> [(suffix, kind)
     "guided_gradcam": [("cam_gb", "gradient")],
 }
 SEED_SUFFIXES = ["heatmap", "cam", "heatmap++", "cam++", "gb", "cam_gb"]
-METHOD_TITLES = {
-    "gradcam": "Grad-CAM",
-    "gradcam++": "Grad-CAM++",
-    "guided_backprop": "guided backprop",
-    "guided_gradcam": "Guided Grad-CAM",
-}
+METHOD_TITLES = {row.name: row.title for row in ROWS}  # display names, from the catalog
 IMAGE_FORMATS = ("jpg", "png")
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from camlens.errors import UsageError
+from camlens.names import GUIDED_METHODS, SEED_METHODS
 
 if TYPE_CHECKING:
     import numpy as np
@@ -40,10 +41,9 @@ if TYPE_CHECKING:
 
     from camlens.zoo import Network
 
-SEED_METHODS = ("gradcam", "gradcam++", "guided_backprop", "guided_gradcam")
 TABLE = "results.jsonl"
 JOURNAL = ".camlens-started.jsonl"  # images whose files are being written (kept only by an interrupted run)
-_GRADIENT_METHODS = ("guided_backprop", "guided_gradcam")  # image-shaped (C, H, W) maps
+_GRADIENT_METHODS = GUIDED_METHODS  # image-shaped (C, H, W) maps
 ENGINES = ("local", "ray")
 
 

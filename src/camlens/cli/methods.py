@@ -1,6 +1,5 @@
 """``camlens methods``: the built-in method names, their family, whether they read a target layer, and their
-title. No torch import: the table is :data:`camlens.names.METHOD_INFO` (a test keeps it equal to the
-registry)."""
+title. No torch import: the table is the catalog's (:data:`camlens.catalog.ROWS`)."""
 
 from __future__ import annotations
 
@@ -21,26 +20,27 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         formatter_class=common.HelpFormatter,
     )
     parser.add_argument("--json", action="store_true", help="one JSON list instead of the table")
+    parser.add_argument("--markdown", action="store_true", help="the Markdown table of docs/guide/methods.md")
     parser.set_defaults(handler=main)
     return parser
 
 
 def rows() -> list[dict[str, Any]]:
-    from camlens.names import METHOD_INFO, METHODS, SEED_METHODS
+    from camlens.catalog import ROWS
 
     return [
-        {
-            "name": name,
-            "family": METHOD_INFO[name][0],
-            "uses_layer": METHOD_INFO[name][1],
-            "title": METHOD_INFO[name][2],
-            "default": name in SEED_METHODS,
-        }
-        for name in METHODS
-    ]
+        {"name": row.name, "family": row.family, "uses_layer": row.uses_layer, "title": row.description,
+         "default": row.seed}
+        for row in ROWS
+    ]  # fmt: skip
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.markdown:
+        from camlens.catalog import markdown_table
+
+        print(markdown_table(), end="")
+        return 0
     table = rows()
     if args.json:
         print(json.dumps(table, indent=2))

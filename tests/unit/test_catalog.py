@@ -1,0 +1,85 @@
+"""The one method catalog: every name, title, class and registry entry is read off camlens.catalog.ROWS."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import camlens
+from camlens import names
+from camlens.catalog import ROW, ROWS, MethodRow, resolve
+
+
+def test_the_catalog_imports_no_torch():
+    code = "import sys, camlens.catalog, camlens.names; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_names_are_read_off_the_catalog():
+    assert names.METHODS == tuple(row.name for row in ROWS) == tuple(ROW)
+    assert len(set(names.METHODS)) == len(ROWS) == 24
+    assert names.CAM_METHODS[:2] == ("gradcam", "gradcam++") and "refinecam" in names.CAM_METHODS
+    assert names.METHODS == (*names.CAM_METHODS, *names.CONTEXT_METHODS, *names.GUIDED_METHODS)
+    assert names.GUIDED_METHODS == (names.GUIDED_BACKPROP, names.GUIDED_GRADCAM)
+    assert names.SEED_METHODS == ("gradcam", "gradcam++", "guided_backprop", "guided_gradcam")
+    assert names.VIT_ONLY_METHODS == ("legrad",)
+    assert set(names.METHOD_INFO) == set(names.METHODS)
+    assert names.METHOD_INFO["fem"] == ("activation CAM", True, "FEM (Fuad et al. 2020), gradient-free")
+    assert names.METHOD_INFO["kpcacam"][2] == "KPCA-CAM (kernel PCA of the activations)"
+    assert names.METHOD_INFO["fullgrad"][1] is False
+
+
+def test_every_entry_is_the_function_explain_runs():
+    """The registries hold exactly the catalog's functions, with the catalog's flags."""
+    from camlens.methods import CAM_METHODS
+    from camlens.methods.catalog import CONTEXT_METHODS
+
+    for row in ROWS:
+        if row.kind == "cam":
+            assert CAM_METHODS[row.name] is resolve(row.entry), row.name
+            assert row.uses_layer
+        elif row.kind == "context":
+            spec = CONTEXT_METHODS[row.name]
+            assert spec.function is resolve(row.entry), row.name
+            assert (spec.uses_layer, spec.perturbation, spec.any_layout) == (
+                row.uses_layer, row.perturbation, row.any_layout,
+            ), row.name  # fmt: skip
+            assert (spec.head is None) == (not row.head), row.name
+            if row.head:
+                assert spec.head is resolve(row.head)
+        else:
+            assert row.name not in CAM_METHODS and row.name not in CONTEXT_METHODS
+    built_in = [n for n in CAM_METHODS if n in ROW] + [n for n in CONTEXT_METHODS if n in ROW]
+    assert built_in == [row.name for row in ROWS if row.kind != "guided"]
+
+
+def test_titles_and_the_methods_command_come_from_the_catalog():
+    from camlens.cli.methods import rows
+    from camlens.render import METHOD_TITLES, title
+
+    assert METHOD_TITLES == {row.name: row.title for row in ROWS}
+    assert title("gradcam") == "Grad-CAM" and title("guided_backprop") == "guided backprop"
+    assert title("xgradcam") == "XGrad-CAM" and title("not-a-method") == "not-a-method"
+    listed = rows()
+    assert [r["name"] for r in listed] == list(names.METHODS)
+    assert all(r["title"] == ROW[r["name"]].description for r in listed)
+    assert [r["name"] for r in listed if r["default"]] == list(names.SEED_METHODS)
+
+
+def test_a_malformed_row_is_refused():
+    with pytest.raises(ValueError, match="kind must be one of"):
+        MethodRow("x", "weird", "f", True, "X", "", "m:f", "X")
+    with pytest.raises(ValueError, match="fuse must be one of"):
+        MethodRow("x", "cam", "f", True, "X", "", "m:f", "X", fuse="median")
+    with pytest.raises(ValueError, match="entry"):
+        MethodRow("x", "cam", "f", True, "X", "", "", "X")
+    with pytest.raises(ValueError, match="module:function"):
+        resolve("camlens.catalog")
+
+
+def test_available_methods_are_the_catalog_in_order():
+    assert camlens.available_methods()[: len(ROWS) - 2] == [r.name for r in ROWS if r.kind != "guided"]
+    assert camlens.available_methods()[-2:] == list(names.GUIDED_METHODS)
