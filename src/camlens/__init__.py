@@ -26,11 +26,11 @@ if TYPE_CHECKING:
     from camlens.explain import GuidedBackprop as GuidedBackprop
     from camlens.explain import GuidedGradCAM as GuidedGradCAM
     from camlens.explain import available_methods as available_methods
+    from camlens.explain import cost as cost
     from camlens.explain import explain as explain
     from camlens.images import read_image as read_image
     from camlens.layers import default_layer as default_layer
     from camlens.layers import resolve_layer as resolve_layer
-    from camlens.progress import cost as cost
     from camlens.render import figure_grid as figure_grid
     from camlens.render import show as show
     from camlens.targets import class_score as class_score
@@ -52,7 +52,7 @@ _LAZY = {
     "explain": "camlens.explain",
     "default_layer": "camlens.layers",
     "resolve_layer": "camlens.layers",
-    "cost": "camlens.progress",
+    "cost": "camlens.explain",
     "class_score": "camlens.targets",
     "read_image": "camlens.images",
     "show": "camlens.render",

@@ -14,7 +14,7 @@ with respect to the input.
 
 The target layer may output a channels-first map, a channels-last map or tokens; it is read as
 ``(B, K, u, v)`` after the pass (:mod:`camlens.layouts`), the gradients identically. With ``layer=AUTO``
-the layer is chosen inside the same forward (:class:`camlens.layers.CandidateRecorder`), so the model
+the layer is chosen inside the same forward (:class:`camlens.candidates.CandidateRecorder`), so the model
 runs once per call either way.
 
 The layer's own output is captured and a copy goes downstream, so an in-place op after the layer
@@ -33,10 +33,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from camlens.candidates import AutoLayer, CandidateRecorder, UninformativeLayerError, remember_default
 from camlens.guard import guarded_call
-from camlens.layers import CandidateRecorder, UninformativeLayerError, _Auto, remember_default
+from camlens.guided import GuidedMode, GuidedSwitch
 from camlens.layouts import Layout, LayoutSpec, resolve_layout
-from camlens.methods.guided import GuidedMode, GuidedSwitch
 from camlens.targets import Targets, TargetScores, target_scores
 
 
@@ -103,7 +103,7 @@ def capture(
     model: nn.Module,
     x: Tensor,
     targets: Targets = None,
-    layer: tuple[str, nn.Module] | _Auto | None = None,
+    layer: tuple[str, nn.Module] | AutoLayer | None = None,
     *,
     guided: bool = False,
     layout: LayoutSpec = None,
@@ -129,7 +129,7 @@ def capture(
     check_input(model, x)
     batch = x.shape[0]
     size = (int(x.shape[-2]), int(x.shape[-1]))
-    auto = isinstance(layer, _Auto)
+    auto = isinstance(layer, AutoLayer)
     with torch.inference_mode(False):
         x_in = x.detach()
         if x_in.is_inference():

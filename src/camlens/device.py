@@ -5,8 +5,9 @@ Mixed precision runs the network's forward and backward under :func:`torch.autoc
 on CUDA, bfloat16 on the CPU); the captured activations and gradients are cast back to float32 before any
 method's arithmetic, so only the network runs in low precision. Whether the maps stay close to the
 float32 maps depends on the model and the method: guided backprop flips ReLU gates near zero and moves a
-lot. :func:`precision_deviation` measures it on a batch and :func:`pick_precision` keeps the low precision
-only within a tolerance (1e-3 by default); float32 is the default everywhere.
+lot. :func:`camlens.precision.precision_deviation` measures it on a batch and
+:func:`camlens.precision.pick_precision` keeps the low precision only within a tolerance (1e-3 by default);
+float32 is the default everywhere.
 
 Measured (tests/unit/test_device.py, bundled EfficientNet-Lite0, examples/cat.jpg, CPU bfloat16): Grad-CAM
 deviates by about 2.5e-2, guided backprop by about 0.4 of its range -- far over 1e-3, so mixed precision
@@ -17,18 +18,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Literal
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from camlens.errors import UsageError
 
 if TYPE_CHECKING:
     from camlens.capture import Capture
-    from camlens.layers import LayerSpec
-    from camlens.targets import Targets
 
 Precision = Literal["float32", "bfloat16", "float16"]
 PRECISIONS: tuple[Precision, ...] = ("float32", "bfloat16", "float16")
@@ -115,51 +114,3 @@ def capture_in_float32(cap: Capture) -> Capture:
         gradients=cast(cap.gradients),
         input_gradient=cast(cap.input_gradient),
     )
-
-
-def precision_deviation(
-    model: nn.Module,
-    x: Tensor,
-    precision: str,
-    methods: Sequence[str] | None = None,
-    target_layer: LayerSpec = None,
-    targets: Targets = None,
-) -> dict[str, float]:
-    """How far each method's maps move in ``precision`` from float32, for the same explained classes.
-
-    The deviation of a method is ``max |M_mixed - M_float32| / max |M_float32|`` over the batch: the
-    largest change as a fraction of the map's range (CAM maps are in [0, 1], so it is the absolute
-    change there).
-    """
-    from camlens.explain import explain
-    from camlens.names import SEED_METHODS
-
-    methods = SEED_METHODS if methods is None else methods
-    reference = explain(model, x, methods, target_layer, targets)
-    fixed = targets if targets is not None or reference.classes is None else reference.classes
-    mixed = explain(model, x, methods, reference.target_layer or target_layer, fixed, precision=precision)
-    deviation = {}
-    for name, ref in reference.items():
-        scale = ref.abs().max().clamp_min(torch.finfo(ref.dtype).tiny)
-        deviation[name] = float((mixed[name].float() - ref).abs().max() / scale)
-    return deviation
-
-
-def pick_precision(
-    model: nn.Module,
-    x: Tensor,
-    precision: str,
-    methods: Sequence[str] | None = None,
-    *,
-    tolerance: float = 1e-3,
-    target_layer: LayerSpec = None,
-    targets: Targets = None,
-) -> str:
-    """``precision`` if every method's maps on ``x`` stay within ``tolerance`` of float32, else "float32".
-
-    Meant for the first batch of a run: the check costs one float32 and one mixed-precision explanation.
-    """
-    if precision == "float32":
-        return precision
-    deviation = precision_deviation(model, x, precision, methods, target_layer, targets)
-    return precision if max(deviation.values()) <= tolerance else "float32"

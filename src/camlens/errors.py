@@ -1,4 +1,7 @@
-"""Errors the command line reports in one line (no traceback), and the warning an explanation notes."""
+"""Errors the command line reports in one line (no traceback), the warning an explanation notes, and the
+closest real names an error suggests."""
+
+import difflib
 
 
 class UsageError(ValueError):
@@ -34,3 +37,11 @@ class MissingWeights(UsageError):
             head = f"no weights for {self.network} found here (no download tried: offline)"
         put = f", or put {self.checkpoint} in {self.folder}" if self.checkpoint and self.folder else ""
         return f"{head}; pass {flag}{put}, or --random-weights for a structure check"
+
+
+def closest_names(name: str, names: list[str], n: int = 5) -> list[str]:
+    """The names most like ``name``, best first (never empty when ``names`` is not)."""
+    close = difflib.get_close_matches(name, names, n=n, cutoff=0.5)
+    if not close:
+        close = difflib.get_close_matches(name, names, n=n, cutoff=0.0)
+    return close

@@ -12,14 +12,16 @@ from typing import Any, ClassVar
 from torch import Tensor, nn
 
 from camlens.capture import Capture, capture, check_input
+from camlens.costs import COUNTED_METHODS, Cost, method_cost
 from camlens.device import capture_in_float32, mixed_precision
 from camlens.errors import ExplanationNote
 from camlens.guard import eager_module, guard
+from camlens.guided import RELU_KINDS
 from camlens.layers import (
     AUTO,
+    AutoLayer,
     LayerSpec,
     UninformativeLayerError,
-    _Auto,
     cached_default,
     closest_names,
     default_layer,
@@ -30,11 +32,11 @@ from camlens.methods.cam import CAM_METHODS
 from camlens.methods.catalog import CONTEXT_METHODS, MethodContext, MethodOptions, combined_head
 from camlens.methods.gradient import EIGEN_METHODS
 from camlens.methods.gradient import eigen_smooth as eigen_smooth_map
-from camlens.methods.guided import RELU_KINDS
 from camlens.names import GUIDED_BACKPROP as GUIDED_BACKPROP
 from camlens.names import GUIDED_GRADCAM as GUIDED_GRADCAM
 from camlens.names import SEED_METHODS as SEED_METHODS
 from camlens.postprocess import cam_to_image, rounding
+from camlens.progress import current, reporting
 from camlens.targets import Targets
 
 
@@ -173,7 +175,7 @@ def explain(
         progress: ``True`` shows a tqdm bar per perturbation method on stderr (its forward passes, the
             time left) after a one-line note of its cost; a callable ``(label, done, total)`` is called
             instead; None (default) follows an enclosing :func:`camlens.progress.reporting` block, else
-            shows nothing (see :mod:`camlens.progress`; :func:`camlens.progress.cost` tells the cost
+            shows nothing (see :mod:`camlens.progress`; :func:`camlens.cost` tells the cost
             without running anything long).
 
     A list of target layers computes every map at each layer and fuses the image maps: LayerCAM by
@@ -189,8 +191,6 @@ def explain(
     """
     names = _check_methods(methods)
     if progress is not None:
-        from camlens.progress import reporting
-
         with reporting(progress):
             return explain(
                 model, x, names, target_layer, targets, counterfactual=counterfactual, layout=layout,
@@ -224,7 +224,7 @@ def explain(
             target_layer = target_layer.removeprefix("_orig_mod.")
         eager = guarded.model
         layer = _layer_for(eager, x, target_layer) if needs_layer else None
-        if isinstance(layer, _Auto) and any(spec.uses_layer for spec in specs):
+        if isinstance(layer, AutoLayer) and any(spec.uses_layer for spec in specs):
             layer = default_layer(eager, x)  # methods that re-run the layer's tail need its module up front
         head = combined_head(specs, method_options, targets)
         try:
@@ -243,8 +243,6 @@ def explain(
 def _run_method(spec: Any, context: MethodContext) -> Tensor:
     """Run one context method; a perturbation method's cost goes to the progress reporter first."""
     if spec.perturbation:
-        from camlens.progress import current, method_cost
-
         reporter = current()
         activations = context.capture.activations
         if reporter is not None and activations is not None:
@@ -255,6 +253,36 @@ def _run_method(spec: Any, context: MethodContext) -> Tensor:
             if found is not None:
                 reporter.note(found.note)
     return spec.function(context)
+
+
+def cost(model: Any, x: Any, methods: Sequence[str] | str, target_layer: Any = None, **options: Any) -> dict[str, Cost]:
+    """What each perturbation method among ``methods`` will cost on ``x`` (one forward and backward pass to
+    find the target layer's channels); the other methods are left out (they cost one pass together).
+
+    ``options`` are those of :func:`explain` (``batch_size``, ``num_samples``, ``layout``, ...); the cost of
+    one method is :func:`camlens.costs.method_cost`.
+
+    Example:
+        >>> import torch, torchvision
+        >>> model = torchvision.models.resnet18(num_classes=10).eval()
+        >>> cost(model, torch.rand(1, 3, 64, 64), ["gradcam", "scorecam"])["scorecam"].note
+        "scorecam: 512 forward passes (512 channels of 'layer4' x 1 image), 32 at a time"
+    """
+    names = _check_methods(methods)
+    layout = options.pop("layout", None)
+    method_options = _method_options(options)
+    wanted = [n for n in names if n in COUNTED_METHODS]
+    if not wanted:
+        return {}
+    result = explain(model, x, ["gradcam"], target_layer, layout=layout, progress=False)
+    assert result.capture is not None and result.capture.activations is not None
+    channels = int(result.capture.activations.shape[1])
+    out = {}
+    for name in wanted:
+        found = method_cost(name, channels, int(x.shape[0]), result.target_layer, x.shape[-2:], method_options)
+        if found is not None:
+            out[name] = found
+    return out
 
 
 def _check_native_layout(specs: list[Any], cap: Capture) -> None:
@@ -284,7 +312,7 @@ def _method_options(options: dict[str, Any]) -> MethodOptions:
     return MethodOptions(**options)
 
 
-def _layer_for(model: nn.Module, x: Tensor, target_layer: LayerSpec) -> tuple[str, nn.Module] | _Auto:
+def _layer_for(model: nn.Module, x: Tensor, target_layer: LayerSpec) -> tuple[str, nn.Module] | AutoLayer:
     if target_layer is None:
         return cached_default(model, x.shape[-2:]) or AUTO
     return resolve_layer(model, target_layer)
@@ -471,7 +499,7 @@ class GuidedBackprop(_Explainer):
     """Guided backpropagation (Springenberg et al. 2015) at every activation the forward runs, ``(B, C, H, W)``.
 
     ReLUs follow Springenberg's rule; other pointwise activations ``f`` the generalised rule
-    ``f'(x) * max(grad_out, 0)`` (see :mod:`camlens.methods.guided`).
+    ``f'(x) * max(grad_out, 0)`` (see :mod:`camlens.guided`).
     """
 
     method = GUIDED_BACKPROP

@@ -21,43 +21,22 @@ attention); in CNNs, on the last map before the global pooling; never after the 
 
 from __future__ import annotations
 
-import difflib
-import weakref
-from dataclasses import dataclass
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
-from camlens.layouts import Layout, LayoutError, LayoutSpec, resolve_layout
-from camlens.postprocess import rounding
+from camlens.candidates import AUTO as AUTO
+from camlens.candidates import AutoChoice as AutoChoice
+from camlens.candidates import AutoLayer as AutoLayer
+from camlens.candidates import CandidateRecorder as CandidateRecorder
+from camlens.candidates import UninformativeLayerError as UninformativeLayerError
+from camlens.candidates import cached_default as cached_default
+from camlens.candidates import remember_default as remember_default
+from camlens.capture import capture, check_input
+from camlens.errors import closest_names as closest_names
+from camlens.guard import guard
+from camlens.layouts import LayoutSpec
 
 LayerSpec = None | str | nn.Module
-
-_PASSTHROUGH = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity, nn.Flatten)
-_default_cache: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, int], str]] = weakref.WeakKeyDictionary()
-
-
-class UninformativeLayerError(ValueError):
-    """The target layer's map cannot show anything (1 x 1, or no gradient reaches its positions)."""
-
-
-class _Auto:
-    """The automatic layer choice, made inside the explanation's own forward pass."""
-
-    def __repr__(self) -> str:
-        return "AUTO"
-
-
-AUTO = _Auto()
-
-
-def closest_names(name: str, names: list[str], n: int = 5) -> list[str]:
-    """The names most like ``name``, best first (never empty when ``names`` is not)."""
-    close = difflib.get_close_matches(name, names, n=n, cutoff=0.5)
-    if not close:
-        close = difflib.get_close_matches(name, names, n=n, cutoff=0.0)
-    return close
 
 
 def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Module]:
@@ -85,158 +64,6 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Mod
     raise TypeError(f"target_layer must be a module or a dotted name, not {type(layer).__name__}")
 
 
-def _is_pool(module: nn.Module) -> bool:
-    return "Pool" in type(module).__name__
-
-
-@dataclass
-class _Record:
-    name: str
-    module: nn.Module
-    output: Tensor
-    pooled: bool
-    projection: bool
-    hint: nn.Module  # the module that made the tensor (a container passes its child's output on)
-
-
-@dataclass(frozen=True)
-class AutoChoice:
-    """The layer the automatic rule chose, with its raw output and gradient."""
-
-    name: str
-    module: nn.Module
-    activations: Tensor  # the layer's own output, as recorded
-    gradients: Tensor  # dS/d(output), same shape
-    layout: Layout
-    remember: bool = True  # False for a fallback that depends on this call's target
-
-
-class CandidateRecorder:
-    """Forward hooks on every module that record each 3-D/4-D output as a candidate target layer.
-
-    Each hook keeps the module's own output and hands a copy downstream, so in-place ops later in the
-    network (densenet's ``F.relu(..., inplace=True)`` after ``norm5``) cannot change a candidate. Use as
-    a context manager: the hooks are removed on exit.
-    """
-
-    def __init__(self, model: nn.Module, batch: int) -> None:
-        self.model = model
-        self.batch = batch
-        self.names = {module: name for name, module in model.named_modules() if name}
-        self.records: list[_Record] = []
-        self.calls: dict[str, int] = {}
-        self._handed: dict[int, tuple[Tensor, _Record]] = {}  # id(copy handed downstream) -> (copy, record)
-        self._handles: list[Any] = []
-
-    def __enter__(self) -> CandidateRecorder:
-        try:
-            for module in self.names:
-                self._handles.append(module.register_forward_hook(self._hook))
-        except BaseException:
-            self.__exit__()
-            raise
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-
-    def _source(self, t: Any) -> _Record | None:
-        found = self._handed.get(id(t)) if isinstance(t, Tensor) else None
-        return found[1] if found is not None and found[0] is t else None
-
-    def _hook(self, module: nn.Module, inputs: Any, output: Any) -> Any:
-        name = self.names[module]
-        self.calls[name] = self.calls.get(name, 0) + 1
-        if not isinstance(output, Tensor):
-            return None
-        source = self._source(output)
-        pooled = _is_pool(module) or (source is not None and source.pooled)
-        if output.dim() not in (3, 4) or output.shape[0] != self.batch or not output.is_floating_point():
-            return None
-        projection = isinstance(module, nn.Linear) and any(self._source(i) is not None for i in inputs)
-        hint = source.hint if source is not None else module
-        record = _Record(name, module, output, pooled, projection, hint)
-        self.records.append(record)
-        handed = output.clone()
-        self._handed[id(handed)] = (handed, record)
-        return handed
-
-    def choose(
-        self, total: Tensor, size: tuple[int, int], spec: LayoutSpec = None, *, retain_graph: bool = False
-    ) -> AutoChoice:
-        """Differentiate ``total`` at every candidate once and pick the automatic layer (see the module doc)."""
-        candidates: list[tuple[_Record, Layout]] = []
-        for record in self.records:
-            if (
-                record.pooled
-                or isinstance(record.module, _PASSTHROUGH)
-                or self.calls[record.name] != 1
-                or not record.output.requires_grad
-            ):
-                continue
-            try:
-                layout = resolve_layout(tuple(record.output.shape), size, self.model, record.hint, spec)
-            except LayoutError:
-                continue
-            if layout.kind != "custom" and layout.grid[0] * layout.grid[1] < 2:
-                continue
-            candidates.append((record, layout))
-        fallback: AutoChoice | None = None
-        if candidates:
-            grads = torch.autograd.grad(
-                total, [r.output for r, _ in candidates], retain_graph=retain_graph, allow_unused=True
-            )
-            for (record, layout), grad in zip(reversed(candidates), reversed(grads), strict=True):
-                if grad is None or record.projection:
-                    continue
-                try:
-                    a, g = layout.to_spatial(record.output.detach()), layout.to_spatial(grad)
-                except RuntimeError:
-                    continue
-                if a.dim() != 4 or a.shape[-2] * a.shape[-1] < 2:
-                    continue
-                choice = AutoChoice(record.name, record.module, record.output.detach(), grad, layout)
-                fallback = fallback or choice
-                if not bool(g.any()) or not _varies(a):
-                    continue
-                return choice
-        if fallback is not None:
-            # No candidate is informative for this call (e.g. a class whose weights are all zero, a dead layer):
-            # the deepest spatial one is explained as it is (its flat map is reported by explain) and the
-            # choice, which depends on this call's target, is not remembered.
-            f = fallback
-            return AutoChoice(f.name, f.module, f.activations, f.gradients, f.layout, remember=False)
-        raise ValueError(
-            "found no layer with a spatial output (a map or tokens) that the target score depends on: "
-            "pass target_layer (and layout= if its output is neither (B, C, H, W), (B, H, W, C) nor (B, N, C))"
-        )
-
-
-def _varies(a: Tensor) -> bool:
-    """Whether some channel of ``(B, K, u, v)`` activations varies over the positions beyond rounding: by more
-    than 64 ulps of the image's largest activation (the flatness rule of
-    :func:`~camlens.postprocess.normalize_per_image`). A stage whose tokens all carry the same vector up to
-    rounding (LeViT's later stages at random init) shows nothing."""
-    span = a.amax(dim=(2, 3)) - a.amin(dim=(2, 3))
-    return bool((span > rounding(a.abs().flatten(1).amax(dim=1, keepdim=True))).any())
-
-
-def cached_default(model: nn.Module, size: tuple[int, ...]) -> tuple[str, nn.Module] | None:
-    """The automatic layer chosen before for this model and input size, if any."""
-    name = _default_cache.get(model, {}).get((int(size[0]), int(size[1])))
-    if name is None:
-        return None
-    modules = dict(model.named_modules())
-    return (name, modules[name]) if name in modules else None
-
-
-def remember_default(model: nn.Module, size: tuple[int, ...], name: str) -> None:
-    """Keep the automatic choice for later calls with the same input size."""
-    _default_cache.setdefault(model, {})[(int(size[0]), int(size[1]))] = name
-
-
 def default_layer(model: nn.Module, x: Tensor) -> tuple[str, nn.Module]:
     """The automatic target layer of ``model`` for inputs like ``x`` (chosen once, then cached).
 
@@ -246,8 +73,31 @@ def default_layer(model: nn.Module, x: Tensor) -> tuple[str, nn.Module]:
     found = cached_default(model, x.shape[-2:])
     if found is not None:
         return found
-    from camlens.capture import capture  # the engine makes the choice
-
-    cap = capture(model, x[:1], None, AUTO)
+    cap = capture(model, x[:1], None, AUTO)  # the engine makes the choice
     assert cap.layer_name is not None
     return cap.layer_name, dict(model.named_modules())[cap.layer_name]
+
+
+def candidate_layers(model: nn.Module, x: Tensor, layout: LayoutSpec = None) -> list[str]:
+    """The layers the automatic rule chooses among for inputs like ``x``, in the order they complete.
+
+    Each outputs a spatial map or tokens of at least 2 positions (read by ``layout``, see
+    :mod:`camlens.layouts`), ran once, and is neither a pooling layer (nor a container passing a pooling
+    layer's output on) nor a pass-through (dropout, identity, flatten); the automatic choice is the deepest
+    of them that gets a gradient at its positions (the module doc). One forward pass of ``x[:1]``, recorded
+    by autograd, with the model left as found (see :mod:`camlens.guard`).
+
+    Example:
+        >>> import torch
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Dropout(),
+        ...                             torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 2))
+        >>> candidate_layers(model, torch.rand(1, 3, 16, 16))
+        ['0', '1']
+    """
+    check_input(model, x)
+    size = (int(x.shape[-2]), int(x.shape[-1]))
+    with guard(model) as guarded, torch.inference_mode(False), torch.enable_grad():
+        x_in = x[:1].detach().clone().requires_grad_(True)
+        with CandidateRecorder(guarded.model, 1) as recorder:
+            guarded.model(x_in)
+        return [record.name for record, _ in recorder.candidates(size, layout)]

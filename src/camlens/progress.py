@@ -12,17 +12,17 @@ Perturbation methods run the model once per channel (or per channel and sample, 
   (``"scorecam"``) or ``"sanity check (cascading)"``. It receives no notes;
 * a :class:`Progress` (subclass it to receive the notes too).
 
-:func:`cost` says beforehand how many forward passes each method takes, e.g.
-``scorecam: 2048 forward passes (2048 channels of 'layer4' x 1 image), 32 at a time``.
+:func:`camlens.cost` says beforehand how many forward passes each method takes, e.g.
+``scorecam: 2048 forward passes (2048 channels of 'layer4' x 1 image), 32 at a time``
+(:mod:`camlens.costs`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import Any
 
 
@@ -141,87 +141,3 @@ def note(text: str) -> None:
     reporter = current()
     if reporter is not None:
         reporter.note(text)
-
-
-@dataclass(frozen=True)
-class Cost:
-    """What one method costs on one batch: ``forward_passes`` single-image passes of the model (of the
-    part after the target layer for Ablation-CAM), ``backward`` when each also needs a backward pass;
-    ``note`` says it in one line."""
-
-    method: str
-    forward_passes: int
-    backward: bool
-    note: str
-
-
-def _images(count: int) -> str:
-    return f"{count} image{'s' * (count != 1)}"
-
-
-def method_cost(
-    name: str, channels: int, images: int, layer: str | None, size: Sequence[int], options: Any
-) -> Cost | None:
-    """The cost of perturbation method ``name`` with ``channels`` channels at ``layer``, ``images`` images of
-    input ``size`` (H, W) and :class:`~camlens.methods.context.MethodOptions` ``options``; None for the
-    methods that cost one forward and backward pass (the CAM methods, guided backprop, ...).
-
-    Constant channels are skipped by Score-CAM and all-zero channels by Ablation-CAM, so those two may run
-    fewer passes than stated.
-    """
-    at = f"{channels} channels of {layer!r}"
-    chunk = f"{options.batch_size} at a time"
-    if name in ("scorecam", "ablationcam"):
-        total = channels * images
-        what = "forward passes" if name == "scorecam" else "passes of the network after the layer"
-        return Cost(name, total, False, f"{name}: {total} {what} ({at} x {_images(images)}), {chunk}")
-    if name in ("sscam", "iscam"):
-        samples = options.num_samples or (35 if name == "sscam" else 10)
-        total = channels * samples * images
-        text = f"{name}: {total} forward passes ({at} x {samples} samples x {_images(images)}), {chunk}"
-        return Cost(name, total, False, text)
-    if name == "smoothgradcam++":
-        samples = options.num_samples or 4
-        total = samples * images
-        return Cost(name, total, True, f"{name}: {total} forward and backward passes ({samples} noisy copies x "
-                    f"{_images(images)})")  # fmt: skip
-    if name == "sess":
-        from camlens.methods.sess import patch_count
-
-        scales = options.num_samples or 12
-        patches = patch_count(int(size[0]), int(size[1]), scales)
-        total = patches * images
-        return Cost(name, total, True, f"{name}: {total} forward and backward passes ({patches} patches over "
-                    f"{scales} scales x {_images(images)}), {chunk}")  # fmt: skip
-    return None
-
-
-def cost(model: Any, x: Any, methods: Sequence[str] | str, target_layer: Any = None, **options: Any) -> dict[str, Cost]:
-    """What each perturbation method among ``methods`` will cost on ``x`` (one forward and backward pass to
-    find the target layer's channels); the other methods are left out (they cost one pass together).
-
-    ``options`` are those of :func:`camlens.explain` (``batch_size``, ``num_samples``, ``layout``, ...).
-
-    Example:
-        >>> import torch, torchvision
-        >>> model = torchvision.models.resnet18(num_classes=10).eval()
-        >>> cost(model, torch.rand(1, 3, 64, 64), ["gradcam", "scorecam"])["scorecam"].note
-        "scorecam: 512 forward passes (512 channels of 'layer4' x 1 image), 32 at a time"
-    """
-    from camlens.explain import _check_methods, _method_options, explain
-
-    names = _check_methods(methods)
-    layout = options.pop("layout", None)
-    method_options = _method_options(options)
-    wanted = [n for n in names if n in ("scorecam", "ablationcam", "sscam", "iscam", "smoothgradcam++", "sess")]
-    if not wanted:
-        return {}
-    result = explain(model, x, ["gradcam"], target_layer, layout=layout, progress=False)
-    assert result.capture is not None and result.capture.activations is not None
-    channels = int(result.capture.activations.shape[1])
-    out = {}
-    for name in wanted:
-        found = method_cost(name, channels, int(x.shape[0]), result.target_layer, x.shape[-2:], method_options)
-        if found is not None:
-            out[name] = found
-    return out

@@ -7,8 +7,9 @@ import torch
 from torch import nn
 
 import camlens
-from camlens.device import autocast_dtype, pick_precision, precision_deviation, resolve_device, to_device
+from camlens.device import autocast_dtype, resolve_device, to_device
 from camlens.errors import UsageError
+from camlens.precision import pick_precision, precision_deviation
 
 
 def test_auto_prefers_cuda_then_mps_then_cpu(monkeypatch):

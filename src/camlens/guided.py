@@ -214,9 +214,9 @@ _PARSERS: dict[Any, _Parser] = {
 }
 _PARSERS.setdefault(F.relu_, _relu(True))
 
-_SCALE_OPS = frozenset({torch.mul, torch.Tensor.mul, torch.Tensor.__mul__, torch.Tensor.__rmul__})
-_SIGMOID_OPS = frozenset({torch.sigmoid, torch.Tensor.sigmoid, F.sigmoid})
+# the out-of-place products: the scale ``c * x`` and the product ``x * sigmoid(c x)`` of the pattern alike
 _MUL_OPS = frozenset({torch.mul, torch.Tensor.mul, torch.Tensor.__mul__, torch.Tensor.__rmul__})
+_SIGMOID_OPS = frozenset({torch.sigmoid, torch.Tensor.sigmoid, F.sigmoid})
 _MUL_INPLACE_OPS = frozenset({torch.Tensor.mul_, torch.Tensor.__imul__})
 
 
@@ -268,7 +268,7 @@ class GuidedMode(TorchFunctionMode):
             if routed is not None:
                 return routed
         result = func(*args, **kwargs)
-        if func in _SCALE_OPS and len(args) == 2 and not kwargs:
+        if func in _MUL_OPS and len(args) == 2 and not kwargs:
             a, b = args
             if isinstance(a, Tensor) and isinstance(b, int | float) and not isinstance(b, bool):
                 self._scaled = (result, a, float(b))
