@@ -2,7 +2,7 @@
 
 The old decomposition took the top eigenvector of the ``(uv, uv)`` Gram matrix (6400 x 6400 in float64
 on an 80 x 80 layer); the new one takes the ``(K, K)`` covariance when ``K < uv`` (see
-:func:`camlens.methods.gradient.first_component`). The old one lives here only, as the comparison.
+:func:`camlens.methods.activation.first_component`). The old one lives here only, as the comparison.
 
     python benchmarks/eigencam_speed.py                 # 256 channels, 80 x 80 layer, batch 1
     python benchmarks/eigencam_speed.py --size 40 --channels 512 --repeats 5
@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 import camlens
-from camlens.methods import gradient
+from camlens.methods import activation
 
 
 def old_first_component(maps: Tensor, reference: Tensor | None = None) -> Tensor:
@@ -29,7 +29,7 @@ def old_first_component(maps: Tensor, reference: Tensor | None = None) -> Tensor
     values, vectors = torch.linalg.eigh(centred @ centred.transpose(1, 2))
     projection = (vectors[:, :, -1] * values[:, -1].clamp(min=0).sqrt()[:, None]).view(batch, height, width)
     reference = maps.mean(dim=1) if reference is None else reference
-    return gradient.orient(projection, reference.to(torch.float64)).to(maps.dtype)
+    return activation.orient(projection, reference.to(torch.float64)).to(maps.dtype)
 
 
 def backbone(channels: int) -> nn.Module:
@@ -79,7 +79,7 @@ def main() -> None:
     print(f"{'':<24s}{'seconds':>10s}{'/ Grad-CAM':>12s}")
     print(f"{'gradcam':<24s}{grad:>10.3f}{1.0:>12.2f}")
     if not args.skip_old:
-        with mock.patch.object(gradient, "first_component", old_first_component):
+        with mock.patch.object(activation, "first_component", old_first_component):
             old, old_map = seconds(model, x, "eigencam", 1, warm_up=False)
         print(f"{'eigencam (before, uv x uv)':<24s}{old:>10.3f}{old / grad:>12.2f}")
         a, b = new_map.flatten().double(), old_map.flatten().double()

@@ -26,7 +26,7 @@ time (:func:`camlens.methods.register_cam`, :func:`camlens.methods.register_meth
 after the built-in ones; they have no row.
 
 >>> ROW["xgradcam"].title, ROW["xgradcam"].kind, ROW["xgradcam"].entry
-('XGrad-CAM', 'cam', 'camlens.methods.gradient:xgradcam')
+('XGrad-CAM', 'cam', 'camlens.methods.gradcam:xgradcam')
 """
 
 from __future__ import annotations
@@ -115,18 +115,18 @@ def _context(
 _SCORE = {"perturbation": True, "any_layout": True}
 ROWS: tuple[MethodRow, ...] = (
     # (A, g) weightings of the one capture
-    _cam("gradcam", "Grad-CAM", "Selvaraju et al. 2017", "cam:gradcam", "GradCAM", seed=True),
-    _cam("gradcam++", "Grad-CAM++", "Chattopadhay et al. 2018", "cam:gradcam_plus_plus", "GradCAMPlusPlus",
+    _cam("gradcam", "Grad-CAM", "Selvaraju et al. 2017", "gradcam:gradcam", "GradCAM", seed=True),
+    _cam("gradcam++", "Grad-CAM++", "Chattopadhay et al. 2018", "gradcam:gradcam_plus_plus", "GradCAMPlusPlus",
          seed=True),
-    _cam("xgradcam", "XGrad-CAM", "Fu et al. 2020", "gradient:xgradcam", "XGradCAM"),
-    _cam("layercam", "LayerCAM", "Jiang et al. 2021", "gradient:layercam", "LayerCAM", fuse="max"),
-    _cam("hirescam", "HiResCAM", "Draelos & Carin 2020", "gradient:hirescam", "HiResCAM"),
-    _cam("gradcam_elementwise", "element-wise Grad-CAM", "", "gradient:gradcam_elementwise", "GradCAMElementWise"),
-    _cam("fem", "FEM", "Fuad et al. 2020", "gradient:fem", "FEM", family="activation CAM", note="gradient-free"),
-    _cam("eigencam", "Eigen-CAM", "Muhammad & Yeasin 2020", "gradient:eigencam", "EigenCAM",
+    _cam("xgradcam", "XGrad-CAM", "Fu et al. 2020", "gradcam:xgradcam", "XGradCAM"),
+    _cam("layercam", "LayerCAM", "Jiang et al. 2021", "gradcam:layercam", "LayerCAM", fuse="max"),
+    _cam("hirescam", "HiResCAM", "Draelos & Carin 2020", "gradcam:hirescam", "HiResCAM"),
+    _cam("gradcam_elementwise", "element-wise Grad-CAM", "", "gradcam:gradcam_elementwise", "GradCAMElementWise"),
+    _cam("fem", "FEM", "Fuad et al. 2020", "activation:fem", "FEM", family="activation CAM", note="gradient-free"),
+    _cam("eigencam", "Eigen-CAM", "Muhammad & Yeasin 2020", "activation:eigencam", "EigenCAM",
          family="activation CAM", eigen=True),
-    _cam("eigengradcam", "Eigen-Grad-CAM", "", "gradient:eigengradcam", "EigenGradCAM", eigen=True),
-    _cam("kpcacam", "KPCA-CAM", "", "gradient:kpcacam", "KPCACAM", family="activation CAM",
+    _cam("eigengradcam", "Eigen-Grad-CAM", "", "activation:eigengradcam", "EigenGradCAM", eigen=True),
+    _cam("kpcacam", "KPCA-CAM", "", "activation:kpcacam", "KPCACAM", family="activation CAM",
          note="kernel PCA of the activations", eigen=True),
     _cam("refinecam", "Refine-CAM", "Domeniconi et al. 2026", "refine:refinecam", "RefineCAM", fuse="product"),
     # functions of a MethodContext
@@ -134,21 +134,21 @@ ROWS: tuple[MethodRow, ...] = (
              uses_layer=False),
     _context("cam", "classifier CAM", "CAM", "Zhou et al. 2016", "head:cam", "CAM", note="GAP + linear heads"),
     _context("finercam", "gradient CAM", "Finer-CAM", "Zhang et al. 2025", "head:finercam", "FinerCAM",
-             head="head:_finer_head"),
+             head="head:finer_head"),
     _context("shapleycam", "gradient CAM", "ShapleyCAM", "Cai 2024", "head:shapleycam", "ShapleyCAM",
-             head="head:_shapley_head"),
+             head="head:shapley_head"),
     _context("legrad", "whole graph", "LeGrad", "Bousselham et al. 2024", "legrad:legrad", "LeGrad", uses_layer=False,
              note="vision transformers only", vit_only=True),
-    _context("ablationcam", "perturbation CAM", "Ablation-CAM", "Desai & Ramaswamy 2020", "perturbation:ablationcam",
+    _context("ablationcam", "perturbation CAM", "Ablation-CAM", "Desai & Ramaswamy 2020", "score:ablationcam",
              "AblationCAM", **_SCORE),
-    _context("scorecam", "perturbation CAM", "Score-CAM", "Wang et al. 2020", "perturbation:scorecam", "ScoreCAM",
+    _context("scorecam", "perturbation CAM", "Score-CAM", "Wang et al. 2020", "score:scorecam", "ScoreCAM",
              **_SCORE),
-    _context("sscam", "perturbation CAM", "SS-CAM", "", "perturbation:sscam", "SSCAM", note="smoothed Score-CAM",
+    _context("sscam", "perturbation CAM", "SS-CAM", "", "score:sscam", "SSCAM", note="smoothed Score-CAM",
              **_SCORE),
-    _context("iscam", "perturbation CAM", "IS-CAM", "", "perturbation:iscam", "ISCAM", note="integrated Score-CAM",
+    _context("iscam", "perturbation CAM", "IS-CAM", "", "score:iscam", "ISCAM", note="integrated Score-CAM",
              **_SCORE),
     _context("smoothgradcam++", "smoothed CAM", "Smooth Grad-CAM++", "Omeiza et al. 2019",
-             "perturbation:smooth_gradcam_plus_plus", "SmoothGradCAMPlusPlus", **_SCORE),
+             "score:smooth_gradcam_plus_plus", "SmoothGradCAMPlusPlus", **_SCORE),
     _context("sess", "smoothed CAM", "SESS", "Tyagi et al. 2022", "sess:sess", "SESS", note="scales and windows",
              **_SCORE),
     # the guided-backprop input gradient, recorded by the engine in the same pass

@@ -28,10 +28,10 @@ from camlens.layers import (
     resolve_layer,
 )
 from camlens.layouts import Layout, LayoutSpec
-from camlens.methods.cam import CAM_METHODS
-from camlens.methods.catalog import CONTEXT_METHODS, MethodContext, MethodOptions, combined_head
-from camlens.methods.gradient import EIGEN_METHODS
-from camlens.methods.gradient import eigen_smooth as eigen_smooth_map
+from camlens.methods.activation import EIGEN_METHODS
+from camlens.methods.activation import eigen_smooth as eigen_smooth_map
+from camlens.methods.context import MethodContext, MethodOptions
+from camlens.methods.registry import CAM_METHODS, CONTEXT_METHODS, combined_head
 from camlens.names import GUIDED_BACKPROP as GUIDED_BACKPROP
 from camlens.names import GUIDED_GRADCAM as GUIDED_GRADCAM
 from camlens.names import SEED_METHODS as SEED_METHODS

@@ -2,7 +2,8 @@
 
 Every class is a thin object over :func:`camlens.explain` with one method name; settings of the
 methods (``batch_size``, ``num_samples``, ``noise_std``, ``seed``, ...) and ``eigen_smooth`` /
-``aug_smooth`` are given at construction. ``explainer_class(name)`` returns the class of a name.
+``aug_smooth`` are given at construction. ``explainer_class(name)`` returns the class of a name. The classes
+are made from :mod:`camlens.catalog` (each row's ``class_name``); the four seeds' are in :mod:`camlens.explain`.
 
 Example:
     >>> import torch, torchvision
@@ -17,6 +18,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from camlens.catalog import ROWS, MethodRow
 from camlens.explain import Explanation, GradCAM, GradCAMPlusPlus, GuidedBackprop, GuidedGradCAM, _Explainer, explain
 from camlens.layers import LayerSpec
 from camlens.targets import Targets
@@ -43,48 +45,46 @@ class _MethodExplainer(_Explainer):
         return result
 
 
-def _make(class_name: str, method: str, doc: str, uses_layer: bool = True) -> type[_MethodExplainer]:
+def _make(row: MethodRow) -> type[_MethodExplainer]:
+    function = row.entry.replace(":", ".")
+    doc = f"{row.description}: ``explain(model, x, [{row.name!r}])`` as an object; see :func:`{function}`."
     return type(
-        class_name,
+        row.class_name,
         (_MethodExplainer,),
-        {"method": method, "uses_layer": uses_layer, "__doc__": doc, "__module__": __name__},
+        {"method": row.name, "uses_layer": row.uses_layer, "__doc__": doc, "__module__": __name__},
     )
 
 
-XGradCAM = _make("XGradCAM", "xgradcam", "XGrad-CAM (Fu et al. 2020); see :func:`camlens.methods.gradient.xgradcam`.")
-LayerCAM = _make("LayerCAM", "layercam", "LayerCAM (Jiang et al. 2021); a list of layers fuses them by max.")
-HiResCAM = _make("HiResCAM", "hirescam", "HiResCAM (Draelos & Carin 2020): ``sum_k g_k A_k``.")
-GradCAMElementWise = _make("GradCAMElementWise", "gradcam_elementwise", "Element-wise Grad-CAM: ``sum_k ReLU(g A)``.")
-EigenCAM = _make("EigenCAM", "eigencam", "Eigen-CAM (Muhammad & Yeasin 2020), sign fixed.")
-EigenGradCAM = _make("EigenGradCAM", "eigengradcam", "Eigen-Grad-CAM: first component of ``A * g``, sign fixed.")
-KPCACAM = _make("KPCACAM", "kpcacam", "KPCA-CAM: kernel PCA (sigmoid kernel) of the activations.")
-FEM = _make("FEM", "fem", "FEM (Fuad et al. 2020): gradient-free k-sigma channel weights.")
-CAM = _make("CAM", "cam", "CAM (Zhou et al. 2016): classifier weights of a GAP -> linear head.")
-FinerCAM = _make("FinerCAM", "finercam", "Finer-CAM (Zhang et al. 2025): score minus the most similar classes'.")
-ShapleyCAM = _make("ShapleyCAM", "shapleycam", "ShapleyCAM (Cai 2024): gradient and Hessian-vector product.")
-RefineCAM = _make("RefineCAM", "refinecam", "Refine-CAM (Domeniconi et al. 2026): product over a list of layers.")
-ScoreCAM = _make("ScoreCAM", "scorecam", "Score-CAM (Wang et al. 2020), the authors' variant.")
-SSCAM = _make("SSCAM", "sscam", "SS-CAM, as torchcam's Smoothed Score-CAM.")
-ISCAM = _make("ISCAM", "iscam", "IS-CAM, as torchcam's Integrated Score-CAM.")
-AblationCAM = _make("AblationCAM", "ablationcam", "Ablation-CAM (Desai & Ramaswamy 2020), re-running the layer tail.")
-SmoothGradCAMPlusPlus = _make("SmoothGradCAMPlusPlus", "smoothgradcam++", "Smooth Grad-CAM++ (Omeiza et al. 2019).")
-SESS = _make("SESS", "sess", "SESS (Tyagi et al. 2022): Grad-CAM over scales and sliding windows, fused.")
-FullGrad = _make("FullGrad", "fullgrad", "FullGrad (Srinivas & Fleuret 2019); layer-free.", uses_layer=False)
-LeGrad = _make("LeGrad", "legrad", "LeGrad (Bousselham et al. 2024) for ViTs; layer-free.", uses_layer=False)
-
-_SEEDS: dict[str, type[_Explainer]] = {
-    "gradcam": GradCAM,
-    "gradcam++": GradCAMPlusPlus,
-    "guided_backprop": GuidedBackprop,
-    "guided_gradcam": GuidedGradCAM,
+_WRITTEN: dict[str, type[_Explainer]] = {  # the seeds' classes, written out in camlens.explain
+    cls.method: cls for cls in (GradCAM, GradCAMPlusPlus, GuidedBackprop, GuidedGradCAM)
 }
+_CLASSES: dict[str, type[_Explainer]] = {row.name: _WRITTEN.get(row.name) or _make(row) for row in ROWS}
+_BY_CLASS_NAME = {cls.__name__: cls for cls in _CLASSES.values() if cls.__module__ == __name__}
+globals().update(_BY_CLASS_NAME)  # XGradCAM, ScoreCAM, ... (one per catalog row; the seeds are in explain)
+_RUN_TIME: dict[str, type[_Explainer]] = {}
 
 
 def explainer_class(name: str) -> type[_Explainer]:
-    """The class of method ``name`` (any name of :func:`camlens.available_methods`)."""
-    if name in _SEEDS:
-        return _SEEDS[name]
-    for value in globals().values():
-        if isinstance(value, type) and issubclass(value, _MethodExplainer) and getattr(value, "method", None) == name:
-            return value
-    raise ValueError(f"no method named {name!r}")
+    """The class of method ``name`` (any name of :func:`camlens.available_methods`, run-time ones included)."""
+    if name in _CLASSES:
+        return _CLASSES[name]
+    from camlens.explain import available_methods
+
+    if name not in available_methods():
+        raise ValueError(f"no method named {name!r}")
+    if name not in _RUN_TIME:  # registered at run time: a class made on first request
+        _RUN_TIME[name] = type(
+            f"Explainer[{name}]",
+            (_MethodExplainer,),
+            {"method": name, "__doc__": f"The run-time method {name!r} as an object.", "__module__": __name__},
+        )
+    return _RUN_TIME[name]
+
+
+def __getattr__(name: str) -> type[_MethodExplainer]:
+    """Only reached for names that are not here (the classes are in the module's globals); its return type
+    tells type checkers what ``camlens.explainers.ScoreCAM`` and the other made classes are."""
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["explainer_class", *_BY_CLASS_NAME]

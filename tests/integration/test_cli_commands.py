@@ -42,7 +42,7 @@ def test_methods_command_lists_every_method_without_torch():
 
 def test_methods_json_matches_the_registry():
     from camlens.explainers import explainer_class
-    from camlens.methods.catalog import CONTEXT_METHODS
+    from camlens.methods import CONTEXT_METHODS
 
     status, out, err, torch_imported = _cli_without_torch("methods", "--json")
     assert status == 0 and not torch_imported, err

@@ -132,7 +132,7 @@ def test_gradcam_plus_plus_is_eq19_on_the_real_capture(arch, results):
     # the 64 channels with the largest gradients (squeezenet's 1000 class maps have one non-zero)
     keep = result.capture.gradients[0].abs().sum(dim=(1, 2)).topk(64).indices
     A, g = result.capture.activations[:1, keep], result.capture.gradients[:1, keep]
-    from camlens.methods.cam import gradcam_plus_plus
+    from camlens.methods.gradcam import gradcam_plus_plus
 
     expected = eq19_reference(A, g)
     scale = expected.abs().max()

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import camlens
-from camlens.methods.cam import gradcam, gradcam_plus_plus
+from camlens.methods.gradcam import gradcam, gradcam_plus_plus
 from camlens.postprocess import normalize_per_image
 
 

@@ -34,8 +34,7 @@ def test_names_are_read_off_the_catalog():
 
 def test_every_entry_is_the_function_explain_runs():
     """The registries hold exactly the catalog's functions, with the catalog's flags."""
-    from camlens.methods import CAM_METHODS
-    from camlens.methods.catalog import CONTEXT_METHODS
+    from camlens.methods import CAM_METHODS, CONTEXT_METHODS
 
     for row in ROWS:
         if row.kind == "cam":
@@ -83,3 +82,76 @@ def test_a_malformed_row_is_refused():
 def test_available_methods_are_the_catalog_in_order():
     assert camlens.available_methods()[: len(ROWS) - 2] == [r.name for r in ROWS if r.kind != "guided"]
     assert camlens.available_methods()[-2:] == list(names.GUIDED_METHODS)
+
+
+def test_listing_the_registries_imports_no_method_module():
+    """A row's module is imported when its method is first looked up, not when the registry is."""
+    code = (
+        "import sys\n"
+        "from camlens.methods import CAM_METHODS, CONTEXT_METHODS\n"
+        "names = list(CAM_METHODS) + list(CONTEXT_METHODS)\n"
+        "lazy = ('camlens.methods.score', 'camlens.methods.legrad', 'camlens.methods.activation')\n"
+        "print(len(names), 'scorecam' in CONTEXT_METHODS, [m for m in lazy if m in sys.modules])\n"
+        "CONTEXT_METHODS['scorecam']\n"
+        "print('camlens.methods.score' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[0] == "22 True []" and out[1] == "True"
+
+
+def test_every_row_has_its_explainer_class():
+    import camlens.explainers as explainers
+
+    for row in ROWS:
+        cls = explainers.explainer_class(row.name)
+        assert (cls.__name__, cls.method, cls.uses_layer) == (row.class_name, row.name, row.uses_layer)
+        assert getattr(explainers, row.class_name, None) is cls or row.seed
+    assert explainers.ScoreCAM.__doc__.startswith("Score-CAM (Wang et al. 2020)")
+    with pytest.raises(ValueError, match="no method named 'nope'"):
+        explainers.explainer_class("nope")
+    with pytest.raises(AttributeError):
+        explainers.NoSuchCAM  # noqa: B018
+
+
+def test_methods_registered_at_run_time_still_work():
+    """register_cam / register_method add methods explain, available_methods and the classes know, after the
+    built-in ones; a built-in name is refused; removing a registration forgets it."""
+    import torch
+
+    from camlens.explainers import explainer_class
+    from camlens.methods import CAM_METHODS, CONTEXT_METHODS, register_cam, register_method
+
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+        torch.nn.Linear(4, 3),
+    ).eval()  # fmt: skip
+    x = torch.rand(2, 3, 10, 10)
+
+    @register_cam("test_hires_twice")
+    def hires_twice(activations, gradients):
+        return 2 * (activations * gradients).sum(dim=1)
+
+    @register_method("test_first_channel", uses_layer=True)
+    def first_channel(context):
+        return context.activations[:, 0]
+
+    try:
+        known = camlens.available_methods()
+        assert known.index("test_hires_twice") == len(names.CAM_METHODS) and known[-3] == "test_first_channel"
+        assert list(CAM_METHODS)[-1] == "test_hires_twice" and list(CONTEXT_METHODS)[-1] == "test_first_channel"
+        result = camlens.explain(model, x, ["test_hires_twice", "hirescam", "test_first_channel"], target_layer="1")
+        torch.testing.assert_close(result.raw["test_hires_twice"], 2 * result.raw["hirescam"])
+        torch.testing.assert_close(result.raw["test_first_channel"], result.capture.activations[:, 0])
+        cam = explainer_class("test_hires_twice")(model, "1")
+        torch.testing.assert_close(cam(x), result["test_hires_twice"])
+        for taken in ("gradcam", "scorecam", "guided_backprop", "test_hires_twice"):
+            with pytest.raises(ValueError, match="registered already"):
+                register_cam(taken)(hires_twice)
+        with pytest.raises(ValueError, match="built-in"):
+            del CAM_METHODS["gradcam"]
+    finally:
+        del CAM_METHODS["test_hires_twice"]
+        del CONTEXT_METHODS["test_first_channel"]
+    assert "test_hires_twice" not in camlens.available_methods()
+    with pytest.raises(ValueError, match="unknown method"):
+        camlens.explain(model, x, ["test_hires_twice"])

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from camlens.methods.cam import gradcam
-from camlens.methods.gradient import eigen_smooth, eigencam, eigengradcam, first_component, orient
+from camlens.methods.activation import eigen_smooth, eigencam, eigengradcam, first_component, orient
+from camlens.methods.gradcam import gradcam
 
 
 def svd_component(maps: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:

@@ -34,8 +34,7 @@ def test_every_public_name_resolves_and_functions_keep_their_names():
 def test_method_names_constant_is_the_registry():
     """``camlens.names.METHODS`` (no torch) lists exactly the built-in methods of the registry, in order."""
     from camlens.explain import SEED_METHODS as explain_default
-    from camlens.methods import CAM_METHODS
-    from camlens.methods.catalog import CONTEXT_METHODS
+    from camlens.methods import CAM_METHODS, CONTEXT_METHODS
 
     built_in = [name for name, function in CAM_METHODS.items() if function.__module__.startswith("camlens.")]
     built_in += [name for name, spec in CONTEXT_METHODS.items() if spec.function.__module__.startswith("camlens.")]

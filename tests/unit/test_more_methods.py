@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import camlens
-from camlens.methods.gradient import eigencam, fem, first_component, gradcam_elementwise, kpcacam
+from camlens.methods.activation import eigencam, fem, first_component, kpcacam
+from camlens.methods.gradcam import gradcam_elementwise
 from camlens.postprocess import cam_to_image, normalize_per_image
 from helpers import corr
 from unit.test_cam_oracles import conv_head, identity_head
@@ -174,7 +175,7 @@ class BatchFromInput(nn.Module):
 
 
 def test_ablationcam_tail_trick_and_its_fallback_agree():
-    from camlens.methods import perturbation
+    from camlens.methods import score
 
     x = torch.rand(2, 3, 12, 12)
     fast = camlens.explain(tiny(), x, ["ablationcam"], target_layer="features", batch_size=5)
@@ -188,7 +189,7 @@ def test_ablationcam_tail_trick_and_its_fallback_agree():
         cap = camlens.capture(model, x, None, camlens.resolve_layer(model, layer))
         context = MethodContext(model, x, None, camlens.resolve_layer(model, layer), cap, MethodOptions())
         variants = cap.activations[:1].expand(3, -1, -1, -1).clone()
-        scores, used = perturbation.layer_tail_scores(context, 0, variants)
+        scores, used = score.layer_tail_scores(context, 0, variants)
         assert used == expect
         torch.testing.assert_close(scores, cap.scores[:1].expand(3), rtol=1e-5, atol=1e-6)
 
@@ -389,7 +390,7 @@ def test_ablation_tail_cut_is_refused_around_a_skip_connection_and_every_way_agr
     made (the hook way runs); at the stage output the cut is made. All ways give the full-forward scores."""
     import torchvision
 
-    from camlens.methods import perturbation
+    from camlens.methods import score
     from camlens.methods.context import MethodContext, MethodOptions
     from camlens.methods.tail import layer_tail
 
@@ -404,8 +405,8 @@ def test_ablation_tail_cut_is_refused_around_a_skip_connection_and_every_way_agr
         variants = cap.activations.expand(4, -1, -1, -1).clone()
         for k in range(4):
             variants[k, k] = 0
-        scores, how = perturbation.layer_tail_scores(context, 0, variants)
-        reference, way = perturbation.layer_tail_scores(context, 0, variants, check=False, how="full")
+        scores, how = score.layer_tail_scores(context, 0, variants)
+        reference, way = score.layer_tail_scores(context, 0, variants, check=False, how="full")
         assert (how, way) == (expect, "full")
         torch.testing.assert_close(scores, reference, rtol=1e-4, atol=1e-5)
         assert not torch.allclose(scores, cap.scores.expand(4))  # the ablations changed the scores

@@ -11,8 +11,9 @@ A CAM weighting that only needs the activations and gradients is a pure ``(A, g)
   or the model on perturbed inputs (``scorecam``, ``sscam``, ``iscam``, ``smoothgradcam++``, ``sess``);
 * the whole input graph (``fullgrad``, ``legrad``).
 
-Each is a function ``(context) -> map`` registered with :func:`register_method`; the map is ``(B, h, w)``
-at any resolution (layer or image) and signed, before the final ReLU, like a CAM function's.
+Each is a function ``(context) -> map``, a row of :mod:`camlens.catalog` (or registered at run time with
+:func:`camlens.methods.register_method`); the map is ``(B, h, w)`` at any resolution (layer or image) and
+signed, before the final ReLU, like a CAM function's.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from camlens.capture import Capture, HeadFunction
-from camlens.targets import Targets, TargetScores, logits_of
+from camlens.targets import Targets, logits_of
 
 
 @dataclass(frozen=True)
@@ -131,56 +132,3 @@ class MethodContext:
 
 ContextFunction = Callable[[MethodContext], Tensor]
 HeadFactory = Callable[[MethodOptions, Targets], HeadFunction]
-
-
-@dataclass(frozen=True)
-class MethodSpec:
-    """A registered context method: what it computes and what it needs."""
-
-    name: str
-    function: ContextFunction
-    uses_layer: bool = True
-    head: HeadFactory | None = None
-    perturbation: bool = False  # runs the model again (cost grows with channels or samples)
-    any_layout: bool = False  # works on channels-last and token layers too (else: channels-first only)
-
-
-CONTEXT_METHODS: dict[str, MethodSpec] = {}
-
-
-def register_method(
-    name: str,
-    *,
-    uses_layer: bool = True,
-    head: HeadFactory | None = None,
-    perturbation: bool = False,
-    any_layout: bool = False,
-) -> Callable[[ContextFunction], ContextFunction]:
-    """Register a context method under ``name`` (the key ``explain``, the classes and the CLI use).
-
-    ``any_layout``: the method only reads the ``(B, K, u, v)`` view of the layer (or writes back
-    through :meth:`camlens.layouts.Layout.to_native`), so channels-last and token layers are fine.
-    """
-
-    def add(function: ContextFunction) -> ContextFunction:
-        if name in CONTEXT_METHODS:
-            raise ValueError(f"a method named {name!r} is registered already")
-        CONTEXT_METHODS[name] = MethodSpec(name, function, uses_layer, head, perturbation, any_layout)
-        return function
-
-    return add
-
-
-def combined_head(specs: list[MethodSpec], options: MethodOptions, targets: Targets) -> HeadFunction | None:
-    """One head callable running every spec's head on the recorded graph (None when none has one)."""
-    heads = [spec.head(options, targets) for spec in specs if spec.head is not None]
-    if not heads:
-        return None
-
-    def run(output: Any, activations: Tensor, picked: TargetScores) -> dict[str, Tensor]:
-        extras: dict[str, Tensor] = {}
-        for one in heads:
-            extras.update(one(output, activations, picked))
-        return extras
-
-    return run

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from camlens.methods.context import MethodContext, register_method
+from camlens.methods.context import MethodContext
 from camlens.targets import target_scores
 
 
@@ -83,7 +83,6 @@ def full_gradients(context: MethodContext) -> tuple[Tensor, Tensor, list[tuple[T
     return scores.detach(), input_term, bias_terms
 
 
-@register_method("fullgrad", uses_layer=False)
 def fullgrad(context: MethodContext) -> Tensor:
     """FullGrad (Srinivas & Fleuret, NeurIPS 2019, Eq. 6): ``psi(dS/dx * x) + sum_l sum_c psi(dS/dz_l * b_l)``.
 

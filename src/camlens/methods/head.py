@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from camlens.methods.cam import weighted_sum
-from camlens.methods.context import MethodContext, MethodOptions, register_method
+from camlens.methods.context import MethodContext, MethodOptions
+from camlens.methods.gradcam import weighted_sum
 from camlens.targets import Targets, TargetScores, logits_of
 
 _classifier_cache: weakref.WeakKeyDictionary[nn.Module, dict[str, str]] = weakref.WeakKeyDictionary()
@@ -85,7 +85,6 @@ def find_classifier(model: nn.Module, x: Tensor, layer: tuple[str, nn.Module]) -
     return modules[found]  # type: ignore[return-value]
 
 
-@register_method("cam")
 def cam(context: MethodContext) -> Tensor:
     """CAM (Zhou et al., CVPR 2016, Eq. 2): ``M_c = sum_k W_ck A_k`` with ``W`` the linear classifier
     applied after global average pooling of the target layer.
@@ -101,7 +100,7 @@ def cam(context: MethodContext) -> Tensor:
     return weighted_sum(weights.to(context.activations.dtype), context.activations)
 
 
-def _finer_head(options: MethodOptions, targets: Targets) -> Any:
+def finer_head(options: MethodOptions, targets: Targets) -> Any:
     def head(output: Any, activations: Tensor, picked: TargetScores) -> dict[str, Tensor]:
         logits = picked.logits
         if logits is None or picked.classes is None:
@@ -123,7 +122,6 @@ def _finer_head(options: MethodOptions, targets: Targets) -> Any:
     return head
 
 
-@register_method("finercam", head=_finer_head)
 def finercam(context: MethodContext) -> Tensor:
     """Finer-CAM (Zhang et al., CVPR 2025): Grad-CAM of the target score against its most similar classes.
 
@@ -138,7 +136,7 @@ def finercam(context: MethodContext) -> Tensor:
     return weighted_sum(gradient.mean(dim=(2, 3)), context.activations)
 
 
-def _shapley_head(options: MethodOptions, targets: Targets) -> Any:
+def shapley_head(options: MethodOptions, targets: Targets) -> Any:
     del options, targets
 
     def head(output: Any, activations: Tensor, picked: TargetScores) -> dict[str, Tensor]:
@@ -153,7 +151,6 @@ def _shapley_head(options: MethodOptions, targets: Targets) -> Any:
     return head
 
 
-@register_method("shapleycam", head=_shapley_head)
 def shapleycam(context: MethodContext) -> Tensor:
     """ShapleyCAM (Cai 2024, arXiv:2501.06261, Eq. 12): ``w_k = mean_ij (g - 1/2 H A)_kij``.
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-from camlens.methods.context import MethodContext, register_method
+from camlens.methods.context import MethodContext
 from camlens.targets import target_scores
 
 
@@ -68,7 +68,6 @@ def _grid(model: nn.Module, x: Tensor, tokens: int) -> tuple[int, int]:
     return side, side
 
 
-@register_method("legrad", uses_layer=False)
 def legrad(context: MethodContext) -> Tensor:
     """LeGrad (Bousselham et al. 2024, arXiv:2404.03214, Eq. 5-7) on the final score, for ViTs.
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from camlens.methods.cam import gradcam_plus_plus, register_cam
+from camlens.methods.gradcam import gradcam_plus_plus
 
 
-@register_cam("refinecam")
 def refinecam(activations: Tensor, gradients: Tensor) -> Tensor:
     """Refine-CAM (Domeniconi et al. 2026, arXiv:2605.14641): the product over layers of base maps.
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from camlens.methods.context import MethodContext, register_method
+from camlens.methods.context import MethodContext
 
 SCALE_STEP = 2.0 / 7.0  # scales grow by 2/7 of the window: 224, 288, 352, ... for a 224 window (the paper's)
 
@@ -34,7 +34,6 @@ def patch_count(height: int, width: int, scales: int) -> int:
     return sum(len(_windows(h, window, window)) * len(_windows(w, window, window)) for h, w in sizes)
 
 
-@register_method("sess", perturbation=True, any_layout=True)
 def sess(context: MethodContext) -> Tensor:
     """SESS (Tyagi et al. 2022): Grad-CAM over sliding windows of the image at several scales, fused.
 
@@ -48,7 +47,7 @@ def sess(context: MethodContext) -> Tensor:
     of low-scoring patches (ratio 0 by default in both) and pytorch-grad-cam's final Gaussian blur.
     """
     from camlens.capture import capture
-    from camlens.methods.cam import gradcam
+    from camlens.methods.gradcam import gradcam
     from camlens.postprocess import cam_to_image
     from camlens.progress import Counter
 

@@ -14,12 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from camlens.catalog import ROW
+from camlens.names import GUIDED_METHODS
 from camlens.postprocess import normalize_per_image
 from camlens.targets import Targets
 
 Again = Callable[..., Any]  # functools.partial(explain, model, methods=..., ...)
 SCALES = (1.0, 1.1, 0.9)
-GUIDED = ("guided_backprop", "guided_gradcam")
+GUIDED = GUIDED_METHODS  # image-shaped maps: averaged as they are, not renormalised
 
 
 def _fixed_targets(result: Any, targets: Targets) -> Targets:
@@ -65,7 +67,8 @@ def augmented(again: Again, x: Tensor, target_layer: Any, targets: Targets) -> A
 
 
 def fuse_layers(again: Again, x: Tensor, layers: Sequence[Any], targets: Targets) -> Any:
-    """Each method at every layer of ``layers``, image maps fused: LayerCAM max, Refine-CAM product, else mean.
+    """Each method at every layer of ``layers``, image maps fused by its catalog row's ``fuse``: LayerCAM max,
+    Refine-CAM product, else mean.
 
     LayerCAM's fusion is the paper's (Jiang et al. 2021, section 3.3: per-layer maps normalised,
     upsampled, combined by the element-wise maximum); pytorch-grad-cam averages them. Refine-CAM
@@ -84,13 +87,14 @@ def fuse_layers(again: Again, x: Tensor, layers: Sequence[Any], targets: Targets
     maps: dict[str, Tensor] = {}
     for name in first.maps:
         stack = torch.stack([r.maps[name] for r in results])
-        if name == "guided_backprop":
+        fuse = ROW[name].fuse if name in ROW else "mean"  # the catalog's rule; run-time methods: the mean
+        if fuse == "first":  # layer-free (guided backprop)
             maps[name] = first.maps[name]
-        elif name == "layercam":
+        elif fuse == "max":
             maps[name] = stack.amax(dim=0)
-        elif name == "refinecam":
+        elif fuse == "product":
             maps[name] = normalize_per_image(stack.prod(dim=0))
-        elif name == "guided_gradcam":
+        elif name in GUIDED:
             maps[name] = stack.mean(dim=0)  # guided backprop times the mean of the Grad-CAM maps
         else:
             maps[name] = normalize_per_image(stack.mean(dim=0))

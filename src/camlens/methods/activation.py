@@ -1,13 +1,15 @@
-"""More CAM methods from the one capture ``(A, g)``: pure functions ``(A, g) -> raw (B, u, v)`` map.
+"""CAM weightings read off the activations' own statistics: pure functions ``(A, g) -> raw (B, u, v)`` map.
 
-Every function here takes the target layer's activations ``A`` and gradients ``g = dS/dA``, both
-``(B, K, u, v)``, and returns the signed layer-resolution map before the final ReLU, like
-:func:`camlens.methods.cam.gradcam`. They are registered in the same ``CAM_METHODS`` table, so one
-``explain`` call computes any number of them from one forward pass (each costs an einsum or an SVD).
+FEM (k-sigma channel weights) and Eigen-CAM / KPCA-CAM (the first principal component of ``A``) ignore the
+gradients; Eigen-Grad-CAM is the first principal component of ``A * g``. Like
+:func:`camlens.methods.gradcam.gradcam`, each takes the target layer's activations ``A`` and gradients
+``g = dS/dA``, both ``(B, K, u, v)``, and returns the signed layer-resolution map before the final ReLU.
+They are rows of :mod:`camlens.catalog`, so one ``explain`` call computes any number of them from one
+forward pass (each costs an einsum or an SVD).
 
-All weightings except the eigen ones are *channel-separable*: the map is a sum over channels of a term
-that depends on that channel alone. :func:`channel_terms` recovers those terms from the function
-itself, which is what ``eigen_smooth`` projects.
+This module also holds the ``eigen_smooth`` option of every other weighting. Those weightings are
+*channel-separable*: the map is a sum over channels of a term that depends on that channel alone.
+:func:`channel_terms` recovers those terms from the function itself, which is what ``eigen_smooth`` projects.
 """
 
 from __future__ import annotations
@@ -17,64 +19,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from camlens.methods.cam import register_cam, weighted_sum
+from camlens.catalog import ROWS
+from camlens.methods.gradcam import weighted_sum
 
 
-def _safe_divide(numerator: Tensor, denominator: Tensor) -> Tensor:
-    nonzero = denominator != 0
-    return torch.where(nonzero, numerator / torch.where(nonzero, denominator, torch.ones_like(denominator)), 0.0)
-
-
-@register_cam("xgradcam")
-def xgradcam(activations: Tensor, gradients: Tensor) -> Tensor:
-    """XGrad-CAM (Fu et al., BMVC 2020, Eq. 9): ``w_k = sum_ij A_kij g_kij / sum_ab A_kab``.
-
-    Channels whose activations sum to 0 get weight 0 (pytorch-grad-cam adds ``1e-7`` instead).
-
-    Example:
-        >>> A = torch.tensor([[[[1.0, 3.0]]]]); g = torch.tensor([[[[2.0, 0.0]]]])
-        >>> xgradcam(A, g)  # w = (1*2 + 3*0) / 4 = 0.5
-        tensor([[[0.5000, 1.5000]]])
-    """
-    weights = _safe_divide((activations * gradients).sum(dim=(2, 3)), activations.sum(dim=(2, 3)))
-    return weighted_sum(weights, activations)
-
-
-@register_cam("layercam")
-def layercam(activations: Tensor, gradients: Tensor) -> Tensor:
-    """LayerCAM (Jiang et al., IEEE TIP 2021, Eq. 5-6): ``sum_k ReLU(g_kij) A_kij``, per position.
-
-    Example:
-        >>> layercam(torch.tensor([[[[1.0, 2.0]]]]), torch.tensor([[[[-1.0, 3.0]]]]))
-        tensor([[[0., 6.]]])
-    """
-    return (torch.relu(gradients) * activations).sum(dim=1)
-
-
-@register_cam("hirescam")
-def hirescam(activations: Tensor, gradients: Tensor) -> Tensor:
-    """HiResCAM (Draelos & Carin 2020, Eq. 4): ``sum_k g_kij A_kij`` (the gradient is not averaged).
-
-    Example:
-        >>> hirescam(torch.tensor([[[[1.0, 2.0]]]]), torch.tensor([[[[-1.0, 3.0]]]]))
-        tensor([[[-1.,  6.]]])
-    """
-    return (gradients * activations).sum(dim=1)
-
-
-@register_cam("gradcam_elementwise")
-def gradcam_elementwise(activations: Tensor, gradients: Tensor) -> Tensor:
-    """Element-wise Grad-CAM (as pytorch-grad-cam's ``GradCAMElementWise``): ``sum_k ReLU(g_kij A_kij)``.
-
-    Example:
-        >>> A = torch.tensor([[[[1.0, 2.0]], [[1.0, 1.0]]]]); g = torch.tensor([[[[-1.0, 3.0]], [[2.0, 2.0]]]])
-        >>> gradcam_elementwise(A, g)
-        tensor([[[2., 8.]]])
-    """
-    return torch.relu(gradients * activations).sum(dim=1)
-
-
-@register_cam("fem")
 def fem(activations: Tensor, gradients: Tensor, k: float = 2.0) -> Tensor:
     """FEM, the Feature Explanation Method (Fuad et al., IPTA 2020; Ahmed et al. 2023): gradient-free.
 
@@ -136,7 +84,6 @@ def first_component(maps: Tensor, reference: Tensor | None = None) -> Tensor:
     return orient(projection, reference.to(torch.float64)).to(maps.dtype)
 
 
-@register_cam("eigencam")
 def eigencam(activations: Tensor, gradients: Tensor) -> Tensor:
     """Eigen-CAM (Muhammad & Yeasin, IJCNN 2020): the first principal component of the activations.
 
@@ -153,7 +100,6 @@ def eigencam(activations: Tensor, gradients: Tensor) -> Tensor:
     return first_component(activations)
 
 
-@register_cam("eigengradcam")
 def eigengradcam(activations: Tensor, gradients: Tensor) -> Tensor:
     """Eigen-Grad-CAM (as pytorch-grad-cam): the first principal component of ``A * g``, sign as eigencam."""
     return first_component(activations * gradients)
@@ -180,7 +126,6 @@ def kernel_first_component(maps: Tensor, gamma: float | None = None, coef0: floa
     return orient(scores, maps.mean(dim=1).to(torch.float64)).to(maps.dtype)
 
 
-@register_cam("kpcacam")
 def kpcacam(activations: Tensor, gradients: Tensor) -> Tensor:
     """KPCA-CAM (Karmani et al. 2024, as pytorch-grad-cam's ``KPCA_CAM``): kernel PCA of the activations.
 
@@ -204,7 +149,7 @@ def channel_terms(function: Callable[[Tensor, Tensor], Tensor], activations: Ten
     return function(single_a, single_g).reshape(batch, channels, height, width)
 
 
-EIGEN_METHODS = frozenset({"eigencam", "eigengradcam", "kpcacam"})
+EIGEN_METHODS = frozenset(row.name for row in ROWS if row.eigen)  # their own decomposition: not eigen-smoothed
 
 
 def eigen_smooth(function: Callable[[Tensor, Tensor], Tensor], activations: Tensor, gradients: Tensor) -> Tensor:

@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from camlens.methods.cam import weighted_sum
-from camlens.methods.context import MethodContext, register_method
+from camlens.methods.context import MethodContext
+from camlens.methods.gradcam import weighted_sum
 from camlens.methods.tail import layer_tail
 from camlens.progress import Counter
 
@@ -139,7 +139,6 @@ def _run_tail(tail: nn.Module, activations: Tensor) -> Any:
         return tail(activations)
 
 
-@register_method("ablationcam", perturbation=True, any_layout=True)
 def ablationcam(context: MethodContext) -> Tensor:
     """Ablation-CAM (Desai & Ramaswamy, WACV 2020, Eq. 3): ``w_k = (S - S_k) / S``, ``S_k`` the score
     with channel ``k`` of the target layer's output set to 0; the map is ``sum_k w_k A_k``.
@@ -220,7 +219,6 @@ def _masked_scores(
     return torch.cat(scores) if scores else x.new_zeros(0)
 
 
-@register_method("scorecam", perturbation=True, any_layout=True)
 def scorecam(context: MethodContext) -> Tensor:
     """Score-CAM (Wang et al., CVPR-W 2020), the authors' variant: ``w_k = softmax(f(X * n(up(A_k))))_c``.
 
@@ -261,7 +259,6 @@ def _torchcam_score_weights(
     return torch.softmax(total / samples, dim=1).to(activations.dtype)
 
 
-@register_method("sscam", perturbation=True, any_layout=True)
 def sscam(context: MethodContext) -> Tensor:
     """SS-CAM (Wang et al. 2020, arXiv:2006.14255), as torchcam's ``SSCAM``.
 
@@ -282,7 +279,6 @@ def sscam(context: MethodContext) -> Tensor:
     return weighted_sum(_torchcam_score_weights(context, samples, noisy, "sscam"), context.activations)
 
 
-@register_method("iscam", perturbation=True, any_layout=True)
 def iscam(context: MethodContext) -> Tensor:
     """IS-CAM (Naidu et al. 2020, arXiv:2010.03023), as torchcam's ``ISCAM``.
 
@@ -295,7 +291,6 @@ def iscam(context: MethodContext) -> Tensor:
     return weighted_sum(weights, context.activations)
 
 
-@register_method("smoothgradcam++", perturbation=True, any_layout=True)
 def smooth_gradcam_plus_plus(context: MethodContext) -> Tensor:
     """Smooth Grad-CAM++ (Omeiza et al. 2019, Eq. 9-10): Grad-CAM++ with SmoothGrad derivatives.
 
