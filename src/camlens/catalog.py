@@ -176,7 +176,7 @@ def markdown_table() -> str:
     """The methods table of ``docs/guide/methods.md`` (``camlens methods --markdown`` prints it)."""
     lines = ["| method | family | layer | what | class | function |", "|---|---|---|---|---|---|"]
     for row in ROWS:
-        function = f"`{row.entry.replace(':', '.')}`" if row.entry else "the engine (guided capture)"
+        function = f"`{row.entry.replace(':', '.')}`" if row.entry else "`camlens.guided` (in the engine's capture)"
         lines.append(
             f"| {row.name} | {row.family} | {'yes' if row.uses_layer else 'no'} | {row.description} | "
             f"`{row.class_name}` | {function} |"

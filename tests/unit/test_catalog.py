@@ -20,7 +20,7 @@ def test_the_catalog_imports_no_torch():
 
 def test_names_are_read_off_the_catalog():
     assert names.METHODS == tuple(row.name for row in ROWS) == tuple(ROW)
-    assert len(set(names.METHODS)) == len(ROWS) == 24
+    assert len(set(names.METHODS)) == len(ROWS)  # no name twice
     assert names.CAM_METHODS[:2] == ("gradcam", "gradcam++") and "refinecam" in names.CAM_METHODS
     assert names.METHODS == (*names.CAM_METHODS, *names.CONTEXT_METHODS, *names.GUIDED_METHODS)
     assert names.GUIDED_METHODS == (names.GUIDED_BACKPROP, names.GUIDED_GRADCAM)
@@ -91,12 +91,12 @@ def test_listing_the_registries_imports_no_method_module():
         "from camlens.methods import CAM_METHODS, CONTEXT_METHODS\n"
         "names = list(CAM_METHODS) + list(CONTEXT_METHODS)\n"
         "lazy = ('camlens.methods.score', 'camlens.methods.legrad', 'camlens.methods.activation')\n"
-        "print(len(names), 'scorecam' in CONTEXT_METHODS, [m for m in lazy if m in sys.modules])\n"
+        "print(len(names) + 2, 'scorecam' in CONTEXT_METHODS, [m for m in lazy if m in sys.modules])\n"
         "CONTEXT_METHODS['scorecam']\n"
         "print('camlens.methods.score' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
-    assert out[0] == "22 True []" and out[1] == "True"
+    assert out[0] == f"{len(ROWS)} True []" and out[1] == "True"  # every row but the two guided ones
 
 
 def test_every_row_has_its_explainer_class():
@@ -155,3 +155,28 @@ def test_methods_registered_at_run_time_still_work():
     assert "test_hires_twice" not in camlens.available_methods()
     with pytest.raises(ValueError, match="unknown method"):
         camlens.explain(model, x, ["test_hires_twice"])
+
+
+def test_the_docs_table_is_the_catalog():
+    from pathlib import Path
+
+    from camlens.catalog import markdown_table
+
+    text = (Path(__file__).parents[2] / "docs" / "guide" / "methods.md").read_text(encoding="utf-8")
+    begin, end = "<!-- catalog table: begin -->\n", "<!-- catalog table: end -->"
+    assert begin in text and end in text
+    table = text.split(begin, 1)[1].split(end, 1)[0]
+    assert table == markdown_table(), "docs/guide/methods.md is stale: paste `camlens methods --markdown` into it"
+    assert table.count("\n| ") == len(ROWS)  # one line per row, after the header
+
+
+def test_the_markdown_option_prints_the_table_without_torch():
+    code = (
+        "import sys\n"
+        "from camlens.cli.main import main\n"
+        "status = main(['methods', '--markdown'])\n"
+        "print(status, 'torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[0].startswith("| method | family | layer |")
+    assert out.splitlines()[-1] == "0 False"
