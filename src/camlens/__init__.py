@@ -20,6 +20,7 @@ from camlens.names import SEED_METHODS as SEED_METHODS
 if TYPE_CHECKING:
     from camlens.capture import Capture as Capture
     from camlens.capture import capture as capture
+    from camlens.detection import explain_detections as explain_detections
     from camlens.explain import Explanation as Explanation
     from camlens.explain import GradCAM as GradCAM
     from camlens.explain import GradCAMPlusPlus as GradCAMPlusPlus
@@ -50,6 +51,7 @@ _LAZY = {
     "GuidedGradCAM": "camlens.explain",
     "available_methods": "camlens.explain",
     "explain": "camlens.explain",
+    "explain_detections": "camlens.detection",
     "default_layer": "camlens.layers",
     "resolve_layer": "camlens.layers",
     "cost": "camlens.explain",
@@ -76,6 +78,7 @@ __all__ = [
     "cost",
     "default_layer",
     "explain",
+    "explain_detections",
     "figure_grid",
     "load_network",
     "read_image",

@@ -1,0 +1,847 @@
+"""Explain an object detector box by box: ``explain_detections``.
+
+One forward pass gives every box of every image; the boxes' backward passes are batched
+(``torch.autograd.grad(..., is_grads_batched=True)``: one vectorised backward per image for all its boxes,
+falling back to one ``retain_graph`` backward per box where an op of the head has no batching rule). As in
+:func:`camlens.capture`, everything before the target layer runs without autograd: the layer's forward hook
+hands the rest of the network fresh leaves, so only the part after the layer is recorded.
+
+**Detectors.** torchvision's detectors (Faster R-CNN v1/v2/MobileNet, Mask R-CNN, Keypoint R-CNN, RetinaNet,
+FCOS, SSD, SSDlite) are recognised; any other detector goes through a :class:`DetectorAdapter`: a function
+``forward(model, images) -> [dict per image]`` whose dicts hold ``boxes`` ``(n, 4)`` (x1, y1, x2, y2 in the
+image's pixels), ``labels`` ``(n,)``, ``scores`` ``(n,)`` and optionally ``class_scores`` ``(n, C)``,
+``objectness`` ``(n,)`` and ``frame`` (see :class:`DetectorAdapter`). ``scores[k]`` (or a box coordinate, or
+the objectness) must be differentiable: it is the score of box ``k`` that is explained.
+
+**The layer.** With ``target_layer=None`` the layer is the detector's ``backbone`` (torchvision): the module
+whose output is every feature level the heads read (the FPN's levels, SSD's extra maps). A layer whose output
+is a dict, list or tuple of maps is explained at **all its levels fused**: each level's signed map is computed
+from that level's activations and gradients, upsampled bilinearly to the network's input grid, and the levels
+are **summed**; then the ReLU and the per-box min-max normalisation. For ``hirescam``/``odam`` the sum over
+levels and positions is exactly the first-order term ``sum_l sum_kp g A``. The layer is the same for every
+image (never one level picked by the box's size).
+
+**The maps.** ``maps[m]`` is ``(H, W)`` in [0, 1] at the image's own size; ``raw[m]`` is the signed fused map
+before the ReLU, also ``(H, W)`` (for ``guided_backprop`` the ``(3, H, W)`` input gradient, and the map is its
+largest absolute value over the channels, normalised). Torchvision detectors resize (and pad) the images; the
+maps are taken back through the same resize (``frame``).
+
+**Methods.** Every ``(A, g)`` weighting of :mod:`camlens.methods` (``gradcam``, ``gradcam++``, ``xgradcam``,
+``layercam``, ``hirescam``, ``eigencam`` ...) with ``g`` the gradient of the box's target; the activation
+methods (``eigencam``, ``fem``, ``kpcacam``) need no gradient and give one map per image, shared by its boxes;
+``odam`` (Zhao et al., ICLR 2023): ``relu(sum_k g_k * A_k)`` per position, the element-wise weighting (it is
+``hirescam``'s formula, reused); ``drise`` (Petsiuk et al., CVPR 2021, see :func:`drise_weights`);
+``guided_backprop`` and ``guided_gradcam`` (camlens's guided rule, :mod:`camlens.methods.guided`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings as _warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from camlens.errors import ExplanationNote
+from camlens.guard import guard
+from camlens.layers import closest_names, resolve_layer
+from camlens.methods.cam import CAM_METHODS
+from camlens.methods.guided import GuidedMode, GuidedSwitch
+from camlens.names import GUIDED_BACKPROP, GUIDED_GRADCAM, METHOD_INFO
+from camlens.postprocess import normalize_per_image, upsample
+
+ODAM = "odam"
+DRISE = "drise"
+TARGETS = ("score", "x1", "y1", "x2", "y2", "objectness")
+BACKWARDS = ("auto", "batched", "loop")
+_COORDINATES = {"x1": 0, "y1": 1, "x2": 2, "y2": 3}
+
+Box = tuple[float, float, float, float]
+
+
+def detection_methods() -> list[str]:
+    """Every method name :func:`explain_detections` accepts."""
+    return [*CAM_METHODS, ODAM, DRISE, GUIDED_BACKPROP, GUIDED_GRADCAM]
+
+
+@dataclass(frozen=True)
+class DetectorAdapter:
+    """How camlens runs a detector: ``forward(model, images) -> [dict per image]``.
+
+    ``images`` is a list of ``(3, H, W)`` tensors. Each dict holds
+
+    * ``boxes`` ``(n, 4)``: x1, y1, x2, y2 in the image's pixels;
+    * ``labels`` ``(n,)`` integers; ``scores`` ``(n,)``: the score of box ``k`` as a differentiable function of
+      the network's activations (the explained target; ``boxes`` must be differentiable for a coordinate target);
+    * optionally ``class_scores`` ``(n, C)`` (the class-score vector of each box: D-RISE's cosine uses it, else
+      a one-hot of the label) and ``objectness`` ``(n,)`` (``target="objectness"``, and D-RISE's factor; else
+      the score stands in);
+    * optionally ``frame`` ``(h, w, H_in, W_in)``: the detector resized the image to ``h x w`` and placed it at
+      the top left of its ``H_in x W_in`` input grid (torchvision's transform); without it, the layer's map
+      covers the whole image.
+
+    ``target_layer`` is the layer used when :func:`explain_detections` gets none (a dotted name).
+
+    Example:
+        >>> def forward(model, images):
+        ...     out = model(torch.stack(images))  # a user's detector returning boxes, labels, scores
+        ...     return [dict(boxes=b, labels=l, scores=s) for b, l, s in out]
+        >>> adapter = DetectorAdapter(forward, target_layer="features")  # doctest: +SKIP
+    """
+
+    forward: Callable[[nn.Module, list[Tensor]], list[Mapping[str, Any]]]
+    target_layer: str | None = None
+    name: str = "detector"
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One explained box: where, what, how sure, and its maps by method."""
+
+    box: Box  # x1, y1, x2, y2 in the image's pixels
+    label: int
+    score: float
+    maps: dict[str, Tensor]  # (H, W) in [0, 1]
+    raw: dict[str, Tensor]  # the signed maps before the ReLU, (H, W) ((3, H, W) for guided backprop)
+    image: int  # which image
+    index: int | None  # the box's index in the detector's output for that image (None: no match)
+    reference: Box | None = None  # the user's box it was matched to, if any
+    iou: float | None = None  # IoU with the reference box
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DetectionExplanation:
+    """The result of :func:`explain_detections`: ``detections[i]`` lists image ``i``'s explained boxes."""
+
+    detections: list[list[Detection]]
+    target_layer: str | None
+    levels: tuple[str, ...]  # the fused levels of the layer's output ('' for a single map)
+    methods: tuple[str, ...]
+    target: str
+    backward: str | None  # "batched" (one vectorised backward per image) or "loop" (one per box)
+    warnings: tuple[str, ...] = ()
+
+
+# ---------------------------------------------------------------------------------------------- detectors
+
+
+def _torchvision_detector_types() -> tuple[type, ...]:
+    try:
+        from torchvision.models.detection.fcos import FCOS
+        from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+        from torchvision.models.detection.retinanet import RetinaNet
+        from torchvision.models.detection.ssd import SSD
+    except ImportError:  # pragma: no cover - torchvision is a dependency
+        return ()
+    return (GeneralizedRCNN, RetinaNet, FCOS, SSD)
+
+
+def _torchvision_forward(model: nn.Module, images: list[Tensor]) -> list[dict[str, Any]]:
+    """torchvision's detector on ``images``, with each image's frame read from its transform's output."""
+    frames: list[tuple[int, int, int, int]] = []
+
+    def keep(_module: nn.Module, _inputs: Any, output: Any) -> None:
+        image_list = output[0]
+        height, width = (int(v) for v in image_list.tensors.shape[-2:])
+        frames[:] = [(int(h), int(w), height, width) for h, w in image_list.image_sizes]
+
+    transform = model.transform  # type: ignore[union-attr]
+    handle = transform.register_forward_hook(keep)
+    try:
+        outputs = model(images)
+    finally:
+        handle.remove()
+    return [{**out, "frame": frame} for out, frame in zip(outputs, frames, strict=True)]
+
+
+TORCHVISION = DetectorAdapter(_torchvision_forward, target_layer="backbone", name="torchvision")
+
+
+def adapter_for(model: nn.Module, adapter: DetectorAdapter | None = None) -> DetectorAdapter:
+    """The adapter for ``model``: the one given, torchvision's for its detectors, else a clear error."""
+    if adapter is not None:
+        if not isinstance(adapter, DetectorAdapter):
+            raise TypeError(f"adapter must be a camlens.detection.DetectorAdapter, not {type(adapter).__name__}")
+        return adapter
+    if isinstance(model, _torchvision_detector_types()):
+        if model.training:
+            raise ValueError(
+                f"the {type(model).__name__} is in training mode (torchvision detectors then return losses): "
+                "call model.eval() first"
+            )
+        return TORCHVISION
+    raise ValueError(
+        f"camlens does not know how to read boxes from a {type(model).__name__}: pass "
+        "adapter=camlens.detection.DetectorAdapter(forward) with forward(model, images) returning a dict of "
+        "boxes, labels and differentiable scores per image"
+    )
+
+
+# ---------------------------------------------------------------------------------------------- the forward
+
+
+class _LevelHook:
+    """Forward hook on the target layer: split each map of its output into per-image pieces.
+
+    Recording from the layer (``from_layer``), every piece is a fresh leaf and autograd starts here; otherwise
+    (guided backprop records from the input) the pieces are views of the recorded output. Downstream gets the
+    pieces stacked again (a new tensor, so an in-place op after the layer cannot overwrite them).
+    """
+
+    def __init__(self, name: str, from_layer: bool) -> None:
+        self.name = name
+        self.from_layer = from_layer
+        self.calls = 0
+        self.levels: list[tuple[str, list[Tensor]]] = []
+
+    def _split(self, key: str, value: Any) -> Any:
+        if not (isinstance(value, Tensor) and value.dim() == 4 and value.is_floating_point()):
+            return value
+        if self.from_layer:
+            pieces = [value[b].detach().requires_grad_(True) for b in range(value.shape[0])]
+        else:
+            pieces = list(value.unbind(0))
+        self.levels.append((key, pieces))
+        return torch.stack(pieces)
+
+    def __call__(self, _module: nn.Module, _inputs: Any, output: Any) -> Any:
+        self.calls += 1
+        if self.calls > 1:
+            return None
+        if self.from_layer:
+            torch.set_grad_enabled(True)  # restored when the caller's no_grad block exits
+        if isinstance(output, Tensor):
+            return self._split("", output)
+        if isinstance(output, Mapping):
+            return type(output)((k, self._split(str(k), v)) for k, v in output.items())
+        if isinstance(output, list | tuple) and not hasattr(output, "_fields"):
+            return type(output)(self._split(str(i), v) for i, v in enumerate(output))
+        return None
+
+
+@dataclass
+class _Forward:
+    outputs: list[Mapping[str, Any]]
+    levels: list[tuple[str, list[Tensor]]]  # per level: its (K, u, v) map per image
+    inputs: list[Tensor]  # the images as the model saw them (leaves when recorded from the input)
+    switch: GuidedSwitch
+    guided_rule: dict[str, int] | None
+
+
+def _run(
+    model: nn.Module,
+    adapter: DetectorAdapter,
+    images: list[Tensor],
+    layer: tuple[str, nn.Module] | None,
+    *,
+    guided: bool,
+    gradients: bool,
+) -> _Forward:
+    inputs = []
+    for image in images:
+        x = image.detach()
+        if x.is_inference():
+            x = x.clone()
+        inputs.append(x.requires_grad_(True) if guided else x)
+    switch = GuidedSwitch()
+    mode = GuidedMode(switch) if guided else None
+    hook = handle = None
+    if layer is not None:
+        hook = _LevelHook(layer[0], from_layer=gradients and not guided)
+        handle = layer[1].register_forward_hook(hook)
+    try:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(torch.enable_grad() if guided else torch.no_grad())
+            if mode is not None:
+                stack.enter_context(mode)
+            outputs = adapter.forward(model, inputs)
+    finally:
+        if handle is not None:
+            handle.remove()
+    _check_outputs(outputs, len(images))
+    levels: list[tuple[str, list[Tensor]]] = []
+    if hook is not None:
+        if hook.calls == 0:
+            raise ValueError(f"the target layer {hook.name!r} did not run in the forward pass: pick a layer it uses")
+        if hook.calls > 1:
+            raise ValueError(
+                f"the target layer {hook.name!r} ran {hook.calls} times in one forward: pick a layer that runs once"
+            )
+        if not hook.levels:
+            raise ValueError(
+                f"the target layer {hook.name!r} outputs no (B, C, H, W) map (nor a dict, list or tuple of them): "
+                "pick a convolutional feature layer"
+            )
+        levels = hook.levels
+    return _Forward(outputs, levels, inputs, switch, None if mode is None else dict(mode.routed))
+
+
+def _check_outputs(outputs: Any, count: int) -> None:
+    if not isinstance(outputs, list | tuple) or len(outputs) != count:
+        raise ValueError(
+            f"the detector's forward must return one dict per image ({count}), got {type(outputs).__name__}"
+        )
+    for i, out in enumerate(outputs):
+        missing = [k for k in ("boxes", "labels", "scores") if not isinstance(out, Mapping) or k not in out]
+        if missing:
+            raise ValueError(f"the detector's output for image {i} has no {', '.join(missing)}")
+        n = out["scores"].shape[0]
+        if tuple(out["boxes"].shape) != (n, 4) or out["labels"].shape[0] != n:
+            raise ValueError(
+                f"image {i}: boxes must be (n, 4) and labels (n,) for n = {n} scores, got "
+                f"{tuple(out['boxes'].shape)} and {tuple(out['labels'].shape)}"
+            )
+
+
+# ---------------------------------------------------------------------------------------------- picking boxes
+
+
+def box_iou(a: Tensor, b: Tensor) -> Tensor:
+    """IoU of every box of ``a`` ``(n, 4)`` with every box of ``b`` ``(m, 4)``, x1 y1 x2 y2: ``(n, m)``.
+
+    Example:
+        >>> box_iou(torch.tensor([[0.0, 0, 2, 2]]), torch.tensor([[1.0, 0, 3, 2], [5.0, 5, 6, 6]]))
+        tensor([[0.3333, 0.0000]])
+    """
+    a, b = a.double(), b.double()
+    area_a = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0)
+    area_b = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
+    top_left = torch.maximum(a[:, None, :2], b[None, :, :2])
+    bottom_right = torch.minimum(a[:, None, 2:], b[None, :, 2:])
+    overlap = (bottom_right - top_left).clamp(min=0).prod(dim=2)
+    union = area_a[:, None] + area_b[None, :] - overlap
+    return torch.where(union > 0, overlap / union.clamp(min=1e-300), torch.zeros_like(union)).float()
+
+
+@dataclass(frozen=True)
+class _Pick:
+    index: int | None
+    reference: Box | None = None
+    iou: float | None = None
+
+
+def _pick(
+    out: Mapping[str, Any],
+    score_threshold: float,
+    max_detections: int | None,
+    references: Tensor | None,
+    reference_labels: Tensor | None,
+    iou_threshold: float,
+) -> list[_Pick]:
+    scores = out["scores"].detach().float().cpu()
+    if references is None:
+        keep = (scores >= score_threshold).nonzero()[:, 0]
+        order = keep[scores[keep].argsort(descending=True, stable=True)]
+        if max_detections is not None:
+            order = order[:max_detections]
+        return [_Pick(int(k)) for k in order]
+    boxes = out["boxes"].detach().float().cpu()
+    labels = out["labels"].detach().cpu()
+    overlaps = box_iou(references, boxes) if len(boxes) else torch.zeros(len(references), 0)
+    picks = []
+    for r in range(len(references)):
+        iou = overlaps[r].clone()
+        if reference_labels is not None:
+            iou[labels != reference_labels[r]] = -1.0
+        candidates = (iou >= iou_threshold).nonzero()[:, 0]
+        reference = tuple(float(v) for v in references[r])
+        if len(candidates) == 0:
+            picks.append(_Pick(None, reference, float(iou.clamp(min=0).max()) if len(iou) else 0.0))  # type: ignore[arg-type]
+            continue
+        # the best overlap; among equal overlaps the higher score
+        best = max(candidates.tolist(), key=lambda k: (float(iou[k]), float(scores[k])))
+        picks.append(_Pick(best, reference, float(iou[best])))  # type: ignore[arg-type]
+    return picks
+
+
+def _target_values(out: Mapping[str, Any], indices: list[int], target: str) -> Tensor:
+    if target == "score":
+        return out["scores"][indices]
+    if target == "objectness":
+        if out.get("objectness") is None:
+            raise ValueError(
+                "target='objectness': this detector gives no objectness score (torchvision's, DETR's and "
+                "YOLOv8's have none); use target='score' or a coordinate"
+            )
+        return out["objectness"][indices]
+    return out["boxes"][indices, _COORDINATES[target]]
+
+
+# ---------------------------------------------------------------------------------------------- gradients
+
+
+def _box_gradients(values: Tensor, pieces: list[Tensor], backward: str, retain: bool) -> tuple[list[Tensor], str]:
+    """``d values[j] / d pieces`` for every ``j``: one ``(n, K, u, v)`` tensor per piece, and how it was done."""
+    n = values.shape[0]
+    if backward in ("auto", "batched"):
+        try:
+            with _warnings.catch_warnings():
+                _warnings.filterwarnings("ignore", message=".*[Bb]atching rule.*")
+                found = torch.autograd.grad(
+                    values,
+                    pieces,
+                    grad_outputs=torch.eye(n, dtype=values.dtype, device=values.device),
+                    is_grads_batched=True,
+                    retain_graph=True,
+                    allow_unused=True,
+                )
+            return [_zeros_if_none(g, p, n) for g, p in zip(found, pieces, strict=True)], "batched"
+        except RuntimeError:
+            if backward == "batched":
+                raise
+    columns: list[list[Tensor]] = [[] for _ in pieces]
+    for j in range(n):
+        found = torch.autograd.grad(values[j], pieces, retain_graph=retain or j < n - 1, allow_unused=True)
+        for column, g, p in zip(columns, found, pieces, strict=True):
+            column.append(torch.zeros_like(p) if g is None else g)
+    return [torch.stack(c) for c in columns], "loop"
+
+
+def _zeros_if_none(g: Tensor | None, piece: Tensor, n: int) -> Tensor:
+    return piece.new_zeros((n, *piece.shape)) if g is None else g
+
+
+def _fuse(level_maps: list[Tensor], frame: tuple[int, int, int, int] | None, size: tuple[int, int]) -> Tensor:
+    """Sum ``(n, u_l, v_l)`` level maps on the network's input grid, then crop and resize to the image ``size``."""
+    if frame is None:
+        return sum(upsample(m, size) for m in level_maps)  # type: ignore[return-value]
+    h, w, grid_h, grid_w = frame
+    fused = sum(upsample(m, (grid_h, grid_w)) for m in level_maps)
+    return upsample(fused[:, :h, :w], size)  # type: ignore[index]
+
+
+# ---------------------------------------------------------------------------------------------- D-RISE
+
+
+def drise_masks(
+    count: int,
+    size: tuple[int, int],
+    *,
+    grid: int = 16,
+    probability: float = 0.5,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """RISE's random masks (Petsiuk et al. 2018, as D-RISE uses them): ``(count, H, W)`` in [0, 1].
+
+    A ``grid x grid`` binary grid (each cell kept with ``probability``), upsampled bilinearly to
+    ``(grid + 1) * ceil(H / grid)`` by ``(grid + 1) * ceil(W / grid)``, cropped to ``H x W`` at a random shift
+    of less than one cell.
+
+    Example:
+        >>> m = drise_masks(3, (20, 30), grid=4, generator=torch.Generator().manual_seed(0))
+        >>> m.shape, bool(m.min() >= 0), bool(m.max() <= 1)
+        (torch.Size([3, 20, 30]), True, True)
+    """
+    height, width = size
+    cell_h, cell_w = math.ceil(height / grid), math.ceil(width / grid)
+    cells = (torch.rand(count, 1, grid, grid, generator=generator) < probability).float()
+    big = F.interpolate(cells, size=((grid + 1) * cell_h, (grid + 1) * cell_w), mode="bilinear", align_corners=False)
+    shift_y = torch.randint(0, cell_h, (count,), generator=generator)
+    shift_x = torch.randint(0, cell_w, (count,), generator=generator)
+    masks = torch.stack(
+        [
+            big[i, 0, int(dy) : int(dy) + height, int(dx) : int(dx) + width]
+            for i, (dy, dx) in enumerate(zip(shift_y, shift_x, strict=True))
+        ]
+    )
+    return masks.to(device) if device is not None else masks
+
+
+def _class_vectors(out: Mapping[str, Any], classes: int) -> Tensor:
+    if out.get("class_scores") is not None:
+        return out["class_scores"].detach().float()
+    labels = out["labels"].detach().long()
+    return F.one_hot(labels, num_classes=max(classes, int(labels.max()) + 1 if len(labels) else 1)).float()
+
+
+def _confidence(out: Mapping[str, Any]) -> Tensor:
+    found = out.get("objectness")
+    return (found if found is not None else out["scores"]).detach().float()
+
+
+def drise_weights(
+    target_boxes: Tensor,
+    target_vectors: Tensor,
+    boxes: Tensor,
+    vectors: Tensor,
+    confidence: Tensor,
+) -> Tensor:
+    """D-RISE's weight of one masked image for each target (Petsiuk et al., CVPR 2021, section 3.2): ``(t,)``.
+
+    ``max_j IoU(L_t, L_j) * cos(P_t, P_j) * O_j`` over the masked image's detections ``j`` (0 when it has none),
+    with ``P`` the class-score vectors (a one-hot of the label where the detector gives only labels) and ``O``
+    the objectness (the detection's score where the detector has none).
+    """
+    if boxes.shape[0] == 0:
+        return target_boxes.new_zeros(target_boxes.shape[0])
+    width = max(target_vectors.shape[1], vectors.shape[1])
+    tv = F.pad(target_vectors, (0, width - target_vectors.shape[1]))
+    v = F.pad(vectors, (0, width - vectors.shape[1]))
+    cosine = F.normalize(tv, dim=1) @ F.normalize(v, dim=1).T  # (t, m)
+    similarity = box_iou(target_boxes, boxes) * cosine * confidence[None, :]
+    return similarity.amax(dim=1)
+
+
+def _drise(
+    model: nn.Module,
+    adapter: DetectorAdapter,
+    image: Tensor,
+    targets: list[tuple[Tensor, Tensor]],
+    *,
+    count: int,
+    grid: int,
+    probability: float,
+    batch_size: int,
+    seed: int,
+) -> Tensor:
+    """D-RISE maps ``(t, H, W)``: the weighted mean of ``count`` masks, one weight per mask and target."""
+    height, width = image.shape[-2:]
+    target_boxes = torch.stack([box for box, _ in targets]).float().cpu()
+    target_vectors = torch.stack([vector for _, vector in targets]).float().cpu()
+    generator = torch.Generator().manual_seed(seed)
+    total = torch.zeros(len(targets), height, width, dtype=torch.float64)
+    done = 0
+    while done < count:
+        n = min(batch_size, count - done)
+        masks = drise_masks(n, (height, width), grid=grid, probability=probability, generator=generator)
+        masked = [image * m.to(image.device, image.dtype) for m in masks]
+        with torch.no_grad():
+            outputs = adapter.forward(model, masked)
+        _check_outputs(outputs, n)
+        weights = torch.stack(
+            [
+                drise_weights(
+                    target_boxes,
+                    target_vectors,
+                    out["boxes"].detach().float().cpu(),
+                    _class_vectors(out, target_vectors.shape[1]).cpu(),
+                    _confidence(out).cpu(),
+                )
+                for out in outputs
+            ]
+        )  # (n, t)
+        total += torch.einsum("nt,nhw->thw", weights.double(), masks.double())
+        done += n
+    return (total / count).float()
+
+
+# ---------------------------------------------------------------------------------------------- the call
+
+
+def _check_images(images: Any) -> list[Tensor]:
+    if isinstance(images, Tensor):
+        if images.dim() == 3:
+            images = [images]
+        elif images.dim() == 4:
+            images = list(images.unbind(0))
+        else:
+            raise ValueError(
+                f"images must be (3, H, W) tensors or a (B, 3, H, W) batch, got shape {tuple(images.shape)}"
+            )
+    if not isinstance(images, list | tuple) or not images:
+        raise ValueError("images must be a non-empty list of (3, H, W) tensors or a (B, 3, H, W) batch")
+    for i, image in enumerate(images):
+        if not isinstance(image, Tensor) or image.dim() != 3 or not image.is_floating_point():
+            what = f"shape {tuple(image.shape)} {image.dtype}" if isinstance(image, Tensor) else type(image).__name__
+            raise ValueError(f"image {i} must be a floating-point (3, H, W) tensor in [0, 1], got {what}")
+    return list(images)
+
+
+def _check_methods(methods: Sequence[str] | str) -> list[str]:
+    names = list(dict.fromkeys([methods] if isinstance(methods, str) else methods))
+    known = detection_methods()
+    if not names:
+        raise ValueError(f"methods is empty; pick from {', '.join(known)}")
+    for name in names:
+        if name not in known:
+            raise ValueError(
+                f"unknown detection method {name!r}; known: {', '.join(known)} "
+                f"(closest: {', '.join(closest_names(name, known, 2))})"
+            )
+    return names
+
+
+def _references(boxes: Any, labels: Any, count: int) -> tuple[list[Tensor | None], list[Tensor | None]]:
+    if boxes is None:
+        if labels is not None:
+            raise ValueError("labels are the classes of the reference boxes: pass boxes too")
+        return [None] * count, [None] * count
+    if len(boxes) != count:
+        raise ValueError(f"boxes must hold one list of reference boxes per image ({count}), got {len(boxes)}")
+    if labels is not None and len(labels) != count:
+        raise ValueError(f"labels must hold one list of classes per image ({count}), got {len(labels)}")
+    found_boxes: list[Tensor | None] = []
+    found_labels: list[Tensor | None] = []
+    for i in range(count):
+        b = torch.as_tensor(boxes[i], dtype=torch.float32).reshape(-1, 4) if len(boxes[i]) else torch.zeros(0, 4)
+        if (b[:, 2] < b[:, 0]).any() or (b[:, 3] < b[:, 1]).any():
+            raise ValueError(f"image {i}: a reference box has x2 < x1 or y2 < y1 (boxes are x1, y1, x2, y2)")
+        found_boxes.append(b)
+        if labels is None:
+            found_labels.append(None)
+            continue
+        lab = torch.as_tensor(labels[i], dtype=torch.long).reshape(-1)
+        if len(lab) != len(b):
+            raise ValueError(f"image {i}: {len(b)} reference boxes but {len(lab)} labels")
+        found_labels.append(lab)
+    return found_boxes, found_labels
+
+
+def explain_detections(
+    model: nn.Module,
+    images: Sequence[Tensor] | Tensor,
+    methods: Sequence[str] | str = ("gradcam",),
+    target_layer: str | nn.Module | None = None,
+    score_threshold: float = 0.5,
+    max_detections: int | None = None,
+    boxes: Sequence[Any] | None = None,
+    labels: Sequence[Any] | None = None,
+    target: str = "score",
+    *,
+    adapter: DetectorAdapter | None = None,
+    iou_threshold: float = 0.5,
+    masks: int = 1000,
+    mask_grid: int = 16,
+    mask_probability: float = 0.5,
+    batch_size: int = 16,
+    seed: int = 0,
+    backward: str = "auto",
+) -> DetectionExplanation:
+    """Explain each box a detector finds (or each reference box it matches) with several methods.
+
+    Args:
+        model: a torchvision detector in eval mode, or any detector with an ``adapter``; left as found.
+        images: a list of ``(3, H, W)`` tensors in [0, 1] (as torchvision detectors take them), or a batch.
+        methods: names from :func:`detection_methods`.
+        target_layer: a module or dotted name; None: the adapter's layer (torchvision: ``backbone``, every
+            FPN level fused). A layer returning several maps is explained at all of them, fused (see above).
+        score_threshold, max_detections: which boxes to explain (score at least this, the best first).
+        boxes, labels: reference boxes per image (x1, y1, x2, y2 pixels) and optionally their classes: each is
+            matched to the output box of the same class with the largest IoU (at least ``iou_threshold``), as
+            pytorch-grad-cam's ``FasterRCNNBoxScoreTarget``; an unmatched one gets empty maps and a warning.
+        target: ``"score"`` (the box's class score), ``"x1"``, ``"y1"``, ``"x2"``, ``"y2"`` (a coordinate) or
+            ``"objectness"`` (where the detector gives one).
+        adapter: how to run a detector camlens does not know (:class:`DetectorAdapter`).
+        masks, mask_grid, mask_probability, batch_size, seed: D-RISE's masks (count, grid cells, keep
+            probability), masked images per forward, and the random seed.
+        backward: ``"auto"`` (batched, else per box), ``"batched"`` or ``"loop"``.
+
+    Example:
+        >>> import torchvision
+        >>> net = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_fpn(
+        ...     weights=None, weights_backbone=None, num_classes=3, min_size=64, max_size=64).eval()
+        >>> result = explain_detections(net, [torch.rand(3, 48, 64)], ["gradcam", "odam"], score_threshold=0.0,
+        ...                             max_detections=2)
+        >>> result.target_layer, result.detections[0][0].maps["odam"].shape
+        ('backbone', torch.Size([48, 64]))
+    """
+    names = _check_methods(methods)
+    images = _check_images(images)
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {', '.join(TARGETS)}, not {target!r}")
+    if backward not in BACKWARDS:
+        raise ValueError(f"backward must be one of {', '.join(BACKWARDS)}, not {backward!r}")
+    if max_detections is not None and max_detections < 1:
+        raise ValueError(f"max_detections must be at least 1 (or None for all), not {max_detections}")
+    references, reference_labels = _references(boxes, labels, len(images))
+    with guard(model) as guarded:
+        eager = guarded.model
+        found = adapter_for(eager, adapter)
+        cam_names = [n for n in names if n in CAM_METHODS or n == ODAM]
+        if GUIDED_GRADCAM in names and "gradcam" not in cam_names:
+            cam_names.append("gradcam")
+        guided = GUIDED_BACKPROP in names or GUIDED_GRADCAM in names
+        needs_gradient = guided or any(n == ODAM or _uses_gradient(n) for n in cam_names)
+        layer = None
+        if cam_names:
+            spec = target_layer if target_layer is not None else found.target_layer
+            if spec is None:
+                raise ValueError(f"{', '.join(cam_names)} need a target_layer: this adapter names none")
+            layer = resolve_layer(eager, spec)
+        run = _run(eager, found, images, layer, guided=guided, gradients=needs_gradient)
+        return _explain(
+            eager, found, images, names, cam_names, layer, run, score_threshold, max_detections, references,
+            reference_labels, iou_threshold, target, backward, guided, needs_gradient,
+            dict(count=masks, grid=mask_grid, probability=mask_probability, batch_size=batch_size, seed=seed),
+        )  # fmt: skip
+
+
+def _uses_gradient(name: str) -> bool:
+    info = METHOD_INFO.get(name)
+    return info is None or info[0] != "activation CAM"
+
+
+def _explain(
+    model: nn.Module,
+    adapter: DetectorAdapter,
+    images: list[Tensor],
+    names: list[str],
+    cam_names: list[str],
+    layer: tuple[str, nn.Module] | None,
+    run: _Forward,
+    score_threshold: float,
+    max_detections: int | None,
+    references: list[Tensor | None],
+    reference_labels: list[Tensor | None],
+    iou_threshold: float,
+    target: str,
+    backward: str,
+    guided: bool,
+    needs_gradient: bool,
+    drise_options: dict[str, Any],
+) -> DetectionExplanation:
+    notes: list[str] = []
+    picks = [
+        _pick(out, score_threshold, max_detections, references[i], reference_labels[i], iou_threshold)
+        for i, out in enumerate(run.outputs)
+    ]
+    used = None
+    result: list[list[Detection]] = []
+    for i, (out, image_picks) in enumerate(zip(run.outputs, picks, strict=True)):
+        size = (int(images[i].shape[-2]), int(images[i].shape[-1]))
+        matched = [p for p in image_picks if p.index is not None]
+        indices = [int(p.index) for p in matched]  # type: ignore[arg-type]
+        maps: dict[str, Tensor] = {}
+        raw: dict[str, Tensor] = {}
+        last_image = i == len(images) - 1
+        if indices and (cam_names or guided):
+            values = _target_values(out, indices, target)
+            if needs_gradient and values.grad_fn is None:
+                raise ValueError(
+                    f"the {target} of the boxes does not depend on the target layer "
+                    f"{layer[0] if layer else 'input'!r}: does the detector detach its scores, or run its head "
+                    "under torch.no_grad?"
+                )
+            frame = out.get("frame")
+            level_gradients: list[Tensor] = []
+            if needs_gradient and run.levels:
+                pieces = [level[i] for _, level in run.levels]
+                level_gradients, used = _box_gradients(values, pieces, backward, retain=guided or not last_image)
+            for name in cam_names:
+                level_maps = []
+                for li, (_, level) in enumerate(run.levels):
+                    activations = level[i].detach()[None]
+                    if _uses_gradient(name):
+                        n = len(indices)
+                        function = CAM_METHODS["hirescam" if name == ODAM else name]
+                        level_maps.append(function(activations.expand(n, *activations.shape[1:]), level_gradients[li]))
+                    else:  # one map per image, shared by its boxes
+                        shared = CAM_METHODS[name](activations, activations)
+                        level_maps.append(shared.expand(len(indices), *shared.shape[1:]))
+                raw[name] = _fuse(level_maps, frame, size).detach()
+                maps[name] = normalize_per_image(torch.relu(raw[name]))
+            if guided:
+                run.switch.guided = True
+                try:
+                    gradient, mode = _box_gradients(values, [run.inputs[i]], backward, retain=not last_image)
+                finally:
+                    run.switch.guided = False
+                used = used or mode
+                raw[GUIDED_BACKPROP] = gradient[0].detach()
+                maps[GUIDED_BACKPROP] = normalize_per_image(raw[GUIDED_BACKPROP].abs().amax(dim=1))
+                if GUIDED_GRADCAM in names:
+                    raw[GUIDED_GRADCAM] = raw[GUIDED_BACKPROP] * maps["gradcam"][:, None]
+                    maps[GUIDED_GRADCAM] = normalize_per_image(raw[GUIDED_GRADCAM].abs().amax(dim=1))
+        if indices and DRISE in names:
+            classes = _class_vectors(out, 1)
+            targets = [(out["boxes"][k].detach(), classes[k]) for k in indices]
+            raw[DRISE] = _drise(model, adapter, images[i].detach(), targets, **drise_options)
+            maps[DRISE] = normalize_per_image(raw[DRISE])
+        result.append(_detections(i, out, image_picks, names, maps, raw, size, notes))
+        if not image_picks:
+            top = out["scores"].detach()
+            best = f" (the highest is {float(top.max()):.3g})" if len(top) else " (it found none)"
+            notes.append(f"image {i}: no box with a score of at least {score_threshold}{best}: lower score_threshold")
+    _check_rule(run, guided, notes)
+    for note in notes:
+        _warnings.warn(note, ExplanationNote, stacklevel=3)
+    return DetectionExplanation(
+        detections=result,
+        target_layer=None if layer is None else layer[0],
+        levels=tuple(key for key, _ in run.levels),
+        methods=tuple(names),
+        target=target,
+        backward=used,
+        warnings=tuple(notes),
+    )
+
+
+def _check_rule(run: _Forward, guided: bool, notes: list[str]) -> None:
+    if guided and not run.guided_rule:
+        notes.append(
+            "guided backprop: the forward ran no activation the guided rule applies to, so the guided map "
+            "is the plain input gradient"
+        )
+
+
+def _detections(
+    image: int,
+    out: Mapping[str, Any],
+    picks: list[_Pick],
+    names: list[str],
+    maps: dict[str, Tensor],
+    raw: dict[str, Tensor],
+    size: tuple[int, int],
+    notes: list[str],
+) -> list[Detection]:
+    boxes = out["boxes"].detach().float().cpu()
+    labels = out["labels"].detach().cpu()
+    scores = out["scores"].detach().float().cpu()
+    found = []
+    row = 0
+    for pick in picks:
+        if pick.index is None:
+            assert pick.reference is not None
+            notes.append(
+                f"image {image}: no output box matches the reference box {pick.reference} (best IoU "
+                f"{pick.iou:.2f} < the threshold, among boxes of its class): its maps are empty"
+            )
+            zero = torch.zeros(size)
+            found.append(
+                Detection(
+                    box=pick.reference, label=-1, score=float("nan"),
+                    maps={n: zero for n in names}, raw={n: zero for n in names},
+                    image=image, index=None, reference=pick.reference, iou=pick.iou,
+                )
+            )  # fmt: skip
+            continue
+        k = pick.index
+        found.append(
+            Detection(
+                box=tuple(float(v) for v in boxes[k]),  # type: ignore[arg-type]
+                label=int(labels[k]),
+                score=float(scores[k]),
+                maps={n: maps[n][row] for n in names},
+                raw={n: raw[n][row] for n in names},
+                image=image,
+                index=k,
+                reference=pick.reference,
+                iou=pick.iou,
+            )
+        )
+        row += 1
+    return found
+
+
+__all__ = [
+    "DRISE",
+    "ODAM",
+    "TARGETS",
+    "TORCHVISION",
+    "Detection",
+    "DetectionExplanation",
+    "DetectorAdapter",
+    "adapter_for",
+    "box_iou",
+    "detection_methods",
+    "drise_masks",
+    "drise_weights",
+    "explain_detections",
+]

@@ -1,0 +1,333 @@
+"""explain_detections: per-box maps from one forward pass, checked against hand-written hooks and formulas."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models import detection as tvd
+from torchvision.models import resnet18
+from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+
+import camlens
+from camlens.detection import DetectorAdapter, box_iou, drise_masks, explain_detections
+from camlens.errors import ExplanationNote
+from helpers import assert_untouched, snapshot
+
+SIZE = dict(min_size=64, max_size=64)
+
+
+def _resnet18_fpn() -> nn.Module:
+    return _resnet_fpn_extractor(
+        resnet18(weights=None), 5, returned_layers=[2, 3, 4], extra_blocks=LastLevelP6P7(256, 256)
+    )
+
+
+@functools.cache
+def detector(kind: str) -> nn.Module:
+    """Random-weight torchvision detectors at 64 px (score thresholds at 0 so random weights give boxes)."""
+    torch.manual_seed(0)
+    if kind == "fasterrcnn":
+        model = tvd.fasterrcnn_mobilenet_v3_large_fpn(
+            weights=None, weights_backbone=None, num_classes=4, box_score_thresh=0.0, **SIZE
+        )
+    elif kind == "retinanet":
+        model = tvd.RetinaNet(_resnet18_fpn(), num_classes=4, score_thresh=0.0, **SIZE)
+    elif kind == "fcos":
+        model = tvd.FCOS(_resnet18_fpn(), num_classes=4, score_thresh=0.0, **SIZE)
+    elif kind == "ssdlite":
+        model = tvd.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=4, score_thresh=0.0)
+    else:
+        raise KeyError(kind)
+    return model.eval()
+
+
+def _images() -> list[torch.Tensor]:
+    torch.manual_seed(1)
+    return [torch.rand(3, 48, 64), torch.rand(3, 64, 56)]
+
+
+def _hand_cam(model: nn.Module, images: list[torch.Tensor], image: int, box: int, layer: str, weighting: str):
+    """Grad-CAM (or ODAM) of one box by hand: a forward hook, torch.autograd.grad of that box's score, the levels
+    upsampled onto the network's input grid and summed, cropped to the resized image, resized back."""
+    module = dict(model.named_modules())[layer]
+    kept = {}
+
+    def hook(_m, _i, output):
+        kept["out"] = output
+
+    handle = module.register_forward_hook(hook)
+    try:
+        with torch.enable_grad():
+            outputs = model([im.clone() for im in images])
+    finally:
+        handle.remove()
+    out = kept["out"]
+    levels = list(out.values()) if isinstance(out, dict) else [out]
+    grads = torch.autograd.grad(outputs[image]["scores"][box], levels, allow_unused=True)
+    transformed, _ = model.transform([im.clone() for im in images])
+    h, w = transformed.image_sizes[image]
+    grid = transformed.tensors.shape[-2:]
+    total = torch.zeros(grid)
+    for a, g in zip(levels, grads, strict=True):
+        a = a[image].detach()
+        g = torch.zeros_like(a) if g is None else g[image]
+        if weighting == "gradcam":
+            cam = (g.mean(dim=(1, 2))[:, None, None] * a).sum(0)
+        else:  # odam: sum_k g_k * A_k per position
+            cam = (g * a).sum(0)
+        total += F.interpolate(cam[None, None], size=grid, mode="bilinear", align_corners=False)[0, 0]
+    crop = total[:h, :w]
+    size = images[image].shape[-2:]
+    cam = F.interpolate(crop[None, None], size=size, mode="bilinear", align_corners=False)[0, 0].relu()
+    cam = (cam - cam.min()) / (cam.max() - cam.min())
+    return cam, outputs[image]["boxes"][box].detach(), float(outputs[image]["scores"][box].detach())
+
+
+@pytest.mark.parametrize(
+    ("kind", "layer", "method"),
+    [
+        ("fasterrcnn", "backbone", "gradcam"),
+        ("retinanet", "backbone", "gradcam"),
+        ("retinanet", "backbone.body.layer4", "odam"),
+        ("fcos", "backbone", "odam"),
+    ],
+)
+def test_one_box_equals_hook_and_autograd_of_its_score(kind, layer, method):
+    model = detector(kind)
+    images = _images() if kind == "fasterrcnn" else _images()[1:]  # two images of different sizes in one batch
+    before = snapshot(model)
+    result = explain_detections(model, images, [method], target_layer=layer, score_threshold=0.0, max_detections=3)
+    assert_untouched(model, before)
+    assert result.target_layer == layer
+    for image in range(len(images)):
+        found = result.detections[image]
+        assert len(found) == 3
+        assert [d.score for d in found] == sorted((d.score for d in found), reverse=True)
+        d = found[1]  # the second-best box: not the one a summed score would favour
+        expected, box, score = _hand_cam(model, images, image, d.index, layer, method)
+        assert d.box == pytest.approx(box.tolist())
+        assert d.score == pytest.approx(score)
+        assert d.maps[method].shape == images[image].shape[-2:]
+        torch.testing.assert_close(d.maps[method], expected, atol=2e-5, rtol=1e-4)
+
+
+def test_fused_levels_are_every_fpn_level_and_boxes_differ():
+    result = explain_detections(
+        detector("retinanet"), _images()[:1], ["gradcam"], score_threshold=0.0, max_detections=4
+    )
+    assert result.levels == ("0", "1", "2", "p6", "p7")
+    maps = [d.maps["gradcam"] for d in result.detections[0]]
+    assert all(float(m.min()) == 0.0 and float(m.max()) == 1.0 for m in maps)
+    assert not torch.allclose(maps[0], maps[1])  # per-box, not one map per image
+
+
+@pytest.mark.parametrize("kind", ["fcos", "ssdlite"])
+def test_batched_backward_equals_one_backward_per_box(kind):
+    model = detector(kind)
+    images = _images()[:1]
+    batched = explain_detections(model, images, ["gradcam", "layercam"], score_threshold=0.0, max_detections=4)
+    loop = explain_detections(
+        model, images, ["gradcam", "layercam"], score_threshold=0.0, max_detections=4, backward="loop"
+    )
+    assert batched.backward == "batched" and loop.backward == "loop"
+    for a, b in zip(batched.detections[0], loop.detections[0], strict=True):
+        for name in ("gradcam", "layercam"):
+            torch.testing.assert_close(a.raw[name], b.raw[name], atol=1e-5, rtol=1e-4)
+
+
+def test_coordinate_target_is_the_gradient_of_that_coordinate():
+    model = detector("retinanet")
+    images = _images()[:1]
+    module = model.backbone.body.layer4
+    kept = {}
+    handle = module.register_forward_hook(lambda _m, _i, o: kept.update(out=o))
+    try:
+        with torch.enable_grad():
+            outputs = model([im.clone() for im in images])
+    finally:
+        handle.remove()
+    result = explain_detections(
+        model, images, ["hirescam"], target_layer=module, score_threshold=0.0, max_detections=2, target="x2"
+    )
+    d = result.detections[0][0]
+    (g,) = torch.autograd.grad(outputs[0]["boxes"][d.index, 2], [kept["out"]])
+    signed = (g[0] * kept["out"][0].detach()).sum(0)
+    transformed, _ = model.transform([im.clone() for im in images])
+    h, w = transformed.image_sizes[0]
+    up = F.interpolate(signed[None, None], size=transformed.tensors.shape[-2:], mode="bilinear", align_corners=False)
+    expected = F.interpolate(up[:, :, :h, :w], size=(48, 64), mode="bilinear", align_corners=False)[0, 0]
+    torch.testing.assert_close(d.raw["hirescam"], expected, atol=1e-5, rtol=1e-4)
+    assert result.target == "x2"
+
+
+def test_eigencam_is_shared_by_an_images_boxes_and_needs_no_gradient():
+    result = explain_detections(
+        detector("fasterrcnn"), _images()[:1], ["eigencam"], score_threshold=0.0, max_detections=3
+    )
+    first, second = result.detections[0][:2]
+    assert torch.equal(first.maps["eigencam"], second.maps["eigencam"])
+    assert result.backward is None
+
+
+def test_reference_boxes_are_matched_by_iou_and_class():
+    model = detector("fasterrcnn")
+    images = _images()[:1]
+    plain = explain_detections(model, images, ["gradcam"], score_threshold=0.0, max_detections=6)
+    wanted = plain.detections[0][4]
+    nudged = [v + 0.5 for v in wanted.box]
+    with pytest.warns(ExplanationNote, match="no output box matches"):
+        matched = explain_detections(
+            model, images, ["gradcam"], boxes=[[nudged, [0.0, 0.0, 1.0, 1.0]]], labels=[[wanted.label, 1]]
+        )
+    hit, miss = matched.detections[0]
+    assert hit.index is not None and hit.label == wanted.label
+    assert hit.iou >= 0.5 and hit.reference == pytest.approx(nudged)
+    # the best-overlapping box of that class, among all the detector's outputs
+    out = model([images[0].clone()])[0]
+    same = (out["labels"] == wanted.label).nonzero()[:, 0]
+    ious = box_iou(torch.tensor([nudged]), out["boxes"].detach()[same])[0]
+    assert hit.index == int(same[ious.argmax()])
+    if hit.index == wanted.index:
+        torch.testing.assert_close(hit.maps["gradcam"], wanted.maps["gradcam"])
+    assert miss.index is None and math.isnan(miss.score) and not miss.maps["gradcam"].any()
+
+
+def test_box_iou_by_hand():
+    a = torch.tensor([[0.0, 0.0, 4.0, 4.0]])
+    b = torch.tensor([[2.0, 2.0, 6.0, 6.0], [0.0, 0.0, 4.0, 4.0], [10.0, 10.0, 11.0, 11.0]])
+    torch.testing.assert_close(box_iou(a, b), torch.tensor([[4 / 28, 1.0, 0.0]]))
+
+
+# ------------------------------------------------------------------------------------ a detector of our own
+
+
+class FixedBoxes(nn.Module):
+    """Two fixed boxes; class vector of box j = the mean of each channel of ``features(x)`` inside it."""
+
+    boxes = torch.tensor([[4.0, 4.0, 20.0, 20.0], [12.0, 8.0, 30.0, 26.0]])
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.features = nn.Sequential(nn.Conv2d(3, 3, 3, padding=1), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> list[dict]:
+        f = self.features(x)
+        found = []
+        for b in range(x.shape[0]):
+            vectors = torch.stack(
+                [f[b, :, int(y0) : int(y1), int(x0) : int(x1)].mean(dim=(1, 2)) for x0, y0, x1, y1 in self.boxes]
+            )
+            scores, labels = vectors.max(dim=1)
+            found.append(dict(boxes=self.boxes.clone(), labels=labels, scores=scores, class_scores=vectors))
+        return found
+
+
+ADAPTER = DetectorAdapter(lambda model, images: model(torch.stack(images)), target_layer="features.0")
+
+
+def test_drise_weights_by_hand_on_a_deterministic_detector():
+    model = FixedBoxes().eval()
+    image = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(3))
+    count, grid, p = 24, 4, 0.5
+    result = explain_detections(
+        model, [image], ["drise"], adapter=ADAPTER, score_threshold=0.0, masks=count, mask_grid=grid,
+        mask_probability=p, batch_size=count, seed=5,
+    )  # fmt: skip
+    masks = drise_masks(count, (32, 32), grid=grid, probability=p, generator=torch.Generator().manual_seed(5))
+    torch.set_grad_enabled(False)  # the hand computation needs no graph (restored below)
+    try:
+        _check_drise(model, image, masks, result, count)
+    finally:
+        torch.set_grad_enabled(True)
+
+
+def _check_drise(model, image, masks, result, count):
+    clean = model(image[None])[0]
+    for d in result.detections[0]:
+        t = d.index
+        expected = torch.zeros(32, 32, dtype=torch.float64)
+        for m in masks:
+            out = model((image * m)[None])[0]
+            best = 0.0
+            for j in range(2):
+                x0, y0, x1, y1 = (float(v) for v in FixedBoxes.boxes[t])
+                u0, v0, u1, v1 = (float(v) for v in FixedBoxes.boxes[j])
+                inter = max(0.0, min(x1, u1) - max(x0, u0)) * max(0.0, min(y1, v1) - max(y0, v0))
+                iou = inter / ((x1 - x0) * (y1 - y0) + (u1 - u0) * (v1 - v0) - inter)
+                p_t, p_j = clean["class_scores"][t].double(), out["class_scores"][j].double()
+                cosine = float(p_t @ p_j / (p_t.norm() * p_j.norm()))
+                best = max(best, iou * cosine * float(out["scores"][j]))
+            expected += best * m.double()
+        expected /= count
+        torch.testing.assert_close(d.raw["drise"], expected.float(), atol=1e-6, rtol=1e-5)
+        assert float(d.maps["drise"].max()) == 1.0
+
+
+def test_drise_masks_are_rise_masks():
+    masks = drise_masks(400, (30, 40), grid=5, probability=0.3, generator=torch.Generator().manual_seed(0))
+    assert masks.shape == (400, 30, 40) and masks.min() >= 0 and masks.max() <= 1
+    assert abs(float(masks.mean()) - 0.3) < 0.03  # bilinear upsampling keeps the mean keep probability
+    again = drise_masks(400, (30, 40), grid=5, probability=0.3, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(masks, again)
+
+
+def test_guided_backprop_is_the_input_gradient_under_the_guided_rule():
+    model = FixedBoxes().eval()
+    image = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(3))
+    before = snapshot(model)
+    result = explain_detections(
+        model, [image], ["guided_backprop", "guided_gradcam", "gradcam"], adapter=ADAPTER, score_threshold=0.0
+    )
+    assert_untouched(model, before)
+    # Springenberg's rule by hand: at the ReLU, pass the gradient where its input > 0 and the gradient > 0
+    x = image.clone().requires_grad_(True)
+    pre = model.features[0](x[None])
+    out = torch.relu(pre)
+    for d in result.detections[0]:
+        vector = torch.stack(
+            [out[0, :, int(y0) : int(y1), int(x0) : int(x1)].mean(dim=(1, 2)) for x0, y0, x1, y1 in FixedBoxes.boxes]
+        )
+        (g_out,) = torch.autograd.grad(vector[d.index].max(), [out], retain_graph=True)
+        g_pre = (pre > 0) * g_out.clamp(min=0)
+        (expected,) = torch.autograd.grad(pre, [x], g_pre, retain_graph=True)
+        torch.testing.assert_close(d.raw["guided_backprop"], expected, atol=1e-6, rtol=1e-5)
+        gb = expected.abs().amax(dim=0)
+        torch.testing.assert_close(d.maps["guided_backprop"], (gb - gb.min()) / (gb.max() - gb.min()))
+        torch.testing.assert_close(d.raw["guided_gradcam"], expected * d.maps["gradcam"][None])
+
+
+def test_errors_name_the_problem():
+    model = detector("fasterrcnn")
+    with pytest.raises(ValueError, match="unknown detection method 'gradkam'"):
+        explain_detections(model, _images(), ["gradkam"])
+    with pytest.raises(ValueError, match="image 0 must be a floating-point"):
+        explain_detections(model, [torch.zeros(3, 8, 8, dtype=torch.uint8)])
+    with pytest.raises(ValueError, match="target must be one of"):
+        explain_detections(model, _images(), target="area")
+    with pytest.raises(ValueError, match="no objectness"):
+        explain_detections(model, _images(), target="objectness", score_threshold=0.0)
+    with pytest.raises(ValueError, match="adapter=camlens.detection.DetectorAdapter"):
+        explain_detections(nn.Conv2d(3, 3, 1), _images())
+    model.train()
+    try:
+        with pytest.raises(ValueError, match="training mode"):
+            explain_detections(model, _images())
+    finally:
+        model.eval()
+
+
+def test_no_box_above_the_threshold_is_a_note():
+    with pytest.warns(ExplanationNote, match="no box with a score of at least 0.99"):
+        result = explain_detections(detector("fasterrcnn"), _images()[:1], ["gradcam"], score_threshold=0.99)
+    assert result.detections == [[]]
+
+
+def test_exported_lazily():
+    assert camlens.explain_detections is explain_detections
