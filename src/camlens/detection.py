@@ -31,7 +31,7 @@ maps are taken back through the same resize (``frame``).
 methods (``eigencam``, ``fem``, ``kpcacam``) need no gradient and give one map per image, shared by its boxes;
 ``odam`` (Zhao et al., ICLR 2023): ``relu(sum_k g_k * A_k)`` per position, the element-wise weighting (it is
 ``hirescam``'s formula, reused); ``drise`` (Petsiuk et al., CVPR 2021, see :func:`drise_weights`);
-``guided_backprop`` and ``guided_gradcam`` (camlens's guided rule, :mod:`camlens.methods.guided`).
+``guided_backprop`` and ``guided_gradcam`` (camlens's guided rule, :mod:`camlens.guided`).
 """
 
 from __future__ import annotations
@@ -47,11 +47,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from camlens.errors import ExplanationNote
+from camlens.errors import ExplanationNote, closest_names
 from camlens.guard import guard
-from camlens.layers import closest_names, resolve_layer
-from camlens.methods.cam import CAM_METHODS
-from camlens.methods.guided import GuidedMode, GuidedSwitch
+from camlens.guided import GuidedMode, GuidedSwitch
+from camlens.layers import resolve_layer
+from camlens.methods import CAM_METHODS
 from camlens.names import GUIDED_BACKPROP, GUIDED_GRADCAM, METHOD_INFO
 from camlens.postprocess import normalize_per_image, upsample
 
