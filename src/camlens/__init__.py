@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from camlens.render import figure_grid as figure_grid
     from camlens.render import show as show
     from camlens.targets import class_score as class_score
+    from camlens.text import explain_similarity as explain_similarity
+    from camlens.text import explain_text as explain_text
     from camlens.zoo import Network as Network
     from camlens.zoo import load_network as load_network
 
@@ -56,6 +58,8 @@ _LAZY = {
     "resolve_layer": "camlens.layers",
     "cost": "camlens.explain",
     "class_score": "camlens.targets",
+    "explain_similarity": "camlens.text",
+    "explain_text": "camlens.text",
     "read_image": "camlens.images",
     "show": "camlens.render",
     "figure_grid": "camlens.render",
@@ -79,6 +83,8 @@ __all__ = [
     "default_layer",
     "explain",
     "explain_detections",
+    "explain_similarity",
+    "explain_text",
     "figure_grid",
     "load_network",
     "read_image",

@@ -166,8 +166,8 @@ def capture(
             picked = target_scores(output, targets, batch)
             _check_connected(picked.scores, hook)
             extras = {}
-            # the head runs on channels-first layers only (explain says the others need channels-first)
-            if head is not None and hook_layout is not None and hook_layout.kind == "nchw":
+            # the head sees the layer's own layout (explain refuses its head methods on other layouts)
+            if head is not None and hook_layout is not None:
                 extras = head(output, hook.activations, picked)
             if recorder is not None:
                 choice = recorder.choose(picked.scores.sum(), size, layout, retain_graph=guided)

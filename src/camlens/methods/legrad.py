@@ -1,7 +1,8 @@
 """LeGrad (Bousselham et al. 2024) for vision transformers: gradients at every block's attention map.
 
-timm and torchvision ViTs compute attention with the fused ``F.scaled_dot_product_attention``, which
-never materialises the attention probabilities. :class:`ExplicitAttention`, a
+timm ViTs compute attention with the fused ``F.scaled_dot_product_attention``, which never
+materialises the attention probabilities; ``nn.MultiheadAttention`` (torchvision ViTs, open_clip) runs
+``F.multi_head_attention_forward``, which asks for none. :class:`ExplicitAttention`, a
 :class:`~torch.overrides.TorchFunctionMode` active for one forward, computes each such call as
 ``softmax(Q K^T / sqrt(d) + mask) V`` explicitly and keeps the probabilities, so their gradient can be
 taken. No module is changed (no ``fused_attn`` flag is flipped).
@@ -30,6 +31,8 @@ class ExplicitAttention(TorchFunctionMode):
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
+        if func is F.multi_head_attention_forward:
+            return self._multi_head(func, args, kwargs)
         if func is not F.scaled_dot_product_attention:
             return func(*args, **kwargs)
         names = ["query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale"]
@@ -49,6 +52,46 @@ class ExplicitAttention(TorchFunctionMode):
         probabilities = logits.softmax(dim=-1)
         self.probabilities.append(probabilities)
         return probabilities @ v
+
+    def _multi_head(self, func: Any, args: tuple, kwargs: dict) -> Any:
+        """``nn.MultiheadAttention`` (open_clip, torchvision) calls ``F.multi_head_attention_forward``, which is
+        handed here whole: its common form (one input projection, no extra key/value bias, no padding mask,
+        no dropout) is computed as the projections around the explicit attention above; the rest runs as is."""
+        names = ["query", "key", "value", "embed_dim", "num_heads", "in_proj_weight", "in_proj_bias", "bias_k",
+                 "bias_v", "add_zero_attn", "dropout_p", "out_proj_weight", "out_proj_bias"]  # fmt: skip
+        bound = dict(zip(names, args, strict=False))
+        bound.update(kwargs)
+        plain = (
+            len(args) == len(names)
+            and bound["bias_k"] is None
+            and bound["bias_v"] is None
+            and not bound["add_zero_attn"]
+            and not (bound.get("training", True) and bound["dropout_p"])
+            and not bound.get("use_separate_proj_weight", False)
+            and bound.get("key_padding_mask") is None
+            and not bound.get("is_causal", False)
+            and bound["query"].dim() == 3
+        )
+        mask = bound.get("attn_mask")
+        if not plain or (mask is not None and mask.dim() != 2):
+            return func(*args, **kwargs)
+        query, key, value, heads = bound["query"], bound["key"], bound["value"], int(bound["num_heads"])
+        w, b = bound["in_proj_weight"].chunk(3), [None] * 3
+        if bound["in_proj_bias"] is not None:
+            b = list(bound["in_proj_bias"].chunk(3))
+        length, batch, width = query.shape  # sequence first, as nn.MultiheadAttention passes it
+
+        def split(t: Tensor) -> Tensor:  # (L, B, E) -> (B, heads, L, E / heads)
+            return t.reshape(t.shape[0], batch, heads, width // heads).permute(1, 2, 0, 3)
+
+        q, k, v = (split(F.linear(t, w[i], b[i])) for i, t in enumerate((query, key, value)))
+        out = self.__torch_function__(F.scaled_dot_product_attention, (), (q, k, v, mask))
+        out = F.linear(out.permute(2, 0, 1, 3).reshape(length, batch, width), bound["out_proj_weight"],
+                       bound["out_proj_bias"])  # fmt: skip
+        if not bound.get("need_weights", True):
+            return out, None
+        weights = self.probabilities[-1]
+        return out, weights.mean(dim=1) if bound.get("average_attn_weights", True) else weights
 
 
 def _prefix_tokens(model: nn.Module, tokens: int, grid: tuple[int, int]) -> int:
