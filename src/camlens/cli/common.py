@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from camlens.errors import UsageError
+from camlens.names import SEED_METHODS
 
 DEFAULT_NETWORK = "efficientnet_lite0"
 
@@ -58,8 +59,7 @@ def add_explain_options(parser: argparse.ArgumentParser, per_network_layer: bool
         nargs="+",
         default=None,
         metavar="METHOD",
-        help="methods to run, or 'all' (default: gradcam gradcam++ guided_backprop guided_gradcam); "
-        "'camlens methods' lists them",
+        help=f"methods to run, or 'all' (default: {' '.join(SEED_METHODS)}); 'camlens methods' lists them",
     )
     if per_network_layer:
         group.add_argument(

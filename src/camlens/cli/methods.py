@@ -8,6 +8,9 @@ import json
 from typing import Any
 
 from camlens.cli import common
+from camlens.names import SEED_METHODS, VIT_ONLY_METHODS
+
+_VIT_ONLY = ", ".join(VIT_ONLY_METHODS)
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -15,7 +18,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "methods",
         help="list the explanation methods (names for --methods)",
         description="Every built-in method name that --methods accepts, with its family, whether it reads a "
-        "target layer (--layer-name), and what it is. 'all' runs every one but legrad "
+        f"target layer (--layer-name), and what it is. 'all' runs every one but {_VIT_ONLY} "
         "(vision transformers only: name it).",
         formatter_class=common.HelpFormatter,
     )
@@ -52,6 +55,7 @@ def main(args: argparse.Namespace) -> int:
             f"{row['name']:<20s} {row['family']:<21s} {'yes' if row['uses_layer'] else 'no':<6s} {row['title']}{mark}"
         )
     print(
-        f"{len(table)} methods; the default runs the four marked; '--methods all' runs every one but legrad (name it)"
+        f"{len(table)} methods; the default runs the {len(SEED_METHODS)} marked; '--methods all' runs every one but "
+        f"{_VIT_ONLY} (name it)"
     )
     return 0
