@@ -48,6 +48,10 @@ class _MethodExplainer(_Explainer):
 def _make(row: MethodRow) -> type[_MethodExplainer]:
     function = row.entry.replace(":", ".")
     doc = f"{row.description}: ``explain(model, x, [{row.name!r}])`` as an object; see :func:`{function}`."
+    if row.fuse != "mean":
+        doc += f" A list of target layers fuses the maps by their {row.fuse}."
+    if not row.uses_layer:
+        doc += " Layer-free."
     return type(
         row.class_name,
         (_MethodExplainer,),

@@ -107,6 +107,7 @@ def test_every_row_has_its_explainer_class():
         assert (cls.__name__, cls.method, cls.uses_layer) == (row.class_name, row.name, row.uses_layer)
         assert getattr(explainers, row.class_name, None) is cls or row.seed
     assert explainers.ScoreCAM.__doc__.startswith("Score-CAM (Wang et al. 2020)")
+    assert "fuses the maps by their max" in explainers.LayerCAM.__doc__ and "Layer-free" in explainers.FullGrad.__doc__
     with pytest.raises(ValueError, match="no method named 'nope'"):
         explainers.explainer_class("nope")
     with pytest.raises(AttributeError):
@@ -144,6 +145,8 @@ def test_methods_registered_at_run_time_still_work():
         torch.testing.assert_close(result.raw["test_first_channel"], result.capture.activations[:, 0])
         cam = explainer_class("test_hires_twice")(model, "1")
         torch.testing.assert_close(cam(x), result["test_hires_twice"])
+        fused = camlens.explain(model, x, ["test_hires_twice", "hirescam"], target_layer=["0", "1"])
+        torch.testing.assert_close(fused["test_hires_twice"], fused["hirescam"])  # a run-time method: the mean
         for taken in ("gradcam", "scorecam", "guided_backprop", "test_hires_twice"):
             with pytest.raises(ValueError, match="registered already"):
                 register_cam(taken)(hires_twice)
