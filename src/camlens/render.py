@@ -57,22 +57,22 @@ def pictures(
     ``caption`` (e.g. ``"Egyptian cat 0.83"``) turns on annotation: each picture gets a title bar with the
     caption and the method, and maps get a colour bar.
     """
-    import numpy as np
 
     from camlens.viz import gradient_image, overlay
     from camlens.viz.annotate import annotate, colorize
 
     out: dict[str, np.ndarray] = {}
     for method, tensor in maps.items():
-        array = tensor.detach().cpu().float().numpy()
-        spatial = array.ndim == 2
+        value = tensor.detach().cpu().float()
+        spatial = value.dim() == 2
+        array = value.numpy() if spatial else value.permute(1, 2, 0).contiguous().numpy()  # (H, W, C), contiguous
+        heat = None  # coloured once, for the heatmap and the overlay
         for suffix, kind in picture_kinds(method, spatial):
-            if kind == "heat":
-                picture = colorize(array, colormap)
-            elif kind == "overlay":
-                picture = overlay(rgb, colorize(array, colormap), alpha)
+            if kind in ("heat", "overlay"):
+                heat = colorize(array, colormap) if heat is None else heat
+                picture = heat if kind == "heat" else overlay(rgb, heat, alpha)
             else:
-                picture = gradient_image(np.transpose(array, (1, 2, 0)))
+                picture = gradient_image(array)
             if caption is not None:
                 name = title(method) + (" heatmap" if kind == "heat" else "")
                 gradient = kind == "gradient"  # same frame as the maps' (a signed grey scale): the pictures tile

@@ -33,18 +33,21 @@ from typing import TYPE_CHECKING, Any
 
 from camlens.errors import UsageError
 from camlens.names import GUIDED_METHODS, SEED_METHODS
+from camlens.pipeline.maps import load_maps as load_maps
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
     from torch import nn
 
+    from camlens.pipeline.maps import CompactMaps
     from camlens.zoo import Network
 
 TABLE = "results.jsonl"
 JOURNAL = ".camlens-started.jsonl"  # images whose files are being written (kept only by an interrupted run)
 _GRADIENT_METHODS = GUIDED_METHODS  # image-shaped (C, H, W) maps
 ENGINES = ("local", "ray")
+ENCODERS = min(4, os.cpu_count() or 1)  # threads that encode one batch's pictures (the last batch's are the wait)
 
 
 @dataclass(frozen=True)
@@ -57,8 +60,8 @@ class RunOptions:
     topk: int = 5
     batch_size: int = 8
     device: str = "cpu"
-    pictures: bool = True  # False: maps (float16, one npz per batch) and the table only
-    save_maps: bool = False  # with pictures: also <stem>-<network>-maps.npz (float32)
+    pictures: bool = True  # False: maps (compact, one npz per batch: camlens.pipeline.maps) and the table only
+    save_maps: bool = False  # with pictures: also <stem>-<network>-maps.npz (compact, float32)
     image_format: str = "jpg"
     annotate: bool = False
     colormap: str = "jet"
@@ -120,7 +123,10 @@ class NetworkSpec:
 
 @dataclass
 class ImageResult:
-    """One image's explanation: predictions, explained class, maps at the image's size, files written."""
+    """One image's explanation: predictions, explained class, maps at the image's size, files written.
+
+    ``maps`` are made from ``compact`` (what the run keeps and writes) the first time each is read.
+    """
 
     path: str
     stem: str
@@ -142,6 +148,7 @@ class ImageResult:
     methods: tuple[str, ...] = ()
     metrics: dict[str, float] = field(default_factory=dict)  # filled by run(metrics=...): "method/metric" -> value
     blobs: dict[str, bytes] = field(default_factory=dict)  # encoded files (the Ray engine encodes in its workers)
+    compact: CompactMaps | None = None  # the maps as stored (layer / input resolution): camlens.pipeline.maps
 
     @property
     def ok(self) -> bool:
@@ -178,6 +185,7 @@ class ImageResult:
         """Drop the pixels, maps, encoded files and probabilities (what a long run must not keep)."""
         self.rgb = None
         self.maps = {}
+        self.compact = None
         self.blobs = {}
         self.probabilities = None
 
@@ -334,21 +342,27 @@ def explain_images(
     paths: Sequence[str] | None = None,
     stems: Sequence[str] | None = None,
     device: torch.device | None = None,
+    inputs: torch.Tensor | None = None,
 ) -> list[ImageResult]:
     """Explain decoded RGB images (H x W x 3 uint8) with ``network`` in one batch; nothing is written.
 
-    The maps come back at each image's own size (CAMs upsampled once from the layer map).
+    ``inputs``: the model's input batch of ``rgbs`` when it is made already (:func:`prepare`).
+
+    The maps come back at each image's own size (CAMs upsampled once from the layer map), each made when
+    it is first read (``ImageResult.compact`` holds what they are made of).
     Raises :class:`~camlens.errors.UsageError` for a bad layer, class or method.
     """
     import camlens
     from camlens.images import to_batch
-    from camlens.render import maps_at_size
+    from camlens.pipeline.maps import CompactMaps, PhotoMaps
 
     if not rgbs:
         return []
     device = device or resolve_device(options.device)
     model = network.model
-    x = to_batch(list(rgbs), network.input_size, network.mean, network.std).to(device)
+    if inputs is None:
+        inputs = to_batch(list(rgbs), network.input_size, network.mean, network.std)
+    x = inputs.to(device)
     try:
         result = camlens.explain(
             model, x, list(options.methods), target_layer=options.target_layer, targets=options.class_id,
@@ -362,6 +376,7 @@ def explain_images(
     guided = _describe_guided(result)
     out = []
     for i, rgb in enumerate(rgbs):
+        compact = CompactMaps.from_explanation(result, i, list(options.methods), rgb.shape[:2])
         p = None if probabilities is None else probabilities[i]
         class_id = None if result.classes is None else int(result.classes[i])
         top: list[tuple[int, str, float]] = []
@@ -373,7 +388,8 @@ def explain_images(
                 path="" if paths is None else str(paths[i]),
                 stem=f"image{i}" if stems is None else stems[i],
                 rgb=rgb,
-                maps=maps_at_size(result, i, list(options.methods), rgb.shape[:2]),
+                maps=PhotoMaps(compact),
+                compact=compact,
                 probabilities=p,
                 class_id=class_id,
                 score=float(result.scores[i]),
@@ -419,23 +435,28 @@ def _describe_guided(result: Any) -> str:
 
 
 def explain_batch(
-    network: Network, items: list[tuple[Path, str, Any]], options: RunOptions, device: torch.device
+    network: Network, items: list[tuple[Path, str, Any, Any]], options: RunOptions, device: torch.device
 ) -> list[ImageResult]:
-    """Explain one batch of decoded items ``(path, stem, rgb or error text)``; bad images become error results."""
-    good = [(p, s, rgb) for p, s, rgb in items if not isinstance(rgb, str)]
+    """Explain one batch of decoded items ``(path, stem, rgb or error text, input or None)`` (:func:`decode`);
+    bad images become error results."""
+    import torch
+
+    good = [item for item in items if not isinstance(item[2], str)]
+    tensors = [item[3] for item in good]
     explained = iter(
         explain_images(
             network,
-            [rgb for _, _, rgb in good],
+            [rgb for _, _, rgb, _ in good],
             options,
-            paths=[str(p) for p, _, _ in good],
-            stems=[s for _, s, _ in good],
+            paths=[str(p) for p, _, _, _ in good],
+            stems=[s for _, s, _, _ in good],
             device=device,
+            inputs=torch.cat(tensors) if good and all(t is not None for t in tensors) else None,
         )
     )
     results = [
         ImageResult(str(p), s, error=rgb, methods=tuple(options.methods)) if isinstance(rgb, str) else next(explained)
-        for p, s, rgb in items
+        for p, s, rgb, _ in items
     ]
     for result in results:
         if result.stem != Path(result.path).stem:
@@ -555,9 +576,8 @@ def _write_bytes(path: Path, data: bytes) -> None:
 
 
 def encode_image_files(result: ImageResult, network: str, options: RunOptions) -> dict[str, bytes]:
-    """One image's pictures (and float32 maps with ``save_maps``), encoded: file name -> bytes."""
-    import numpy as np
-
+    """One image's pictures (and its maps file with ``save_maps``), encoded: file name -> bytes."""
+    from camlens.pipeline.maps import image_file_arrays, npz_bytes
     from camlens.render import pictures
 
     assert result.rgb is not None
@@ -567,13 +587,9 @@ def encode_image_files(result: ImageResult, network: str, options: RunOptions) -
     for suffix, picture in pictures(result.rgb, result.maps, cap, options.colormap).items():
         blobs[f"{result.stem}-{network}-{suffix}.{options.image_format}"] = _encode(picture, fmt)
     if options.save_maps:
-        arrays: dict[str, Any] = {
-            m: (v.numpy() if v.dim() == 2 else np.transpose(v.numpy(), (1, 2, 0))).astype(np.float32)
-            for m, v in result.maps.items()
-        }
-        arrays["class_id"] = np.int64(-1 if result.class_id is None else result.class_id)
-        arrays["score"] = np.float32(result.score)
-        blobs[f"{result.stem}-{network}-maps.npz"] = _npz(arrays)
+        assert result.compact is not None
+        arrays = image_file_arrays(result.compact, result.stem, result.class_id, result.score)
+        blobs[f"{result.stem}-{network}-maps.npz"] = npz_bytes(arrays)
     return blobs
 
 
@@ -599,26 +615,14 @@ def _encode(picture: np.ndarray, fmt: str) -> bytes:
     return buffer.getvalue()
 
 
-def _npz(arrays: dict[str, Any]) -> bytes:
-    import io
-
-    import numpy as np
-
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    return buffer.getvalue()
-
-
 def write_batch_maps(results: list[ImageResult], folder: Path, network: str, index: int) -> str:
-    """``--no-pictures``: the batch's maps, float16, in one ``maps-<network>-<index>.npz`` (keys ``stem/method``)."""
-    import numpy as np
+    """``--no-pictures``: the batch's compact maps in one ``maps-<network>-<index>.npz`` (read it with
+    :func:`camlens.pipeline.maps.load_maps`)."""
+    from camlens.pipeline.maps import batch_file_arrays, npz_bytes
 
-    arrays: dict[str, Any] = {}
-    for r in results:
-        for m, v in r.maps.items():
-            arrays[f"{r.stem}/{m}"] = v.numpy().astype(np.float16)
+    arrays = batch_file_arrays([(r.stem, r.compact) for r in results if r.compact is not None])
     name = f"maps-{network}-{index:06d}.npz"
-    _write_bytes(folder / name, _npz(arrays))
+    _write_bytes(folder / name, npz_bytes(arrays))
     return name
 
 
@@ -1016,7 +1020,8 @@ def run(
         net.model.to(device)
         batches = _explained_local(net, todo, options, device, timings)
     first_index = _next_map_index(out, net.name)
-    writer = ThreadPoolExecutor(1, thread_name_prefix="camlens-write")
+    writer = ThreadPoolExecutor(1, thread_name_prefix="camlens-write")  # batches in order: the table's rows too
+    encoders = ThreadPoolExecutor(ENCODERS, thread_name_prefix="camlens-encode")  # a batch's pictures at once
     writing: deque[Future[list[ImageResult]]] = deque()
     try:
         if progress is not None:
@@ -1029,7 +1034,7 @@ def run(
                 for r in merged:
                     if r.ok:
                         r.metrics.update(metrics(r))
-            writing.append(writer.submit(_write, merged, options, index, table_state, timings))
+            writing.append(writer.submit(_write, merged, options, index, table_state, timings, encoders))
             while len(writing) > 2 or (writing and writing[0].done()):
                 results.extend(_finish(writing.popleft(), on_result))
                 if progress is not None:
@@ -1044,6 +1049,7 @@ def run(
         if close is not None:
             close()  # stops the readers (or the Ray dataset)
         writer.shutdown(wait=True)  # batches already explained are written, and their rows recorded
+        encoders.shutdown(wait=True)
         table, tables = None, []
         if table_state.started or skipped:
             exported = export_table(out)
@@ -1062,18 +1068,27 @@ def _explained_local(
     size = options.batch_size
     upcoming = (todo[i : i + size] for i in range(0, len(todo), size))
     readers = ThreadPoolExecutor(2, thread_name_prefix="camlens-read")
-    decoded: deque[Future[list[tuple[Path, str, Any]]]] = deque()
+    decoded: deque[list[tuple[Future[list[tuple[Path, str, Any, Any]]], dict[str, float]]]] = deque()
 
     def read_next() -> None:
         batch = next(upcoming, None)
-        if batch is not None:
-            decoded.append(readers.submit(_decode, batch, max_side, timings))
+        if batch is not None:  # in two halves, one a reader: the first batch is read in half the time
+            half = (len(batch) + 1) // 2
+            parts = [part for part in (batch[:half], batch[half:]) if part]
+            reading = []
+            for part in parts:
+                spent = {"decode": 0.0}  # one per part (added up here, not from two threads at once)
+                reading.append((readers.submit(decode, part, max_side, spent, network), spent))
+            decoded.append(reading)
 
     try:
         read_next()
         read_next()
         while decoded:
-            items = decoded.popleft().result()
+            items = []
+            for future, spent in decoded.popleft():
+                items += future.result()
+                timings["decode"] += spent["decode"]
             read_next()
             t = time.perf_counter()
             explained = explain_batch(network, items, options, device)
@@ -1083,21 +1098,28 @@ def _explained_local(
         readers.shutdown(wait=True, cancel_futures=True)
 
 
-def _decode(
-    batch: list[tuple[Path, str]], max_side: int | None, timings: dict[str, float]
-) -> list[tuple[Path, str, Any]]:
-    from camlens.images import read_image
+def decode(
+    batch: list[tuple[Path, str]], max_side: int | None, timings: dict[str, float], network: Network | None = None
+) -> list[tuple[Path, str, Any, Any]]:
+    """Read ``(path, stem)`` items: ``(path, stem, rgb or error text, network's input or None)``.
+
+    With ``network``, each image is also made into its input (``(1, 3, H, W)``), here rather than in the
+    thread that runs the model."""
+    from camlens.images import read_image, to_batch
 
     t = time.perf_counter()
-    items: list[tuple[Path, str, Any]] = []
+    items: list[tuple[Path, str, Any, Any]] = []
     for path, stem in batch:
+        tensor = None
         try:
             rgb: Any = read_image(path) if max_side is None else read_image(path, max_side=max_side)
+            if network is not None:
+                tensor = to_batch([rgb], network.input_size, network.mean, network.std)
         except UsageError as error:
             rgb = str(error)
         except OSError as error:  # e.g. no permission to read: a failed row, like a bad image
             rgb = f"image {path} cannot be read ({error.strerror or error})"
-        items.append((path, stem, rgb))
+        items.append((path, stem, rgb, tensor))
     timings["decode"] += time.perf_counter() - t
     return items
 
@@ -1154,12 +1176,22 @@ def _make_dir(out: Path) -> bool:
 
 
 def _write(
-    results: list[ImageResult], options: RunOptions, index: int, table: _TableState, timings: dict[str, float]
+    results: list[ImageResult],
+    options: RunOptions,
+    index: int,
+    table: _TableState,
+    timings: dict[str, float],
+    encoders: ThreadPoolExecutor | None = None,
 ) -> list[ImageResult]:
     t = time.perf_counter()
     ok = [r for r in results if r.ok]
     table.begin(results)
     if options.pictures:
+        unencoded = [r for r in ok if not r.blobs]  # (the Ray engine's workers encode their own)
+        if encoders is not None and len(unencoded) > 1:
+            encoded = encoders.map(lambda r: encode_image_files(r, table.network, options), unencoded)
+            for r, blobs in zip(unencoded, encoded, strict=True):
+                r.blobs = blobs
         for r in ok:
             r.files = write_image_files(r, table.out, table.network, options)
             r.blobs = {}

@@ -52,15 +52,17 @@ class Explainer:
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         import numpy as np
-        import torch
 
-        from camlens.run import _decode, encode_image_files, explain_batch
+        from camlens.run import decode, encode_image_files, explain_batch
 
         options = self.options
         max_side = None if options.pictures else max(self.network.input_size) * 2
         timings = {"decode": 0.0}
-        items = _decode(
-            [(Path(str(p)), str(s)) for p, s in zip(batch["path"], batch["stem"], strict=True)], max_side, timings
+        items = decode(
+            [(Path(str(p)), str(s)) for p, s in zip(batch["path"], batch["stem"], strict=True)],
+            max_side,
+            timings,
+            self.network,
         )
         results = explain_batch(self.network, items, options, self.device)
         for r in results:
@@ -68,8 +70,8 @@ class Explainer:
                 if options.pictures:
                     r.blobs = encode_image_files(r, self.name, options)
                     r.maps = {}
-                else:
-                    r.maps = {m: v.to(torch.float16) for m, v in r.maps.items()}
+                    r.compact = None  # the pictures (and maps file) are made: only the blobs travel
+                # else the compact maps travel (the photo-size ones are made by the driver only if read)
             r.rgb = None
             r.probabilities = None
         return {"result": np.array([pickle.dumps(r) for r in results], dtype=object)}

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from camlens.run import load_maps
 from helpers import EXAMPLES
 
 SIX = ["heatmap", "cam", "heatmap++", "cam++", "gb", "cam_gb"]
@@ -27,19 +28,23 @@ def test_main_job_predicts_a_cat_and_writes_the_six_pictures(run, tmp_path):
         picture = tmp_path / "out" / f"cat-efficientnet_lite0-{suffix}.jpg"
         assert picture.is_file(), suffix
         assert Image.open(picture).size == original
-    maps = np.load(tmp_path / "out" / "cat-efficientnet_lite0-maps.npz")
+    path = tmp_path / "out" / "cat-efficientnet_lite0-maps.npz"
+    maps = load_maps(path)["cat"]
     h, w = original[1], original[0]
     for name in ("gradcam", "gradcam++"):
         assert maps[name].shape == (h, w) and maps[name].dtype == np.float32
         assert maps[name].min() >= 0 and maps[name].max() <= 1 and maps[name].max() == 1
     for name in ("guided_backprop", "guided_gradcam"):
         assert maps[name].shape == (h, w, 3) and maps[name].dtype == np.float32
-    assert int(maps["class_id"]) == top1_class
-    assert np.isfinite(maps["score"])
+    with np.load(path) as stored:  # compact: the CAMs at bn2's 7 x 7, guided backprop at the 224 px input
+        assert int(stored["class_id"]) == top1_class
+        assert np.isfinite(stored["score"])
+        assert stored["cam/gradcam"].shape == (7, 7) and stored["input/guided_backprop"].shape == (3, 224, 224)
+        assert tuple(stored["photo_size"]) == (h, w)
 
 
 def _mass_left(path) -> float:
-    cam = np.load(path)["gradcam"]
+    (cam,) = (maps["gradcam"] for maps in load_maps(path).values())
     return float(cam[:, : cam.shape[1] // 2].sum() / cam.sum())
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from camlens.run import load_maps
 from helpers import EXAMPLES
 
 PATCH_MODEL = [
@@ -129,7 +130,7 @@ def test_the_custom_model_story_runs_with_the_shipped_weights(run, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "warning" not in result.stderr
     assert "explained: class 0 (red)" in result.stdout
-    cam = np.load(out / "patch_red-cifar_net-net-maps.npz")["gradcam"]
+    cam = load_maps(out / "patch_red-cifar_net-net-maps.npz")["patch_red"]["gradcam"]
     share = cam[20:27, 4:11].sum() / cam.sum()  # the red square is 7 x 7 at (20, 4): 4.8% of the image
     assert share > 3 * (49 / 1024), share
     # without weights it still runs, with a warning that says so

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from camlens.run import JOURNAL, NetworkSpec, RunOptions, progress_printer, read_table, run
+from camlens.run import JOURNAL, NetworkSpec, RunOptions, load_maps, progress_printer, read_table, run
 
 # A small CNN with fixed weights (seeded in the factory) that takes a while per batch: a run is slow
 # enough to be interrupted in its middle, and every process (and every Ray actor) builds the same model.
@@ -289,9 +289,20 @@ def test_the_ray_engine_gives_the_local_results_row_for_row(tmp_path, local_ray)
     assert _pictures(tmp_path / "local") == _pictures(tmp_path / "ray")
     for name in _pictures(tmp_path / "local"):
         if name.endswith(".npz"):
-            maps_a, maps_b = np.load(tmp_path / "local" / name), np.load(tmp_path / "ray" / name)
-            for key in maps_a.files:
-                np.testing.assert_allclose(maps_a[key], maps_b[key], atol=1e-5)
+            with np.load(tmp_path / "local" / name) as stored_a, np.load(tmp_path / "ray" / name) as stored_b:
+                assert stored_a.files == stored_b.files  # the compact maps, key by key
+                for key in stored_a.files:
+                    value_a, value_b = stored_a[key], stored_b[key]
+                    if value_a.dtype.kind == "f":
+                        np.testing.assert_allclose(value_a, value_b, atol=1e-5)
+                    else:  # stem, methods, photo size, class
+                        np.testing.assert_array_equal(value_a, value_b)
+            maps_a, maps_b = load_maps(tmp_path / "local" / name), load_maps(tmp_path / "ray" / name)
+            assert list(maps_a) == list(maps_b) and len(maps_a) == 1
+            for stem, maps in maps_a.items():  # and the maps at the photo's size
+                assert list(maps) == list(maps_b[stem]) == list(options.methods)
+                for method, value in maps.items():
+                    np.testing.assert_allclose(value, maps_b[stem][method], atol=1e-5)
     if (tmp_path / "ray" / "results.parquet").exists():
         import pyarrow.parquet as pq
 

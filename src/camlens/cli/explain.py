@@ -36,9 +36,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "--annotate", action="store_true", help="caption pictures: class, probability, method, colour bar"
     )
     group.add_argument("--colormap", default="jet", help="jet, viridis, inferno, magma, turbo or gray")
-    group.add_argument("--save-maps", action="store_true", help="also write <image>-<network>-maps.npz (float32)")
+    group.add_argument("--save-maps", action="store_true", help="also write <image>-<network>-maps.npz (compact)")
     group.add_argument(
-        "--no-pictures", action="store_true", help="write only the maps (float16, one file per batch) and the table"
+        "--no-pictures", action="store_true", help="write only the maps (compact, one file per batch) and the table"
     )
     group.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
     group.add_argument("--fail-fast", action="store_true", help="stop at the first bad image")

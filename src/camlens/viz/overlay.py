@@ -7,5 +7,9 @@ import numpy as np
 
 def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarray:
     """Blend a colour heatmap over the image (both uint8 RGB of the same size)."""
-    mixed = (1.0 - alpha) * image.astype(np.float32) + alpha * heat.astype(np.float32)
-    return np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
+    mixed = image.astype(np.float32)
+    mixed *= np.float32(1.0 - alpha)
+    mixed += np.float32(alpha) * heat  # (in place: no temporaries of the picture's size but one)
+    mixed += np.float32(0.5)
+    np.clip(mixed, 0, 255, out=mixed)
+    return mixed.astype(np.uint8)
