@@ -10,6 +10,7 @@ from torch import nn
 import camlens
 from camlens.methods.activation import eigencam, fem, first_component, kpcacam
 from camlens.methods.gradcam import gradcam_elementwise
+from camlens.names import VIT_ONLY_METHODS
 from camlens.postprocess import cam_to_image, normalize_per_image
 from helpers import corr
 from unit.test_cam_oracles import conv_head, identity_head
@@ -337,7 +338,7 @@ def test_aug_smooth_averages_the_mapped_back_augmentations():
     torch.testing.assert_close(result["gradcam"], normalize_per_image(total / 6), rtol=1e-5, atol=1e-5)
 
 
-PER_IMAGE = [n for n in camlens.available_methods() if n not in ("legrad", "sscam", "iscam", "sess")]
+PER_IMAGE = [n for n in camlens.available_methods() if n not in (*VIT_ONLY_METHODS, "sscam", "iscam", "sess")]
 
 
 @pytest.mark.parametrize("method", PER_IMAGE)

@@ -48,11 +48,11 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(table, indent=2))
         return 0
-    print(f"{'name':<20s} {'family':<21s} {'layer':<6s} title")
+    print(f"{'name':<24s} {'family':<21s} {'layer':<6s} title")
     for row in table:
         mark = " (default)" if row["default"] else ""
         print(
-            f"{row['name']:<20s} {row['family']:<21s} {'yes' if row['uses_layer'] else 'no':<6s} {row['title']}{mark}"
+            f"{row['name']:<24s} {row['family']:<21s} {'yes' if row['uses_layer'] else 'no':<6s} {row['title']}{mark}"
         )
     print(
         f"{len(table)} methods; the default runs the {len(SEED_METHODS)} marked; '--methods all' runs every one but "

@@ -42,6 +42,8 @@ class MethodOptions:
         seed: seed of the noise generator, so that noisy methods are reproducible.
         finer_alpha: Finer-CAM's comparison strength ``alpha``.
         finer_classes: how many most-similar classes Finer-CAM compares against.
+        head_fusion: how attention rollout fuses the heads ("mean", "max" or "min").
+        discard_ratio: attention rollout's fraction of the lowest attention entries set to zero.
     """
 
     batch_size: int = 32
@@ -50,6 +52,8 @@ class MethodOptions:
     seed: int = 0
     finer_alpha: float = 1.0
     finer_classes: int = 3
+    head_fusion: str = "mean"
+    discard_ratio: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or self.batch_size < 1:
@@ -60,6 +64,10 @@ class MethodOptions:
             raise ValueError(f"noise_std must be >= 0 or None, got {self.noise_std!r}")
         if self.finer_classes < 1:
             raise ValueError(f"finer_classes must be >= 1, got {self.finer_classes!r}")
+        if self.head_fusion not in ("mean", "max", "min"):
+            raise ValueError(f"head_fusion must be 'mean', 'max' or 'min', got {self.head_fusion!r}")
+        if not 0.0 <= self.discard_ratio < 1.0:
+            raise ValueError(f"discard_ratio must be in [0, 1), got {self.discard_ratio!r}")
 
     def generator(self, device: torch.device) -> torch.Generator:
         """A fresh generator seeded with ``seed`` (the user's global RNG is never touched)."""
