@@ -25,7 +25,13 @@ def test_names_are_read_off_the_catalog():
     assert names.METHODS == (*names.CAM_METHODS, *names.CONTEXT_METHODS, *names.GUIDED_METHODS)
     assert names.GUIDED_METHODS == (names.GUIDED_BACKPROP, names.GUIDED_GRADCAM)
     assert names.SEED_METHODS == ("gradcam", "gradcam++", "guided_backprop", "guided_gradcam")
-    assert names.VIT_ONLY_METHODS == ("legrad",)
+    assert names.VIT_ONLY_METHODS == (
+        "legrad",
+        "attention_rollout",
+        "generic_attention",
+        "transformer_attribution",
+        "attnlrp",
+    )
     assert set(names.METHOD_INFO) == set(names.METHODS)
     assert names.METHOD_INFO["fem"] == ("activation CAM", True, "FEM (Fuad et al. 2020), gradient-free")
     assert names.METHOD_INFO["kpcacam"][2] == "KPCA-CAM (kernel PCA of the activations)"
