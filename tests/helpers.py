@@ -35,6 +35,11 @@ def build(arch: str, seed: int = 0) -> nn.Module:
     else:
         kwargs = {"aux_logits": False, "init_weights": False} if arch == "inception_v3" else {}
         model = getattr(torchvision.models, arch)(weights=None, **kwargs)
+    return calibrate_norms(model, max(input_size(arch), 96))
+
+
+def calibrate_norms(model: nn.Module, size: int = 96) -> nn.Module:
+    """Set every batch norm's running statistics from one random batch ``(4, 3, size, size)``; eval mode."""
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if norms:
         momenta = [m.momentum for m in norms]
@@ -42,7 +47,7 @@ def build(arch: str, seed: int = 0) -> nn.Module:
             m.momentum = 1.0
         model.train()
         with torch.no_grad():
-            model(torch.rand(4, 3, max(input_size(arch), 96), max(input_size(arch), 96)))
+            model(torch.rand(4, 3, size, size))
         for m, momentum in zip(norms, momenta, strict=True):
             m.momentum = momentum
     return model.eval()

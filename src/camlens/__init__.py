@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from camlens.layers import resolve_layer as resolve_layer
     from camlens.render import figure_grid as figure_grid
     from camlens.render import show as show
+    from camlens.segmentation import SegmentationExplanation as SegmentationExplanation
+    from camlens.segmentation import explain_segmentation as explain_segmentation
     from camlens.targets import class_score as class_score
     from camlens.text import explain_similarity as explain_similarity
     from camlens.text import explain_text as explain_text
@@ -62,6 +64,8 @@ _LAZY = {
     "explain_text": "camlens.text",
     "read_image": "camlens.images",
     "show": "camlens.render",
+    "SegmentationExplanation": "camlens.segmentation",
+    "explain_segmentation": "camlens.segmentation",
     "figure_grid": "camlens.render",
     "Network": "camlens.zoo",
     "load_network": "camlens.zoo",
@@ -76,6 +80,7 @@ __all__ = [
     "GuidedBackprop",
     "GuidedGradCAM",
     "Network",
+    "SegmentationExplanation",
     "available_methods",
     "capture",
     "class_score",
@@ -83,6 +88,7 @@ __all__ = [
     "default_layer",
     "explain",
     "explain_detections",
+    "explain_segmentation",
     "explain_similarity",
     "explain_text",
     "figure_grid",

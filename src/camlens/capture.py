@@ -124,7 +124,7 @@ def capture(
             :class:`~camlens.targets.TargetScores`; it must differentiate with
             ``retain_graph=True`` and return detached tensors (finer-CAM's other classes, Shapley-CAM's
             Hessian-vector product). They land in ``Capture.extras``. It needs an explicit layer (not
-            ``AUTO``), and sees the layer output in its own layout.
+            ``AUTO``), and sees the layer output in its own layout (``Capture.layout`` converts it).
     """
     check_input(model, x)
     batch = x.shape[0]

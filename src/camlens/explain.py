@@ -37,7 +37,7 @@ from camlens.names import GUIDED_GRADCAM as GUIDED_GRADCAM
 from camlens.names import SEED_METHODS as SEED_METHODS
 from camlens.postprocess import cam_to_image, rounding
 from camlens.progress import current, reporting
-from camlens.targets import Targets
+from camlens.targets import SEGMENTATION_HINT, Targets, is_dense
 
 
 def available_methods() -> list[str]:
@@ -237,7 +237,18 @@ def explain(
         _check_native_layout(specs, cap)
         context = MethodContext(eager, x, targets, layer if isinstance(layer, tuple) else None, cap, method_options)
         extra = {spec.name: _run_method(spec, context) for spec in specs}
-    return _assemble(cap, names, x.shape[-2:], counterfactual, extra, eigen_smooth, guarded.compiled)
+    result = _assemble(cap, names, x.shape[-2:], counterfactual, extra, eigen_smooth, guarded.compiled)
+    if target_layer is None and cap.layer_name is not None and is_dense(cap.output, int(x.shape[0])):
+        note = (
+            f"the automatic layer {cap.layer_name!r} is chosen for classifiers: on this dense (B, C, H, W) class "
+            "map it is the segmentation head's logits (or next to them), whose map repeats the class map; "
+            + SEGMENTATION_HINT
+        )
+        _warnings.warn(note, ExplanationNote, stacklevel=2)
+        result = dataclasses.replace(
+            result, warnings=(*result.warnings, note), image_warnings=tuple((*w, note) for w in result.image_warnings)
+        )
+    return result
 
 
 def _run_method(spec: Any, context: MethodContext) -> Tensor:

@@ -42,8 +42,31 @@ def _score_example(items: list[tuple[str, Any]], batch: int) -> str | None:
     return None
 
 
+SEGMENTATION_HINT = (
+    "camlens.explain_segmentation(model, x) explains each class's region (Seg-Grad-CAM) at a layer before the "
+    "segmentation head's classifier"
+)
+
+
+def is_dense(output: Any, batch: int) -> bool:
+    """Whether the output holds a segmentation model's ``(B, C, h, w)`` class map (a tensor, ``.logits``,
+    ``["logits"]`` or torchvision's ``["out"]``) with at least 2 x 2 positions."""
+    found = logits_of(output)
+    if found is None and isinstance(output, Mapping):
+        found = output.get("out")
+    return isinstance(found, Tensor) and found.dim() == 4 and found.shape[0] == batch and found.shape[-2:].numel() >= 4
+
+
 def _how_to_pick(output: Any, batch: int) -> str:
     """What to pass as ``targets`` for this output: an example that fits its actual structure."""
+    if is_dense(output, batch):
+        return f"this looks like a segmentation model's (B, C, H, W) class map: {SEGMENTATION_HINT}; or " + (
+            _how_to_pick_scores(output, batch)
+        )
+    return _how_to_pick_scores(output, batch)
+
+
+def _how_to_pick_scores(output: Any, batch: int) -> str:
     if isinstance(output, Mapping):
         example = _score_example([(f"out[{_index(k)}]", v) for k, v in output.items()], batch)
     elif isinstance(output, tuple | list):

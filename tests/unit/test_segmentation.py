@@ -1,0 +1,263 @@
+"""explain_segmentation: Seg-Grad-CAM's class scores, every class from one forward pass, never the logits."""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from dataclasses import dataclass
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models import segmentation as tv_segmentation
+
+import camlens
+from camlens.errors import ExplanationNote
+from camlens.segmentation import _search_layer, explain_segmentation, segmentation_layer
+from helpers import assert_untouched, calibrate_norms, corr, snapshot
+
+SIZE = 64
+# the documented automatic layer of each torchvision family (see camlens.segmentation)
+FAMILY_LAYERS = {
+    "fcn_resnet50": "backbone.layer4",
+    "deeplabv3_resnet50": "classifier.0",
+    "deeplabv3_mobilenet_v3_large": "classifier.0",
+    "lraspp_mobilenet_v3_large": "backbone.16",
+}
+# the input of each head's final 1 x 1 classifier: Grad-CAM there is the class's own logit map
+LOGIT_INPUTS = {
+    "fcn_resnet50": "classifier.3",
+    "deeplabv3_resnet50": "classifier.3",
+    "deeplabv3_mobilenet_v3_large": "classifier.3",
+}
+
+
+@functools.cache
+def segmenter(arch: str) -> nn.Module:
+    torch.manual_seed(0)
+    model = getattr(tv_segmentation, arch)(weights=None, weights_backbone=None, num_classes=4)
+    return calibrate_norms(model, 96)
+
+
+def images(batch: int = 2, seed: int = 1) -> torch.Tensor:
+    return torch.rand(batch, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(seed))
+
+
+def hand_gradcam(model: nn.Module, x: torch.Tensor, layer: str, regions: torch.Tensor, classes: list[int]):
+    """Seg-Grad-CAM by hand: a forward hook keeps the layer's output, torch.autograd.grad differentiates
+    ``sum_{ij in R_c} y_c(i, j)`` to it, ``w_k = mean_ij g_kij``, map ``sum_k w_k A_k`` (before the ReLU)."""
+    kept = {}
+    handle = dict(model.named_modules())[layer].register_forward_hook(lambda _m, _i, out: kept.update(a=out))
+    try:
+        with torch.enable_grad():
+            out = model(x)["out"]
+            maps = []
+            for k, c in enumerate(classes):
+                score = (out[:, c] * regions[:, k]).sum()
+                (g,) = torch.autograd.grad(score, kept["a"], retain_graph=True)
+                maps.append((g.mean(dim=(2, 3))[:, :, None, None] * kept["a"]).sum(dim=1).detach())
+    finally:
+        handle.remove()
+    return out.detach(), torch.stack(maps, dim=1)
+
+
+@pytest.mark.parametrize(
+    "arch",
+    [pytest.param("fcn_resnet50", marks=pytest.mark.slow), "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large"],
+)
+def test_gradcam_of_each_class_equals_a_hand_written_seg_gradcam(arch):
+    model, x = segmenter(arch), images()
+    result = explain_segmentation(model, x, ["gradcam"])
+    with torch.no_grad():
+        predicted = model(x)["out"].argmax(dim=1)
+    classes = sorted(torch.unique(predicted).tolist())
+    assert list(result.classes) == classes and len(classes) >= 2  # the batched backward is exercised
+    assert torch.equal(result.predicted, predicted)
+    regions = predicted[:, None] == torch.tensor(classes)[None, :, None, None]
+    out, expected = hand_gradcam(model, x, result.target_layer, regions.float(), classes)
+    got = result.raw["gradcam"]
+    assert got.shape == expected.shape == (2, len(classes), *got.shape[-2:])
+    scale = float(expected.abs().max())
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5 * scale)
+    scores = (out[:, classes] * regions).flatten(2).sum(2)
+    torch.testing.assert_close(result.scores, scores, rtol=1e-4, atol=1e-4)
+    # the displayed map: ReLU, bilinear upsampling to the input, per-map min-max
+    one = F.interpolate(torch.relu(expected), size=(SIZE, SIZE), mode="bilinear", align_corners=False)
+    low, high = one.amin(dim=(2, 3), keepdim=True), one.amax(dim=(2, 3), keepdim=True)
+    shown = high[:, :, 0, 0] > 0  # an all-zero map (a class absent from the image) stays zero
+    assert shown.any()
+    expected_maps = (one - low) / (high - low).clamp_min(1e-30)
+    torch.testing.assert_close(result["gradcam"][shown], expected_maps[shown], rtol=1e-3, atol=1e-4)
+    assert float(result["gradcam"][~shown].abs().sum()) == 0.0
+    assert result["gradcam"].shape == (2, len(classes), SIZE, SIZE)
+
+
+@pytest.mark.parametrize(
+    "arch", [pytest.param(a, marks=pytest.mark.slow) if "resnet" in a else a for a in FAMILY_LAYERS]
+)
+def test_the_automatic_layer_is_the_family_layer_and_not_the_logits(arch):
+    model, x = segmenter(arch), images()
+    result = explain_segmentation(model, x, ["gradcam"])
+    assert result.target_layer == FAMILY_LAYERS[arch]
+    logits = result.logits
+    for k, c in enumerate(result.classes):
+        for b in range(x.shape[0]):
+            raw = result.raw["gradcam"][b, k]
+            reference = F.interpolate(logits[b : b + 1, c : c + 1], size=raw.shape, mode="area")[0, 0]
+            if result.regions[b, k].any():
+                assert corr(raw, reference) < 0.99
+    if arch in LOGIT_INPUTS:
+        # at the classifier's input the map IS the class's logit map (what the automatic layer avoids)
+        c = result.classes[0]
+        at_logits = explain_segmentation(model, x, ["gradcam"], classes=[c], region="image",
+                                         target_layer=LOGIT_INPUTS[arch])  # fmt: skip
+        kept = {}
+        handle = model.classifier[4].register_forward_hook(lambda _m, _i, out: kept.update(y=out))
+        try:
+            with torch.no_grad():
+                model(x)
+        finally:
+            handle.remove()
+        for b in range(x.shape[0]):
+            assert corr(at_logits.raw["gradcam"][b, 0], kept["y"][b, c]) > 0.9999
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", list(FAMILY_LAYERS))
+def test_the_generic_rule_lands_on_each_family_layer(arch):
+    """For a model of no known family: the deepest map whose path to the logits mixes positions and whose map
+    is not the logit map. On the torchvision families it agrees with their documented layer."""
+    assert _search_layer(segmenter(arch), images(1)) == FAMILY_LAYERS[arch]
+
+
+@pytest.mark.slow
+def test_deeplabv3_resnet101_uses_the_aspp_output():
+    torch.manual_seed(0)
+    model = tv_segmentation.deeplabv3_resnet101(weights=None, weights_backbone=None, num_classes=3).eval()
+    assert segmentation_layer(model, images(1))[0] == "classifier.0"
+
+
+class TinySegmenter(nn.Module):
+    """A user's segmenter: a body, a head with one 3 x 3 convolution, an upsampling; ``wrap`` picks the output."""
+
+    def __init__(self, wrap: str = "tensor") -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU()
+        )
+        self.head = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 3, 1))
+        self.wrap = wrap
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        out = F.interpolate(self.head(self.body(x)), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        if self.wrap == "dict":
+            return {"logits": out}
+        if self.wrap == "output":
+            return SegmenterOutput(logits=out)
+        return out
+
+
+@dataclass
+class SegmenterOutput:
+    logits: torch.Tensor
+
+
+def test_a_users_model_returning_a_tensor_dict_or_output_object():
+    x = images(2, seed=3)[..., :32, :32]
+    results = {}
+    for wrap in ("tensor", "dict", "output"):
+        model = TinySegmenter(wrap).eval()
+        results[wrap] = explain_segmentation(model, x, ["gradcam", "layercam"], region="image")
+        # the generic rule: the deepest map whose path to the logits mixes positions (the head's 3 x 3 input)
+        assert results[wrap].target_layer in ("body", "body.3")
+        calls = model.calls
+        explain_segmentation(model, x, ["gradcam"], region="image")
+        assert model.calls == calls + 1  # the choice is remembered: one forward per call
+    for wrap in ("dict", "output"):
+        for name in ("gradcam", "layercam"):
+            torch.testing.assert_close(results[wrap][name], results["tensor"][name])
+
+
+def test_regions_pixel_image_and_masks_give_their_scores():
+    model, x = segmenter("lraspp_mobilenet_v3_large"), images()
+    with torch.no_grad():
+        out = model(x)["out"]
+    whole = explain_segmentation(model, x, ["gradcam"], classes=[0, 3], region="image")
+    torch.testing.assert_close(whole.scores, out[:, [0, 3]].sum(dim=(2, 3)), rtol=1e-4, atol=1e-3)
+    pixel = explain_segmentation(model, x, ["gradcam"], classes=[1], region=(5, 40))
+    torch.testing.assert_close(pixel.scores[:, 0], out[:, 1, 5, 40], rtol=1e-4, atol=1e-5)
+    assert pixel.regions.sum() == x.shape[0]
+    mask = torch.zeros(2, SIZE, SIZE, dtype=torch.bool)
+    mask[:, 10:30, 20:50] = True
+    masked = explain_segmentation(model, x, ["gradcam"], classes=[2], masks=mask)
+    torch.testing.assert_close(masked.scores[:, 0], (out[:, 2] * mask).sum(dim=(1, 2)), rtol=1e-4, atol=1e-3)
+    # one mask per class, and the default classes: those predicted inside the masks
+    inside = explain_segmentation(model, x, ["gradcam"], masks=mask)
+    assert set(inside.classes) == set(out.argmax(1)[mask].unique().tolist())
+    per_class = torch.stack([mask, ~mask], dim=1)
+    two = explain_segmentation(model, x, ["gradcam"], classes=[1, 2], masks=per_class)
+    torch.testing.assert_close(two.scores[:, 1], (out[:, 2] * ~mask).sum(dim=(1, 2)), rtol=1e-4, atol=1e-3)
+
+
+def test_the_model_is_left_as_found_also_when_the_call_raises():
+    model, x = segmenter("deeplabv3_mobilenet_v3_large"), images()
+    model.classifier[4].weight.grad = torch.ones_like(model.classifier[4].weight)
+    try:
+        before = snapshot(model)
+        explain_segmentation(model, x, ["gradcam", "gradcam++"])
+        assert_untouched(model, before)
+        with pytest.raises(ValueError, match="out of range"):
+            explain_segmentation(model, x, ["gradcam"], classes=[7])
+        assert_untouched(model, before)
+    finally:
+        model.classifier[4].weight.grad = None
+
+
+def test_a_class_absent_from_an_image_gets_a_zero_map_and_a_note():
+    model, x = segmenter("deeplabv3_mobilenet_v3_large"), images()
+    result = explain_segmentation(model, x, ["gradcam"])
+    present = result.regions.flatten(2).any(dim=2)  # (B, K)
+    absent = (~present).nonzero()
+    if len(absent) == 0:
+        pytest.skip("every class is present in every image")
+    b, k = absent[0].tolist()
+    assert float(result["gradcam"][b, k].abs().max()) == 0.0
+    assert any(f"image {b} class {result.classes[k]}" in note for note in result.warnings)
+
+
+def test_bad_input_is_one_clear_error():
+    model, x = segmenter("lraspp_mobilenet_v3_large"), images()
+    with pytest.raises(ValueError, match="scorecam.*|explain_segmentation computes"):
+        explain_segmentation(model, x, ["scorecam"])
+    with pytest.raises(ValueError, match="region must be"):
+        explain_segmentation(model, x, ["gradcam"], region="everywhere")
+    with pytest.raises(ValueError, match="outside"):
+        explain_segmentation(model, x, ["gradcam"], region=(64, 0))
+    with pytest.raises(ValueError, match="masks are"):
+        explain_segmentation(model, x, ["gradcam"], masks=torch.ones(2, 10, 10))
+    classifier = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+    with pytest.raises(ValueError, match=r"dense class scores \(B, C, h, w\)"):
+        explain_segmentation(classifier, x, ["gradcam"], target_layer="0")
+
+
+def test_explain_on_a_dense_output_names_explain_segmentation():
+    model, x = segmenter("lraspp_mobilenet_v3_large"), images(1)
+    with pytest.raises(ValueError, match="explain_segmentation"):
+        camlens.explain(model, x, ["gradcam"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = camlens.explain(model, x, ["gradcam"], targets=lambda out: out["out"][:, 1].flatten(1).sum(1))
+    assert any("explain_segmentation" in note for note in result.warnings)
+    assert any(issubclass(w.category, ExplanationNote) and "explain_segmentation" in str(w.message) for w in caught)
+    # an explicit layer is the user's choice: no note
+    chosen = camlens.explain(model, x, ["gradcam"], "backbone.16", lambda out: out["out"][:, 1].flatten(1).sum(1))
+    assert not any("explain_segmentation" in note for note in chosen.warnings)
+
+
+def test_lazy_export():
+    assert camlens.explain_segmentation is explain_segmentation
+    assert "explain_segmentation" in camlens.__all__
