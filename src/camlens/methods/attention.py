@@ -312,7 +312,9 @@ def transformer_attribution(model: nn.Module, x: Tensor, targets: Any = None) ->
     with torch.inference_mode(False), torch.enable_grad():
         mode, grads = _forward_with_gradients(model, x, targets)
         grid, prefix = checked_attention("transformer_attribution", model, x, mode.probabilities)
-        relevance_mode, scores = _relevance_pass(model, x, targets, "transformer_attribution")
+        relevance_mode, output = _relevance_pass(model, x, "transformer_attribution")
+        relevance_mode.check()
+        scores = _scores(output, targets, x.shape[0])
         relevances = torch.autograd.grad(scores.sum(), relevance_mode.probabilities, allow_unused=True)
         batch, tokens = x.shape[0], mode.probabilities[0].shape[-1]
         eye = torch.eye(tokens, device=x.device, dtype=grads[0].dtype)
@@ -340,12 +342,11 @@ def attnlrp(model: nn.Module, x: Tensor, targets: Any = None) -> Tensor:
     """
     x = x.detach()
     with torch.inference_mode(False), torch.enable_grad():
-        probe = ExplicitAttention()
-        with torch.no_grad(), probe:
-            model(x)
-        grid, _prefix = checked_attention("attnlrp", model, x, probe.probabilities)
         leaf = x.clone().requires_grad_(True)
-        _, scores = _relevance_pass(model, leaf, targets, "attnlrp")
+        mode, output = _relevance_pass(model, leaf, "attnlrp")
+        grid, _prefix = checked_attention("attnlrp", model, x, mode.probabilities)
+        mode.check()
+        scores = _scores(output, targets, x.shape[0])
         (gradient,) = torch.autograd.grad(scores.sum(), leaf)
     pixels = (x * gradient).sum(dim=1)
     ph, pw = x.shape[-2] // grid[0], x.shape[-1] // grid[1]
@@ -563,6 +564,7 @@ class _Relevance(ExplicitAttention):
         super().__init__()
         self.method = method
         self.chefer = method == "transformer_attribution"
+        self.refused: str | None = None
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
@@ -571,7 +573,7 @@ class _Relevance(ExplicitAttention):
         return _mark(super().__torch_function__(func, types, args, kwargs))
 
     def fused(self, func: Any, args: tuple, kwargs: dict) -> Any:
-        raise ValueError(f"{self.method} has no LRP rule for this attention call (dropout, masks or grouped queries)")
+        return self._refuse("attention with dropout or grouped queries", func, args, kwargs)
 
     # the attention's pieces
     def linear(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -598,7 +600,7 @@ class _Relevance(ExplicitAttention):
     def other(self, func: Any, args: tuple, kwargs: dict) -> Any:
         name = getattr(func, "__name__", repr(func))
         if name == "__setitem__" or (name.endswith("_") and not name.endswith("__") and name != "requires_grad_"):
-            return self._refuse(name)  # written in place: the relevance would not follow
+            return self._refuse(name, func, args, kwargs)  # written in place: the relevance would not follow
         if name in _STRUCTURAL:
             return func(*args, **kwargs)
         if name in ("linear", "conv1d", "conv2d"):
@@ -606,7 +608,7 @@ class _Relevance(ExplicitAttention):
             bound = dict(zip(names, args, strict=False)) | kwargs
             x, weight, bias = bound.pop("input"), bound.pop("weight"), bound.pop("bias", None)
             if _marked(weight) or _marked(bias):
-                return self._refuse(f"{name} with a computed weight")
+                return self._refuse(f"{name} with a computed weight", func, args, kwargs)
             if name == "linear":
                 return self.linear(x, weight, bias)
             if not self.chefer:
@@ -630,10 +632,10 @@ class _Relevance(ExplicitAttention):
             product = name in ("mul", "__mul__", "__rmul__", "__imul__")
             if _marked(a) and _marked(b):
                 if self.chefer or not product:
-                    return self._refuse(f"{name} of two activations (a gated unit)")
+                    return self._refuse(f"{name} of two activations (a gated unit)", func, args, kwargs)
                 return _HalfGradient.apply(func(a, b))
             if _marked(b) and not product:
-                return self._refuse(name)  # a constant divided by an activation
+                return self._refuse(name, func, args, kwargs)  # a constant divided by an activation
             if not self.chefer:
                 return func(a, b)
             return _Rule.apply(_Pass(lambda p, q: func(p, q), 0 if _marked(a) else 1), a, b)
@@ -645,20 +647,28 @@ class _Relevance(ExplicitAttention):
             x, *rest = args
             return _Rule.apply(_Local(lambda t: func(t, *rest, **kwargs), [0]), x)
         out = func(*args, **kwargs)
-        if not any(t.is_floating_point() for t in _tensors(out)):
-            return out  # shapes, sizes, comparisons: no relevance flows
-        return self._refuse(name)
+        if any(t.is_floating_point() for t in _tensors(out)):
+            self.refused = self.refused or name  # shapes, sizes, comparisons carry no relevance
+        return out
 
-    def _refuse(self, name: str) -> Any:
-        raise ValueError(
-            f"{self.method} has no LRP rule for the operation {name!r} this model applies to its activations "
-            "(rules cover linear layers, convolutions, layer norms, activations, residual additions, constant "
-            "scalings and the attention): the method does not apply to this model as it stands"
-        )
+    def _refuse(self, name: str, func: Any, args: tuple, kwargs: dict) -> Any:
+        """Records the first operation without a rule (:meth:`check` raises after the forward, once the
+        attention itself has been checked) and computes it as the model does."""
+        self.refused = self.refused or name
+        return func(*args, **kwargs)
+
+    def check(self) -> None:
+        """Raises the refusal of the first operation on the relevance path that has no rule."""
+        if self.refused:
+            raise ValueError(
+                f"{self.method} has no LRP rule for the operation {self.refused!r} this model applies to its "
+                "activations (rules cover linear layers, convolutions, layer norms, activations, residual "
+                "additions, constant scalings and the attention): the method does not apply to this model"
+            )
 
 
-def _relevance_pass(model: nn.Module, x: Tensor, targets: Any, method: str) -> tuple[_Relevance, Tensor]:
-    """One forward under the method's LRP rules; the explained scores (backward from them propagates relevance)."""
+def _relevance_pass(model: nn.Module, x: Tensor, method: str) -> tuple[_Relevance, Any]:
+    """One forward under the method's LRP rules: the mode (its probabilities, any refusal) and the output."""
     mode = _Relevance(method)
     leaf = x if x.requires_grad else x.clone().requires_grad_(True)
     _mark(leaf)
@@ -668,7 +678,7 @@ def _relevance_pass(model: nn.Module, x: Tensor, targets: Any, method: str) -> t
     finally:
         if hasattr(leaf, _MARK):
             delattr(leaf, _MARK)
-    return mode, _scores(output, targets, x.shape[0])
+    return mode, output
 
 
 # --------------------------------------------------------------------------------------------------------
