@@ -27,9 +27,9 @@ from PIL import Image
 from torch import Tensor, nn
 
 import camlens
+from camlens.candidates import _PASSTHROUGH, _is_pool
 from camlens.errors import UsageError
 from camlens.images import decode_image, to_batch
-from camlens.layers import _PASSTHROUGH, _is_pool
 from camlens.postprocess import normalize_per_image
 from camlens.serve.limits import MAX_UPLOAD_BYTES as MAX_UPLOAD_BYTES
 from camlens.serve.limits import MAX_UPLOAD_PIXELS as MAX_UPLOAD_PIXELS
