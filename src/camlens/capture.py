@@ -168,6 +168,7 @@ def capture(
             extras = {}
             # the head sees the layer's own layout (explain refuses its head methods on other layouts)
             if head is not None and hook_layout is not None:
+                assert hook is not None and hook.activations is not None  # hook_layout comes from them
                 extras = head(output, hook.activations, picked)
             if recorder is not None:
                 choice = recorder.choose(picked.scores.sum(), size, layout, retain_graph=guided)

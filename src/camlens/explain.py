@@ -223,7 +223,8 @@ def explain(
         if guarded.compiled and isinstance(target_layer, str):
             target_layer = target_layer.removeprefix("_orig_mod.")
         eager = guarded.model
-        layer = _layer_for(eager, x, target_layer) if needs_layer else None
+        # a list of layers returned above (fuse_layers): one layer is left
+        layer = _layer_for(eager, x, target_layer) if needs_layer else None  # type: ignore[arg-type]
         if isinstance(layer, AutoLayer) and any(spec.uses_layer for spec in specs):
             layer = default_layer(eager, x)  # methods that re-run the layer's tail need its module up front
         head = combined_head(specs, method_options, targets)

@@ -372,7 +372,8 @@ def explain_images(
         raise UsageError(str(error)) from None
     probabilities = None if result.logits is None else result.logits.float().softmax(dim=1).cpu()
     metric_values = image_metrics(model, x, result, options) if options.metrics else [{} for _ in rgbs]
-    layout = "" if getattr(result, "layout", None) is None else result.layout.describe()
+    found = getattr(result, "layout", None)
+    layout = "" if found is None else found.describe()
     guided = _describe_guided(result)
     out = []
     for i, rgb in enumerate(rgbs):

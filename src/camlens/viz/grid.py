@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -73,7 +74,7 @@ def pyplot() -> Any:
 
 
 def figure(
-    cells: list[list[np.ndarray | None]],
+    cells: Sequence[Sequence[np.ndarray | None]],
     rows: list[str],
     columns: list[str],
     caption: str = "",
