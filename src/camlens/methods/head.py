@@ -35,7 +35,7 @@ def find_classifier(model: nn.Module, x: Tensor, layer: tuple[str, nn.Module]) -
     cache = _classifier_cache.setdefault(model, {})
     modules = dict(model.named_modules())
     if name in cache and cache[name] in modules:
-        return modules[cache[name]]  # type: ignore[return-value]
+        return modules[cache[name]]
     linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     seen: dict[str, Any] = {}
 
@@ -82,7 +82,7 @@ def find_classifier(model: nn.Module, x: Tensor, layer: tuple[str, nn.Module]) -
             "feeds the classifier"
         )
     cache[name] = found
-    return modules[found]  # type: ignore[return-value]
+    return modules[found]
 
 
 def cam(context: MethodContext) -> Tensor:

@@ -150,7 +150,7 @@ def make_scorer(
         output = model(x)
     picked = target_scores(output, targets, x.shape[0])
     target_fn = targets if callable(targets) and not isinstance(targets, Tensor) else None
-    scorer = Scorer(model, picked.classes, target_fn, score, batch_size, device)  # type: ignore[arg-type]
+    scorer = Scorer(model, picked.classes, target_fn, score, batch_size, device)
     index = torch.arange(x.shape[0], device=device)
     clean = scorer.of_output(output, index).float()  # from the forward above: no second pass
     return scorer, x, clean

@@ -42,8 +42,8 @@ OFFSETS = (
 
 def _solve_one(image: np.ndarray, removed: np.ndarray) -> np.ndarray:
     """Impute one ``(C, H, W)`` float64 image: the system built with one vectorised pass per neighbour offset."""
-    from scipy.sparse import coo_matrix  # type: ignore[import-untyped]
-    from scipy.sparse.linalg import splu  # type: ignore[import-untyped]
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.linalg import splu
 
     channels, height, width = image.shape
     flat = image.reshape(channels, -1)
@@ -111,7 +111,7 @@ def noisy_linear_impute(
         1.0
     """
     try:
-        import scipy.sparse  # type: ignore[import-untyped]  # noqa: F401
+        import scipy.sparse  # noqa: F401
     except ImportError:
         raise ImportError("ROAD's imputation needs scipy: pip install 'camlens[metrics]'") from None
     if removed.shape != (x.shape[0], *x.shape[2:]):

@@ -264,7 +264,7 @@ def sanity_check(
     return rows
 
 
-class SanityRows(list):  # type: ignore[type-arg]
+class SanityRows(list):
     """The rows of :func:`sanity_check`; ``.maps[layer][method]`` holds the maps when ``keep_maps``."""
 
     def __init__(self) -> None:

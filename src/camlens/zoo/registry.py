@@ -150,7 +150,7 @@ def _random_timm(name: str) -> Network:
     size = tuple(cfg.get("input_size", (3, 224, 224))[1:])
     labels = imagenet_labels() if model.num_classes == 1000 else []
     mean, std = tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD))
-    return Network(name, model.eval(), size, mean, std, labels, RANDOM)  # type: ignore[arg-type]
+    return Network(name, model.eval(), size, mean, std, labels, RANDOM)
 
 
 def available_offline() -> list[tuple[str, str]]:
