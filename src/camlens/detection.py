@@ -142,7 +142,7 @@ def _torchvision_detector_types() -> tuple[type, ...]:
     return (GeneralizedRCNN, RetinaNet, FCOS, SSD)
 
 
-def _torchvision_forward(model: nn.Module, images: list[Tensor]) -> list[dict[str, Any]]:
+def _torchvision_forward(model: nn.Module, images: list[Tensor]) -> list[Mapping[str, Any]]:
     """torchvision's detector on ``images``, with each image's frame read from its transform's output."""
     frames: list[tuple[int, int, int, int]] = []
 
@@ -151,7 +151,7 @@ def _torchvision_forward(model: nn.Module, images: list[Tensor]) -> list[dict[st
         height, width = (int(v) for v in image_list.tensors.shape[-2:])
         frames[:] = [(int(h), int(w), height, width) for h, w in image_list.image_sizes]
 
-    transform = model.transform  # type: ignore[union-attr]
+    transform: Any = model.transform
     handle = transform.register_forward_hook(keep)
     try:
         outputs = model(images)
@@ -219,7 +219,7 @@ class _LevelHook:
         if isinstance(output, Tensor):
             return self._split("", output)
         if isinstance(output, Mapping):
-            return type(output)((k, self._split(str(k), v)) for k, v in output.items())
+            return type(output)((k, self._split(str(k), v)) for k, v in output.items())  # type: ignore[call-arg]
         if isinstance(output, list | tuple) and not hasattr(output, "_fields"):
             return type(output)(self._split(str(i), v) for i, v in enumerate(output))
         return None
