@@ -7,6 +7,7 @@ image-shaped method ``m`` gives ``m`` as a gradient picture. Files are ``<stem>-
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -50,7 +51,7 @@ class Caption:
 
 
 def pictures(
-    rgb: np.ndarray, maps: dict[str, Tensor], caption: str | None = None, colormap: str = "jet", alpha: float = 0.5
+    rgb: np.ndarray, maps: Mapping[str, Tensor], caption: str | None = None, colormap: str = "jet", alpha: float = 0.5
 ) -> dict[str, np.ndarray]:
     """The pictures of one image, by file suffix, from maps already at the image's size.
 

@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -131,7 +131,7 @@ class ImageResult:
     path: str
     stem: str
     rgb: np.ndarray | None = None
-    maps: dict[str, torch.Tensor] = field(default_factory=dict)
+    maps: Mapping[str, torch.Tensor] = field(default_factory=dict)
     probabilities: torch.Tensor | None = None
     class_id: int | None = None
     score: float = float("nan")

@@ -137,7 +137,7 @@ class _Tower(nn.Module):
 
     def __init__(self, model: nn.Module, kind: str, prefix: int | None, patch: int | None) -> None:
         super().__init__()
-        self.model = model
+        self.model: Any = model  # open_clip / Hugging Face models: their methods are not nn.Module's
         self.kind = kind
         if prefix is not None:
             self.num_prefix_tokens = prefix  # read by camlens.layouts and legrad
@@ -196,9 +196,9 @@ def _tower_info(model: nn.Module, kind: str) -> _Info:
     if "dinov2" in type(model).__name__.lower() and config is not None:
         prefix = 1 + int(getattr(config, "num_register_tokens", 0) or 0)
         return _Info(None, prefix, _int_patch(getattr(config, "patch_size", None)))
-    prefix = getattr(model, "num_prefix_tokens", None)
+    found = getattr(model, "num_prefix_tokens", None)
     patch = _int_patch(getattr(getattr(model, "patch_embed", None), "patch_size", None))
-    return _Info(None, prefix if isinstance(prefix, int) else None, patch)
+    return _Info(None, found if isinstance(found, int) else None, patch)
 
 
 def _user_layer(model: nn.Module, tower: _Tower, x: Tensor, spec: LayerSpec, info: _Info) -> tuple[str, nn.Module]:
@@ -260,7 +260,7 @@ def _tokens(model: nn.Module, kind: str, texts: Any, tokenizer: Any) -> tuple[An
     return ids, labels
 
 
-def _text_embeddings(model: nn.Module, kind: str, tokens: Any, device: torch.device) -> Tensor:
+def _text_embeddings(model: Any, kind: str, tokens: Any, device: torch.device) -> Tensor:
     """``(T, D)`` unit text embeddings, without gradients."""
     with torch.inference_mode(False), torch.no_grad():
         if isinstance(tokens, Tensor):
@@ -310,7 +310,7 @@ class _AttentionRecorder:
         for handle in self.handles:
             handle.remove()
 
-    def _multihead(self, module: nn.Module, inputs: Any, output: Any) -> None:
+    def _multihead(self, module: Any, inputs: Any, output: Any) -> None:
         x = inputs[0]
         if not getattr(module, "batch_first", False) or not module._qkv_same_embed_dim:
             raise ValueError("gradeclip needs a batch-first nn.MultiheadAttention with one input projection")
