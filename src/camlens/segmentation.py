@@ -156,7 +156,8 @@ def _family_layer(model: nn.Module) -> str | None:
             if key == wanted:
                 return f"backbone.{name}"
     if kind == "SegformerForSemanticSegmentation":
-        return f"segformer.encoder.layer_norm.{len(model.segformer.encoder.layer_norm) - 1}"
+        segformer: Any = model.segformer  # a Hugging Face module: its attributes are not nn.Module's
+        return f"segformer.encoder.layer_norm.{len(segformer.encoder.layer_norm) - 1}"
     if kind == "UperNetForSemanticSegmentation":
         return "decode_head.bottleneck"
     return None
@@ -210,7 +211,7 @@ def _regions(
     batch, num_classes, h, w = logits.shape
     predicted = logits.argmax(dim=1)
     if masks is not None:
-        where = _check_masks(masks, batch, (h, w), image)
+        where: Tensor | None = _check_masks(masks, batch, (h, w), image)
     elif isinstance(region, str):
         if region not in REGIONS:
             raise ValueError(f"region must be one of {REGIONS} or a pixel (row, col), not {region!r}")

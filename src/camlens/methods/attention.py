@@ -391,13 +391,13 @@ class _Rule(torch.autograd.Function):
     """Forward: ``rule.forward(*inputs)``; backward: ``rule.relevance(inputs, R)``, relevance in, relevance out."""
 
     @staticmethod
-    def forward(ctx: Any, rule: Any, *inputs: Any) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, rule: Any, *inputs: Any) -> Tensor:
         ctx.rule = rule
         ctx.inputs = inputs
         return rule.forward(*inputs)
 
     @staticmethod
-    def backward(ctx: Any, relevance: Tensor) -> tuple:  # type: ignore[override]
+    def backward(ctx: Any, relevance: Tensor) -> tuple:
         return (None, *ctx.rule.relevance(list(ctx.inputs), relevance))
 
 
@@ -429,11 +429,11 @@ class _HalfGradient(torch.autograd.Function):
     """The identity forward, half the gradient backward (AttnLRP's uniform rule on a product's output)."""
 
     @staticmethod
-    def forward(ctx: Any, t: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, t: Tensor) -> Tensor:
         return t.view_as(t)
 
     @staticmethod
-    def backward(ctx: Any, gradient: Tensor) -> Tensor:  # type: ignore[override]
+    def backward(ctx: Any, gradient: Tensor) -> Tensor:
         return gradient / 2
 
 
@@ -441,13 +441,13 @@ class _IdentityRule(torch.autograd.Function):
     """``f(x)`` forward, ``gradient * f(x) / x`` backward: relevance ``x * gradient`` passes unchanged."""
 
     @staticmethod
-    def forward(ctx: Any, fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
         y = fn(x)
         ctx.save_for_backward(x, y)
         return y
 
     @staticmethod
-    def backward(ctx: Any, gradient: Tensor) -> tuple:  # type: ignore[override]
+    def backward(ctx: Any, gradient: Tensor) -> tuple:
         x, y = ctx.saved_tensors
         return None, gradient * safe_divide(y, x)
 
@@ -508,7 +508,8 @@ def _norm_held(fn_name: str) -> Callable[..., Tensor]:
         y = x / (x.pow(2).mean(dim=dims, keepdim=True) + eps).sqrt().detach()
         return y * weight if weight is not None else y
 
-    return {"layer_norm": layer_norm, "rms_norm": rms_norm}[fn_name]
+    norms: dict[str, Callable[..., Tensor]] = {"layer_norm": layer_norm, "rms_norm": rms_norm}
+    return norms[fn_name]
 
 
 # operations that only move, select or copy values: autograd routes relevance through them unchanged
