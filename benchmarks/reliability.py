@@ -27,7 +27,7 @@ import torch
 import torchvision
 
 import camlens
-import camlens.explain
+import camlens.explanation
 from camlens import guard as guard_module
 
 
@@ -50,11 +50,11 @@ def no_guard():
     def plain(model):
         yield guard_module.Guarded(model, False)
 
-    guard_module.guard = camlens.explain.guard = plain
+    guard_module.guard = camlens.explanation.guard = plain
     try:
         yield
     finally:
-        guard_module.guard = camlens.explain.guard = real
+        guard_module.guard = camlens.explanation.guard = real
 
 
 def guard_cost(rounds: int) -> list[dict]:

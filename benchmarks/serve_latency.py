@@ -37,7 +37,7 @@ def main() -> None:
 
     import json
 
-    from camlens.serve.engine import Explorer
+    from camlens.serve.explorer import Explorer
 
     explorer = Explorer(networks=[])
     network = explorer.network(None)

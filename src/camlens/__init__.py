@@ -11,24 +11,22 @@ module ``__getattr__``), so the command line answers ``--help`` and usage errors
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import TYPE_CHECKING, Any
 
 from camlens.names import SEED_METHODS as SEED_METHODS
 
 if TYPE_CHECKING:
-    from camlens.capture import Capture as Capture
-    from camlens.capture import capture as capture
     from camlens.detection import explain_detections as explain_detections
-    from camlens.explain import Explanation as Explanation
-    from camlens.explain import GradCAM as GradCAM
-    from camlens.explain import GradCAMPlusPlus as GradCAMPlusPlus
-    from camlens.explain import GuidedBackprop as GuidedBackprop
-    from camlens.explain import GuidedGradCAM as GuidedGradCAM
-    from camlens.explain import available_methods as available_methods
-    from camlens.explain import cost as cost
-    from camlens.explain import explain as explain
+    from camlens.engine import Capture as Capture
+    from camlens.engine import capture as capture
+    from camlens.explanation import Explanation as Explanation
+    from camlens.explanation import GradCAM as GradCAM
+    from camlens.explanation import GradCAMPlusPlus as GradCAMPlusPlus
+    from camlens.explanation import GuidedBackprop as GuidedBackprop
+    from camlens.explanation import GuidedGradCAM as GuidedGradCAM
+    from camlens.explanation import available_methods as available_methods
+    from camlens.explanation import cost as cost
+    from camlens.explanation import explain as explain
     from camlens.images import read_image as read_image
     from camlens.layers import default_layer as default_layer
     from camlens.layers import resolve_layer as resolve_layer
@@ -46,19 +44,19 @@ __version__ = "0.2.0"
 
 # public name -> the module that defines it (imported on first access)
 _LAZY = {
-    "Capture": "camlens.capture",
-    "capture": "camlens.capture",
-    "Explanation": "camlens.explain",
-    "GradCAM": "camlens.explain",
-    "GradCAMPlusPlus": "camlens.explain",
-    "GuidedBackprop": "camlens.explain",
-    "GuidedGradCAM": "camlens.explain",
-    "available_methods": "camlens.explain",
-    "explain": "camlens.explain",
+    "Capture": "camlens.engine",
+    "capture": "camlens.engine",
+    "Explanation": "camlens.explanation",
+    "GradCAM": "camlens.explanation",
+    "GradCAMPlusPlus": "camlens.explanation",
+    "GuidedBackprop": "camlens.explanation",
+    "GuidedGradCAM": "camlens.explanation",
+    "available_methods": "camlens.explanation",
+    "explain": "camlens.explanation",
     "explain_detections": "camlens.detection",
     "default_layer": "camlens.layers",
     "resolve_layer": "camlens.layers",
-    "cost": "camlens.explain",
+    "cost": "camlens.explanation",
     "class_score": "camlens.targets",
     "explain_similarity": "camlens.text",
     "explain_text": "camlens.text",
@@ -97,22 +95,6 @@ __all__ = [
     "resolve_layer",
     "show",
 ]
-
-
-class _Package(types.ModuleType):
-    """The package's module type: ``camlens.capture`` and ``camlens.explain`` stay the functions.
-
-    Importing a submodule binds it on its package (``camlens.explain = <module>``); the functions of
-    the same name take that place, as they did when the package imported them eagerly.
-    """
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if isinstance(value, types.ModuleType) and name in ("capture", "explain"):
-            value = getattr(value, name)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> Any:

@@ -1,7 +1,7 @@
 """The candidate target layers of one forward pass, and the automatic choice among them.
 
 The rule itself is described in :mod:`camlens.layers`. This module is what the engine
-(:mod:`camlens.capture`) needs to make the choice inside its own forward pass; it imports no engine.
+(:mod:`camlens.engine`) needs to make the choice inside its own forward pass; it imports no engine.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """What the perturbation methods cost before they start: :class:`Cost` and :func:`method_cost`.
 
-:func:`camlens.cost` (in :mod:`camlens.explain`, which finds the target layer's channels) states it for
+:func:`camlens.cost` (in :mod:`camlens.explanation`, which finds the target layer's channels) states it for
 a model and a batch; ``explain`` passes each perturbation method's cost to the progress reporter
 (:mod:`camlens.progress`) as a note before the method runs.
 """

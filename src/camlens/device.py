@@ -27,7 +27,7 @@ from torch import Tensor
 from camlens.errors import UsageError
 
 if TYPE_CHECKING:
-    from camlens.capture import Capture
+    from camlens.engine import Capture
 
 Precision = Literal["float32", "bfloat16", "float16"]
 PRECISIONS: tuple[Precision, ...] = ("float32", "bfloat16", "float16")

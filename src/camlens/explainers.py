@@ -3,7 +3,7 @@
 Every class is a thin object over :func:`camlens.explain` with one method name; settings of the
 methods (``batch_size``, ``num_samples``, ``noise_std``, ``seed``, ...) and ``eigen_smooth`` /
 ``aug_smooth`` are given at construction. ``explainer_class(name)`` returns the class of a name. The classes
-are made from :mod:`camlens.catalog` (each row's ``class_name``); the four seeds' are in :mod:`camlens.explain`.
+are made from :mod:`camlens.catalog` (each row's ``class_name``); the four seeds' are in :mod:`camlens.explanation`.
 
 Example:
     >>> import torch, torchvision
@@ -19,7 +19,15 @@ from typing import Any
 from torch import Tensor, nn
 
 from camlens.catalog import ROWS, MethodRow
-from camlens.explain import Explanation, GradCAM, GradCAMPlusPlus, GuidedBackprop, GuidedGradCAM, _Explainer, explain
+from camlens.explanation import (
+    Explanation,
+    GradCAM,
+    GradCAMPlusPlus,
+    GuidedBackprop,
+    GuidedGradCAM,
+    _Explainer,
+    explain,
+)
 from camlens.layers import LayerSpec
 from camlens.targets import Targets
 
@@ -72,7 +80,7 @@ def explainer_class(name: str) -> type[_Explainer]:
     """The class of method ``name`` (any name of :func:`camlens.available_methods`, run-time ones included)."""
     if name in _CLASSES:
         return _CLASSES[name]
-    from camlens.explain import available_methods
+    from camlens.explanation import available_methods
 
     if name not in available_methods():
         raise ValueError(f"no method named {name!r}")

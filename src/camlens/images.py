@@ -157,21 +157,6 @@ def _decode(source: Path | io.BytesIO, name: str, max_pixels: int, max_side: int
     return rgb
 
 
-def collect_images(paths: list[str]) -> list[Path]:
-    """Expand folders into their image files (sorted); keep files as given."""
-    found: list[Path] = []
-    for item in paths:
-        path = Path(item)
-        if path.is_dir():
-            inside = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-            if not inside:
-                raise UsageError(f"folder {path} holds no images")
-            found.extend(inside)
-        else:
-            found.append(path)
-    return found
-
-
 def to_batch(
     images: list[np.ndarray], size: tuple[int, int], mean: tuple[float, ...], std: tuple[float, ...]
 ) -> torch.Tensor:

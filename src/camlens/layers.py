@@ -31,7 +31,7 @@ from camlens.candidates import CandidateRecorder as CandidateRecorder
 from camlens.candidates import UninformativeLayerError as UninformativeLayerError
 from camlens.candidates import cached_default as cached_default
 from camlens.candidates import remember_default as remember_default
-from camlens.capture import capture, check_input
+from camlens.engine import capture, check_input
 from camlens.errors import closest_names as closest_names
 from camlens.guard import guard
 from camlens.layouts import LayoutSpec
@@ -79,13 +79,15 @@ def default_layer(model: nn.Module, x: Tensor) -> tuple[str, nn.Module]:
 
 
 def candidate_layers(model: nn.Module, x: Tensor, layout: LayoutSpec = None) -> list[str]:
-    """The layers the automatic rule chooses among for inputs like ``x``, in the order they complete.
+    """The layers that can be explained for inputs like ``x``, in the order they complete: the candidates of
+    the automatic rule.
 
     Each outputs a spatial map or tokens of at least 2 positions (read by ``layout``, see
     :mod:`camlens.layouts`), ran once, and is neither a pooling layer (nor a container passing a pooling
-    layer's output on) nor a pass-through (dropout, identity, flatten); the automatic choice is the deepest
-    of them that gets a gradient at its positions (the module doc). One forward pass of ``x[:1]``, recorded
-    by autograd, with the model left as found (see :mod:`camlens.guard`).
+    layer's output on) nor a pass-through (dropout, identity, flatten). The automatic choice is the deepest
+    of them that gets a gradient at its positions and is not a ``Linear`` projection of another (the module
+    doc). One forward pass of ``x[:1]``, recorded by autograd, with the model left as found (see
+    :mod:`camlens.guard`).
 
     Example:
         >>> import torch

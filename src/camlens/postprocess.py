@@ -30,13 +30,22 @@ def normalize_per_image(maps: Tensor) -> Tensor:
     return torch.where(varies, scaled, (high > 0).to(maps.dtype).expand_as(maps))
 
 
-def upsample(maps: Tensor, size: tuple[int, int]) -> Tensor:
-    """Bilinear (``align_corners=False``) resize of ``(B, u, v)`` maps to ``size``."""
-    if tuple(maps.shape[-2:]) == tuple(size):
+def resize(maps: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bilinear (``align_corners=False``) resize of ``(B, H, W)`` or ``(B, C, H, W)`` maps to ``size``; maps of
+    that size already are returned as they are.
+
+    Example:
+        >>> resize(torch.tensor([[[0.0, 1.0]]]), (1, 4))
+        tensor([[[0.0000, 0.2500, 0.7500, 1.0000]]])
+    """
+    size = (int(size[0]), int(size[1]))
+    if tuple(maps.shape[-2:]) == size:
         return maps
-    return F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    if maps.dim() == 3:
+        return F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
 
 
 def cam_to_image(raw: Tensor, size: tuple[int, int]) -> Tensor:
-    """The displayed CAM: ``normalise(upsample(ReLU(raw)))``, ``(B, H, W)`` in [0, 1]."""
-    return normalize_per_image(upsample(torch.relu(raw), size))
+    """The displayed CAM: ``normalise(resize(ReLU(raw)))``, ``(B, H, W)`` in [0, 1]."""
+    return normalize_per_image(resize(torch.relu(raw), size))

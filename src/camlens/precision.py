@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from camlens.explain import explain
+from camlens.explanation import explain
 from camlens.layers import LayerSpec
 from camlens.names import SEED_METHODS
 from camlens.targets import Targets

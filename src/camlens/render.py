@@ -96,7 +96,7 @@ def save_picture(array: np.ndarray, path: Any) -> None:
 def maps_at_size(result: Any, index: int, methods: list[str], size: tuple[int, int]) -> dict[str, Tensor]:
     """One image's maps at ``size`` (its own pixels): CAMs upsampled once from the layer map.
 
-    ``result`` is an :class:`~camlens.explain.Explanation`; ``index`` picks the image of the batch.
+    ``result`` is an :class:`~camlens.explanation.Explanation`; ``index`` picks the image of the batch.
     """
     from camlens.postprocess import cam_to_image
     from camlens.viz import resize_maps
@@ -260,7 +260,7 @@ def figure_grid(
 ) -> Any:
     """A figure for a paper: rows = images (x classes), columns = methods, one shared colour bar.
 
-    ``result`` is an :class:`~camlens.explain.Explanation`, or a list of them (several classes explained on
+    ``result`` is an :class:`~camlens.explanation.Explanation`, or a list of them (several classes explained on
     the same images: one row per image and class). Row labels name the image (``names``, else the path's
     stem, else ``image i``) and the class (``labels[class]`` and its number); the caption names ``network``
     (a name or a :class:`~camlens.zoo.Network`, whose labels are used when ``labels`` is None) and the

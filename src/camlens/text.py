@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from camlens.capture import Capture, capture, check_input
+from camlens.engine import Capture, capture, check_input
 from camlens.errors import closest_names
 from camlens.guard import guard
 from camlens.layers import LayerSpec, default_layer, resolve_layer
@@ -536,7 +536,7 @@ def explain_similarity(
         target_layer: a module or dotted name in ``model``; None: automatic (see the module doc).
         **options: passed to :func:`camlens.explain` (``batch_size`` ...).
     """
-    from camlens.explain import explain
+    from camlens.explanation import explain
 
     check_input(model, images)
     if not isinstance(reference, Tensor) or reference.dim() not in (1, 2, 4):

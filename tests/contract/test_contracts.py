@@ -19,7 +19,7 @@ METHODS = {
 }
 
 
-def make(method: str, model: nn.Module) -> camlens.explain.__class__:
+def make(method: str, model: nn.Module) -> camlens.explanation.__class__:
     return METHODS[method](model)
 
 

@@ -33,7 +33,7 @@ pytest.importorskip("fastapi", reason="the serve extra is not installed: pip ins
 from starlette.testclient import TestClient  # noqa: E402
 
 from camlens.serve import create_app  # noqa: E402
-from camlens.serve.engine import VIEW_SIDE, Explorer, fit_side  # noqa: E402
+from camlens.serve.explorer import VIEW_SIDE, Explorer, fit_side  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 CAT = (ROOT / "examples" / "cat.jpg").read_bytes()
@@ -196,7 +196,7 @@ def test_import_is_lazy_and_a_missing_extra_names_the_install():
     code = (
         "import sys; import camlens.serve; assert 'fastapi' not in sys.modules and 'uvicorn' not in sys.modules\n"
         "sys.modules['fastapi'] = None\n"
-        "from camlens.serve import main\n"
+        "from camlens.cli.serve import main\n"
         "sys.exit(main(['--port', '8123']))\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}

@@ -25,7 +25,7 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from camlens.serve import create_app  # noqa: E402
-from camlens.serve.engine import Explorer  # noqa: E402
+from camlens.serve.explorer import Explorer  # noqa: E402
 from camlens.serve.guard import allowed_hosts  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -135,18 +135,39 @@ def test_the_module_graph_is_acyclic():
 
 
 def test_the_graph_sees_function_level_imports_and_skips_type_checking_ones():
-    """The parser is not vacuous: it finds a function-level import and a relative one, a cycle when there is one,
+    """The parser is not vacuous: it finds a function-level import, a cycle when there is one,
     and leaves out what stands under ``if TYPE_CHECKING:``."""
     tree = ast.parse(
         "from typing import TYPE_CHECKING\n"
-        "if TYPE_CHECKING:\n    from camlens.capture import Capture\n"
-        "def f():\n    from camlens.explain import explain\n"
+        "if TYPE_CHECKING:\n    from camlens.engine import Capture\n"
+        "def f():\n    from camlens.explanation import explain\n"
     )
     names = [node.module for node in _imports(tree) if isinstance(node, ast.ImportFrom)]
-    assert names == ["typing", "camlens.explain"]
+    assert names == ["typing", "camlens.explanation"]
     graph = import_graph()
-    assert "camlens.capture" in graph["camlens.explain"]  # explain imports the engine at module level
-    assert "camlens.layouts" in graph["camlens.capture"]
+    assert "camlens.engine" in graph["camlens.explanation"]  # explain imports the engine at module level
+    assert "camlens.layouts" in graph["camlens.engine"]
     assert len(graph) == len(_modules()) > 50
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_nothing_in_the_library_imports_the_command_line():
+    """The command line is a front end over the library: no module outside ``camlens.cli`` imports it. A
+    ``__main__`` module is a program (``python -m camlens.serve``), never imported, so it may start it."""
+    graph = import_graph()
+    offenders = {
+        name: sorted(t for t in targets if t == "camlens.cli" or t.startswith("camlens.cli."))
+        for name, targets in graph.items()
+        if not (name == "camlens.cli" or name.startswith("camlens.cli.") or name.endswith(".__main__"))
+    }
+    assert {name: t for name, t in offenders.items() if t} == {}
+
+
+def test_no_public_name_of_the_package_is_also_one_of_its_modules():
+    """``camlens.explain`` is the function and stays it: importing a submodule binds it on the package, so a module
+    named like a public name would replace it (the reason the engine and the explanation modules have names of
+    their own)."""
+    submodules = {name.split(".")[1] for name in _modules() if name.count(".") >= 1}
+    assert {"engine", "explanation", "layers"} <= submodules
+    assert set(camlens.__all__) & submodules == set()

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from camlens.capture import Capture, HeadFunction
+from camlens.engine import Capture, HeadFunction
 from camlens.targets import Targets, logits_of
 
 

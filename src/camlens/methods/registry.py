@@ -29,7 +29,7 @@ from camlens.catalog import ROWS, MethodRow, resolve
 
 CamFunction = Callable[[Tensor, Tensor], Tensor]
 ContextFunction = Callable[[Any], Tensor]  # (camlens.methods.context.MethodContext) -> map
-HeadFactory = Callable[[Any, Any], Any]  # (MethodOptions, Targets) -> camlens.capture.HeadFunction
+HeadFactory = Callable[[Any, Any], Any]  # (MethodOptions, Targets) -> camlens.engine.HeadFunction
 V = TypeVar("V")
 
 
@@ -91,7 +91,7 @@ class Registry(MutableMapping[str, V]):
 
 
 def combined_head(specs: list[MethodSpec], options: Any, targets: Any) -> Any:
-    """One head callable (:data:`camlens.capture.HeadFunction`) running every spec's head on the recorded graph,
+    """One head callable (:data:`camlens.engine.HeadFunction`) running every spec's head on the recorded graph,
     None when none has one; ``options`` and ``targets`` are the call's ``MethodOptions`` and targets."""
     heads = [spec.head(options, targets) for spec in specs if spec.head is not None]
     if not heads:

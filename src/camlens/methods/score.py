@@ -300,7 +300,7 @@ def smooth_gradcam_plus_plus(context: MethodContext) -> Tensor:
     ``alpha = D2 / (2 D2 + sum_ab A_kab D3)``, ``w_k = sum_ij alpha ReLU(D1)``.
     torchcam uses the last sample's gradient for ``ReLU(D1)`` and ``sum_ab A D3`` in the denominator.
     """
-    from camlens.capture import capture
+    from camlens.engine import capture
 
     options = context.options
     samples = options.num_samples or 4

@@ -46,7 +46,7 @@ def sess(context: MethodContext) -> Tensor:
     the paper's theta = 0). ``batch_size`` patches run at a time. Not done here: the paper's pre-filter
     of low-scoring patches (ratio 0 by default in both) and pytorch-grad-cam's final Gaussian blur.
     """
-    from camlens.capture import capture
+    from camlens.engine import capture
     from camlens.methods.gradcam import gradcam
     from camlens.postprocess import cam_to_image
     from camlens.progress import Counter

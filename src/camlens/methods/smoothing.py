@@ -11,12 +11,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from camlens.catalog import ROW
 from camlens.names import GUIDED_METHODS
-from camlens.postprocess import normalize_per_image
+from camlens.postprocess import normalize_per_image, resize
 from camlens.targets import Targets
 
 Again = Callable[..., Any]  # functools.partial(explain, model, methods=..., ...)
@@ -26,14 +25,6 @@ GUIDED = GUIDED_METHODS  # image-shaped maps: averaged as they are, not renormal
 
 def _fixed_targets(result: Any, targets: Targets) -> Targets:
     return targets if result.classes is None else result.classes
-
-
-def _resize(maps: Tensor, size: tuple[int, int]) -> Tensor:
-    if tuple(maps.shape[-2:]) == size:
-        return maps
-    squeeze = maps.dim() == 3
-    out = F.interpolate(maps[:, None] if squeeze else maps, size=size, mode="bilinear", align_corners=False)
-    return out[:, 0] if squeeze else out
 
 
 def augmented(again: Again, x: Tensor, target_layer: Any, targets: Targets) -> Any:
@@ -54,10 +45,10 @@ def augmented(again: Again, x: Tensor, target_layer: Any, targets: Targets) -> A
                 continue
             view = torch.flip(x, dims=[-1]) if flip else x
             if scale != 1.0:
-                view = _resize(view, (round(size[0] * scale), round(size[1] * scale)))
+                view = resize(view, (round(size[0] * scale), round(size[1] * scale)))
             result = again(view, target_layer=target_layer, targets=fixed)
             for name, value in result.maps.items():
-                back = _resize(value, size)
+                back = resize(value, size)
                 sums[name] += torch.flip(back, dims=[-1]) if flip else back
             count += 1
     maps = {

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from camlens.capture import check_input
+from camlens.engine import check_input
+from camlens.postprocess import normalize_per_image, resize
 from camlens.targets import Targets, logits_of, target_scores
 
 SCORES = ("probability", "logit")
@@ -65,8 +65,7 @@ def check_maps(maps: Any, x: Tensor, *, name: str = "maps", unit: bool = False) 
     if not torch.isfinite(maps).all():
         raise ValueError(f"{name} holds NaN or infinite values")
     maps = maps.detach().to(device=x.device, dtype=x.dtype)
-    if tuple(maps.shape[-2:]) != tuple(x.shape[-2:]):
-        maps = F.interpolate(maps[:, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    maps = resize(maps, (x.shape[-2], x.shape[-1]))
     if unit and (maps.min() < -1e-6 or maps.max() > 1 + 1e-6):
         raise ValueError(
             f"{name} must lie in [0, 1] for this metric (it multiplies the image); "
@@ -176,11 +175,6 @@ def saliency_order(maps: Tensor) -> Tensor:
     return torch.argsort(order, dim=1)
 
 
-def chunks(n: int, size: int) -> Iterator[slice]:
-    for start in range(0, n, size):
-        yield slice(start, min(start + size, n))
-
-
 def pearson_rows(a: Tensor, b: Tensor) -> Tensor:
     """Pearson correlation of each pair of rows of ``(B, ...)`` tensors (float64; 0 where one is constant)."""
     a = a.flatten(1).double()
@@ -210,8 +204,6 @@ def saliency_2d(maps: Tensor) -> Tensor:
         >>> saliency_2d(torch.tensor([[[[-2.0, 1.0]], [[0.0, 0.0]]]]))
         tensor([[[1., 0.]]])
     """
-    from camlens.postprocess import normalize_per_image
-
     if not isinstance(maps, Tensor):
         raise TypeError(f"maps must be a tensor, not {type(maps).__name__}")
     if maps.dim() == 4:

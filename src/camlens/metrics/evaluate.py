@@ -77,7 +77,7 @@ def evaluate(
         >>> [(r["metric"], r["image"]) for r in rows]
         [('deletion', 0), ('deletion', 1), ('sparseness', 0), ('sparseness', 1)]
     """
-    from camlens.explain import explain
+    from camlens.explanation import explain
     from camlens.metrics.recompute import method_fn
 
     specs = [get_metric(name) for name in metrics]

@@ -164,7 +164,7 @@ def ground_truth_report(
         options: per-metric keyword options, e.g. ``{"deletion": {"steps": 16}}``.
         seed: for the random control.
     """
-    from camlens.explain import explain
+    from camlens.explanation import explain
 
     specs = [get_metric(name) for name in metrics]
     height, width = images.shape[-2:]

@@ -11,6 +11,7 @@ own score). The model runs as found (call ``model.eval()`` yourself), without au
 from __future__ import annotations
 
 import math
+from typing import TypedDict, Unpack
 
 import torch
 import torch.nn.functional as F
@@ -78,6 +79,15 @@ def step_counts(pixels: int, steps: int | None, pixels_per_step: int | None) -> 
     return torch.tensor(counts, dtype=torch.long)
 
 
+class CurveOptions(TypedDict, total=False):
+    """The options :func:`deletion` and :func:`insertion` share (defaults: 50 steps, probability, 32 at a time)."""
+
+    steps: int | None
+    pixels_per_step: int | None
+    score: str
+    batch_size: int
+
+
 def _curve(
     model: nn.Module,
     x: Tensor,
@@ -86,10 +96,10 @@ def _curve(
     *,
     insert: bool,
     baseline: str | Tensor,
-    steps: int | None,
-    pixels_per_step: int | None,
-    score: str,
-    batch_size: int,
+    steps: int | None = 50,
+    pixels_per_step: int | None = None,
+    score: str = "probability",
+    batch_size: int = 32,
 ) -> MetricResult:
     scorer, x, clean = make_scorer(model, x, targets, score, batch_size)
     maps = check_maps(maps, x)
@@ -128,10 +138,7 @@ def deletion(
     targets: Targets = None,
     *,
     baseline: str | Tensor = "zeros",
-    steps: int | None = 50,
-    pixels_per_step: int | None = None,
-    score: str = "probability",
-    batch_size: int = 32,
+    **options: Unpack[CurveOptions],
 ) -> MetricResult:
     """Deletion AUC (Petsiuk et al., RISE, BMVC 2018, section 4.1): lower is better.
 
@@ -144,9 +151,9 @@ def deletion(
     Args:
         baseline: ``"zeros"`` (RISE; zeros of the tensor you pass, i.e. the dataset mean colour after
             normalisation), ``"mean"`` (each image's channel means), ``"blur"`` or a tensor.
-        steps, pixels_per_step: the step size (``pixels_per_step`` wins when given).
-        score: ``"probability"`` (softmax, RISE) or ``"logit"``.
-        batch_size: perturbed images per forward pass.
+        steps, pixels_per_step: the step size (default 50 steps; ``pixels_per_step`` wins when given).
+        score: ``"probability"`` (softmax, RISE; the default) or ``"logit"``.
+        batch_size: perturbed images per forward pass (default 32).
 
     Example:
         >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 2))
@@ -154,10 +161,7 @@ def deletion(
         >>> result.values.shape, result.curve.shape
         (torch.Size([2]), torch.Size([2, 5]))
     """
-    return _curve(
-        model, x, maps, targets, insert=False, baseline=baseline, steps=steps, pixels_per_step=pixels_per_step,
-        score=score, batch_size=batch_size,
-    )  # fmt: skip
+    return _curve(model, x, maps, targets, insert=False, baseline=baseline, **options)
 
 
 def insertion(
@@ -167,10 +171,7 @@ def insertion(
     targets: Targets = None,
     *,
     baseline: str | Tensor = "blur",
-    steps: int | None = 50,
-    pixels_per_step: int | None = None,
-    score: str = "probability",
-    batch_size: int = 32,
+    **options: Unpack[CurveOptions],
 ) -> MetricResult:
     """Insertion AUC (Petsiuk et al., RISE, BMVC 2018, section 4.1): higher is better.
 
@@ -183,10 +184,7 @@ def insertion(
         >>> insertion(model, torch.rand(2, 1, 4, 4), torch.rand(2, 4, 4), steps=4).fractions
         tensor([0.0000, 0.2500, 0.5000, 0.7500, 1.0000])
     """
-    return _curve(
-        model, x, maps, targets, insert=True, baseline=baseline, steps=steps, pixels_per_step=pixels_per_step,
-        score=score, batch_size=batch_size,
-    )  # fmt: skip
+    return _curve(model, x, maps, targets, insert=True, baseline=baseline, **options)
 
 
 def _masked_scores(

@@ -51,9 +51,9 @@ def method_fn(model: nn.Module, method: Method, target_layer: LayerSpec = None, 
         return call_user
     if not isinstance(method, str):
         raise TypeError(f"method must be a camlens method name or a callable (x, targets) -> maps, not {method!r}")
-    from camlens.explain import _check_methods, explain
+    from camlens.explanation import check_methods, explain
 
-    _check_methods([method])
+    check_methods([method])
 
     def call(x: Tensor, targets: Targets) -> Tensor:
         maps = explain(model, x, [method], target_layer, targets, layout=layout)[method]
@@ -123,11 +123,7 @@ def adcc(
     ``.extra`` holds the three parts (``average_drop`` as a fraction in [0, 1]).
     """
     drop = average_drop(model, x, maps, targets, batch_size=batch_size).values / 100
-    coh = coherency(model, x, maps, targets, method=method, target_layer=target_layer).values
-    com = complexity(check_maps(maps, x, unit=True)).values
-    values = harmonic_mean(coh, 1 - com, 1 - drop)
-    extra = {"coherency": coh, "complexity": com, "average_drop": drop}
-    return MetricResult(values=values, higher_is_better=True, extra=extra)
+    return _with_coherency_and_complexity(model, x, maps, targets, method, target_layer, "average_drop", drop, 1 - drop)
 
 
 def arcc(
@@ -149,12 +145,27 @@ def arcc(
     (which adds 1e-8 to every term; here a term of 0 gives 0, the limit).
     """
     road_values = road(model, x, maps, targets, percentages=percentages, batch_size=batch_size, seed=seed).values
+    road_term = (2 * road_values).clamp(0, 1)
+    return _with_coherency_and_complexity(model, x, maps, targets, method, target_layer, "road", road_values, road_term)
+
+
+def _with_coherency_and_complexity(
+    model: nn.Module,
+    x: Tensor,
+    maps: Tensor,
+    targets: Targets,
+    method: Method,
+    target_layer: LayerSpec,
+    name: str,
+    part: Tensor,
+    term: Tensor,
+) -> MetricResult:
+    """ADCC's and ARCC's form: the harmonic mean of Coherency, ``1 - Complexity`` and ``term`` (from the part
+    ``name``); ``.extra`` holds the three parts."""
     coh = coherency(model, x, maps, targets, method=method, target_layer=target_layer).values
     com = complexity(check_maps(maps, x, unit=True)).values
-    road_term = (2 * road_values).clamp(0, 1)
-    values = harmonic_mean(coh, 1 - com, road_term)
-    extra = {"coherency": coh, "complexity": com, "road": road_values}
-    return MetricResult(values=values, higher_is_better=True, extra=extra)
+    values = harmonic_mean(coh, 1 - com, term)
+    return MetricResult(values=values, higher_is_better=True, extra={"coherency": coh, "complexity": com, name: part})
 
 
 def max_sensitivity(

@@ -212,7 +212,7 @@ def sanity_check(
         >>> [(r["layer"], r["method"]) for r in rows]
         [('fc', 'gradcam'), ('layer4', 'gradcam')]
     """
-    from camlens.explain import _check_methods, explain
+    from camlens.explanation import check_methods, explain
     from camlens.progress import Counter, reporting
 
     if progress is not None:
@@ -221,7 +221,7 @@ def sanity_check(
                 model, x, methods, targets, mode, layers=layers, target_layer=target_layer, measures=measures,
                 seed=seed, keep_maps=keep_maps, init=init,
             )  # fmt: skip
-    names = _check_methods(methods)
+    names = check_methods(methods)
     check_choice(mode, "mode", MODES)
     check_choice(init, "init", INITS)
     for measure in measures:

@@ -51,7 +51,7 @@ class CompactMaps:
 
     @classmethod
     def from_explanation(cls, result: Any, index: int, methods: list[str], size: tuple[int, int]) -> CompactMaps:
-        """Image ``index`` of an :class:`~camlens.explain.Explanation`, for ``methods``, explained at ``size``."""
+        """Image ``index`` of an :class:`~camlens.explanation.Explanation`, for ``methods``, explained at ``size``."""
         import torch
 
         from camlens.postprocess import normalize_per_image

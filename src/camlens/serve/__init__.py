@@ -7,23 +7,15 @@ per upload and are kept, so changing the class never runs the model again.
 
 Importing this package needs nothing beyond camlens; FastAPI and uvicorn are imported when the app is
 built, and their absence raises a one-line :class:`~camlens.errors.UsageError` naming
-``pip install camlens[serve]``.
-
-Example:
-    >>> from camlens.serve import add_arguments
-    >>> import argparse; parser = argparse.ArgumentParser(); add_arguments(parser)
-    >>> parser.parse_args(["--port", "8123"]).port
-    8123
+``pip install camlens[serve]``. The command line (``camlens serve``, ``python -m camlens.serve``) is
+:mod:`camlens.cli.serve`; this package is the app and the server.
 """
 
 from __future__ import annotations
 
 from camlens.serve.main import DEFAULT_HOST as DEFAULT_HOST
 from camlens.serve.main import DEFAULT_PORT as DEFAULT_PORT
-from camlens.serve.main import add_arguments as add_arguments
-from camlens.serve.main import cli_main as cli_main
 from camlens.serve.main import create_app as create_app
-from camlens.serve.main import main as main
 from camlens.serve.main import run as run
 
-__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "add_arguments", "cli_main", "create_app", "main", "run"]
+__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "create_app", "run"]

@@ -1,8 +1,8 @@
-"""``python -m camlens.serve``: start the viewer (the same options as ``camlens serve``)."""
+"""``python -m camlens.serve``: start the viewer (the same command as ``camlens serve``)."""
 
 import sys
 
-from camlens.serve.main import main
+from camlens.cli.serve import main
 
 if __name__ == "__main__":
     sys.exit(main())

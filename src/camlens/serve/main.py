@@ -1,4 +1,4 @@
-"""The web app (FastAPI, imported lazily), its command-line options and its entry points.
+"""The web app (FastAPI, imported lazily) and the server that runs it (``camlens serve`` is :mod:`camlens.cli.serve`).
 
 The JSON API (its OpenAPI schema at ``/openapi.json``):
 
@@ -12,11 +12,9 @@ No ``from __future__ import annotations`` here: FastAPI reads the endpoints' ann
 they name classes imported inside :func:`create_app` (FastAPI is imported only when an app is built).
 """
 
-import argparse
 import asyncio
 import functools
 import importlib.util
-import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -33,12 +31,12 @@ from camlens.zoo import DEFAULT_NETWORK, SEED_NETWORKS, Network
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from camlens.serve.engine import Explorer
+    from camlens.serve.explorer import Explorer
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 STATIC = Path(__file__).parent / "static"
-_SOURCE_EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+SOURCE_EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 IMAGE_BODY = {
     "requestBody": {
         "required": False,
@@ -52,7 +50,7 @@ IMAGE_BODY = {
 }
 
 
-def _require() -> None:
+def require_extra() -> None:
     """Import the ``serve`` extra's packages, or raise one line naming the install command."""
     try:
         import fastapi  # noqa: F401
@@ -68,7 +66,7 @@ def create_app(
     networks: Sequence[str] = SEED_NETWORKS,
     *,
     device: str = "cpu",
-    examples_dir: str | Path | None = _SOURCE_EXAMPLES,
+    examples_dir: str | Path | None = SOURCE_EXAMPLES,
     topk: int = 5,
     max_upload_bytes: int = MAX_UPLOAD_BYTES,
     max_upload_pixels: int = MAX_UPLOAD_PIXELS,
@@ -78,7 +76,7 @@ def create_app(
 
     Args:
         network: the network shown first (a loaded :class:`~camlens.zoo.Network`, a name, or a ready
-            :class:`~camlens.serve.engine.Explorer`, which then brings its own settings).
+            :class:`~camlens.serve.explorer.Explorer`, which then brings its own settings).
         networks: further network names the page offers (loaded offline on first use).
         device: where the models run.
         examples_dir: a folder whose ``*.jpg`` the page offers as examples (None: none).
@@ -89,13 +87,13 @@ def create_app(
             None: any (:func:`run` adds the check for the address it binds). Cross-origin requests,
             form-type bodies and framing are refused either way (:mod:`camlens.serve.guard`).
     """
-    _require()
+    require_extra()
     from fastapi import FastAPI, Request
     from fastapi.responses import FileResponse, JSONResponse, Response
     from fastapi.staticfiles import StaticFiles
     from starlette.requests import ClientDisconnect
 
-    from camlens.serve.engine import Explorer
+    from camlens.serve.explorer import Explorer
 
     explorer = (
         network
@@ -271,37 +269,6 @@ def _version() -> str:
     return camlens.__version__
 
 
-# ------------------------------------------------------------------------------------------ command line
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``camlens serve`` (for the ``camlens`` command's subparser).
-
-    The model options (``--model``, ``--device``, ``--offline``, ``--input-size``, ``--mean``, ``--std``,
-    ``--labels``) are those of ``camlens explain``.
-    """
-    from camlens.cli import common
-
-    parser.add_argument("--network", default=None, help=f"network shown first (default: {DEFAULT_NETWORK}, bundled)")
-    parser.add_argument("--weight-path", default=None, help="state dict or checkpoint for --network/--model")
-    parser.add_argument(
-        "--networks",
-        default=",".join(SEED_NETWORKS),
-        help="comma-separated networks the page may switch to (loaded offline on first use)",
-    )
-    parser.add_argument("--host", default=DEFAULT_HOST, help="address to bind (127.0.0.1: this machine only)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port")
-    parser.add_argument(
-        "--allowed-host",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="another Host name the server answers (repeatable; always: 127.0.0.1, localhost, [::1], --host)",
-    )
-    parser.add_argument("--topk", type=int, default=5, help="classes explained per image")
-    parser.add_argument("--max-upload-mb", type=float, default=MAX_UPLOAD_BYTES / 1e6, help="upload size limit in MB")
-    parser.add_argument("--examples", default=None, metavar="DIR", help="folder of example *.jpg images to offer")
-    common.add_model_options(parser)
-
-
 def run(
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
@@ -316,7 +283,7 @@ def run(
     port) or one of ``allowed`` are answered; others get 400. Ctrl-C (SIGINT) stops the server and then
     raises ``KeyboardInterrupt``, so the command exits 130.
     """
-    _require()
+    require_extra()
     import uvicorn
 
     if not 1 <= port <= 65535:
@@ -349,60 +316,3 @@ class _Server:  # replaced by a uvicorn.Server subclass on first use (uvicorn is
                 super().handle_exit(sig, frame)
 
         return Server(config)
-
-
-def cli_main(args: argparse.Namespace) -> int:
-    """Run ``camlens serve`` from parsed :func:`add_arguments` options. Returns the exit status."""
-    from camlens.cli import common
-    from camlens.run import resolve_device
-
-    _require()
-    common.check_numbers(args)
-    if args.max_upload_mb <= 0:
-        raise UsageError("--max-upload-mb must be positive")
-    if not 1 <= args.port <= 65535:
-        raise UsageError(f"--port {args.port} is not a port number (1-65535)")
-    device = resolve_device(args.device)
-    examples = Path(args.examples) if args.examples else _SOURCE_EXAMPLES
-    if args.examples and not examples.is_dir():
-        raise UsageError(f"examples folder {examples} does not exist")
-    network = common.network_of(args, args.network, args.weight_path)
-    names = [n.strip() for n in args.networks.split(",") if n.strip()]
-    try:
-        app = create_app(
-            network,
-            names,
-            device=str(device),
-            examples_dir=examples,
-            topk=args.topk,
-            max_upload_bytes=int(args.max_upload_mb * 1e6),
-        )
-    except ValueError as error:
-        raise UsageError(str(error)) from None
-    app.state.explorer.warm_up()
-    run(args.host, args.port, app, allowed=args.allowed_host)
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m camlens.serve [options]``: the same as ``camlens serve``."""
-    from camlens.cli.common import HelpFormatter
-
-    parser = argparse.ArgumentParser(
-        prog="camlens serve", description="Explore explanations in the browser.", formatter_class=HelpFormatter
-    )
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return cli_main(args)
-    except UsageError as error:
-        print(f"camlens: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("camlens: interrupted", file=sys.stderr)
-        return 130
-    except Exception as error:  # noqa: BLE001 - one line, never a traceback (CAMLENS_DEBUG=1 shows it)
-        if os.environ.get("CAMLENS_DEBUG"):
-            raise
-        print(f"camlens: error: {type(error).__name__}: {str(error).strip()[:300]}", file=sys.stderr)
-        return 1

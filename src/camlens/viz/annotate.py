@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from camlens.viz.colormaps import jet
+
 _ANCHORS: dict[str, list[tuple[int, int, int]]] = {
     "viridis": [(68, 1, 84), (72, 24, 106), (71, 45, 123), (66, 64, 134), (59, 82, 139), (51, 99, 141), (44, 114, 142),
                 (38, 130, 142), (33, 145, 140), (31, 160, 136), (40, 174, 128), (63, 188, 115), (94, 201, 98),
@@ -33,8 +35,6 @@ def colorize(values: np.ndarray, name: str = "jet") -> np.ndarray:
         >>> colorize(np.array([0.0, 1.0]), "gray").tolist()
         [[0, 0, 0], [255, 255, 255]]
     """
-    from camlens.viz import jet
-
     if name == "jet":
         return jet(values)
     v = np.clip(np.asarray(values, dtype=np.float32), 0.0, 1.0)
@@ -49,7 +49,8 @@ def colorize(values: np.ndarray, name: str = "jet") -> np.ndarray:
     return (np.stack(channels, axis=-1) + 0.5).astype(np.uint8)
 
 
-def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+def load_font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """Pillow's default font at ``size`` (its bitmap font where Pillow is older than 10.1)."""
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1
@@ -72,7 +73,7 @@ def annotate(picture: np.ndarray, caption: str, colormap: str | None = None, gra
     canvas = Image.new("RGB", (width, height + bar + scale), "white")
     canvas.paste(Image.fromarray(picture), (0, bar))
     draw = ImageDraw.Draw(canvas)
-    font = _font(font_size)
+    font = load_font(font_size)
     text = caption
     while len(text) > 4 and draw.textlength(text, font=font) > width - 8:
         text = text[:-2]

@@ -7,14 +7,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
-
-def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1
-        return ImageFont.load_default()
+from camlens.viz.annotate import load_font
 
 
 def grid(rows: list[tuple[str, list[np.ndarray | None]]], headers: list[str], cell: int = 160) -> Image.Image:
@@ -25,7 +20,7 @@ def grid(rows: list[tuple[str, list[np.ndarray | None]]], headers: list[str], ce
     height = header_height + len(rows) * (cell + pad) + pad
     canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
-    font, small = _font(15), _font(13)
+    font, small = load_font(15), load_font(13)
     for c, header in enumerate(headers):
         draw.text((label_width + c * (cell + pad) + pad, 6), header, fill="black", font=font)
     for r, (label, cells) in enumerate(rows):

@@ -9,11 +9,10 @@ if TYPE_CHECKING:
 
 
 def resize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize of ``(B, H, W)`` or ``(B, C, H, W)`` maps to ``size`` (the original image's)."""
-    import torch.nn.functional as F
+    """Bilinear resize of ``(B, H, W)`` or ``(B, C, H, W)`` maps to ``size`` (the original image's), in float32
+    (:func:`camlens.postprocess.resize`)."""
+    from camlens.postprocess import resize
 
-    squeeze = maps.dim() == 3
-    batch = maps[:, None] if squeeze else maps
-    if tuple(batch.shape[-2:]) != tuple(size):
-        batch = F.interpolate(batch.float(), size=size, mode="bilinear", align_corners=False)
-    return batch[:, 0] if squeeze else batch
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    return resize(maps.float(), size)

@@ -24,12 +24,13 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torch import Tensor, nn
+from torch import Tensor
 
 import camlens
-from camlens.candidates import _PASSTHROUGH, _is_pool
 from camlens.errors import UsageError
+from camlens.explanation import check_methods
 from camlens.images import decode_image, to_batch
+from camlens.layers import candidate_layers, default_layer
 from camlens.postprocess import normalize_per_image
 from camlens.serve.limits import MAX_UPLOAD_BYTES as MAX_UPLOAD_BYTES
 from camlens.serve.limits import MAX_UPLOAD_PIXELS as MAX_UPLOAD_PIXELS
@@ -131,42 +132,6 @@ def shrink(rgb: np.ndarray, side: int) -> np.ndarray:
     if (h, w) == rgb.shape[:2]:
         return rgb
     return np.asarray(Image.fromarray(rgb).resize((w, h), Image.Resampling.LANCZOS))
-
-
-def spatial_layers(model: nn.Module, x: Tensor) -> list[str]:
-    """Names of the modules that run once and output a ``(B, K, u, v)`` map larger than 1 x 1, in forward order.
-
-    Pooling layers and pass-throughs (dropout, identity) are left out, as by :func:`camlens.default_layer`.
-    """
-    names = {module: name for name, module in model.named_modules() if name}
-    order: list[str] = []
-    calls: dict[str, int] = {}
-
-    def record(module: nn.Module, _inputs: object, output: object) -> None:
-        name = names[module]
-        calls[name] = calls.get(name, 0) + 1
-        if (
-            isinstance(output, Tensor)
-            and output.dim() == 4
-            and output.shape[-1] * output.shape[-2] > 1
-            and not _is_pool(module)
-            and not isinstance(module, _PASSTHROUGH)
-            and name not in order
-        ):
-            order.append(name)
-
-    modes = [(module, module.training) for module in model.modules()]
-    handles = [module.register_forward_hook(record) for module in names]
-    try:
-        model.eval()
-        with torch.inference_mode(False), torch.no_grad():
-            model(x[:1].detach())
-    finally:
-        for handle in handles:
-            handle.remove()
-        for module, training in modes:
-            module.training = training
-    return [name for name in order if calls[name] == 1]
 
 
 def map_pictures(method: str, spatial: bool) -> list[dict[str, str]]:
@@ -297,13 +262,14 @@ class Explorer:
         return self._networks[name]
 
     def layers(self, name: str | None) -> tuple[list[str], str]:
-        """The spatial layers of a network in forward order, and its default target layer."""
+        """The layers a network can be explained at, in forward order (:func:`camlens.layers.candidate_layers`),
+        and its automatic target layer."""
         network = self.network(name)
         if network.name not in self._layers:
             x = torch.zeros(1, 3, *network.input_size, device=self.device)
             with self._lock:
-                names = spatial_layers(network.model, x)
-                default, _ = camlens.default_layer(network.model, x)
+                names = candidate_layers(network.model, x)
+                default, _ = default_layer(network.model, x)
             self._layers[network.name] = (names, default)
         return self._layers[network.name]
 
@@ -370,11 +336,10 @@ class Explorer:
     ) -> tuple[Network, str, list[str], int]:
         """Resolve a request's options (loading the network if needed), or raise a ServeError saying why not."""
         net = self.network(network)
-        methods = list(dict.fromkeys(methods or camlens.SEED_METHODS))
-        known = camlens.available_methods()
-        unknown = [m for m in methods if m not in known]
-        if unknown:
-            raise ServeError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(known)}", 422)
+        try:
+            methods = check_methods(methods or camlens.SEED_METHODS)
+        except ValueError as error:
+            raise ServeError(str(error), 422) from None
         k = self.topk if topk is None else topk
         if not 1 <= k <= MAX_TOPK:
             raise ServeError(f"topk must be between 1 and {MAX_TOPK}, got {k}", 422)

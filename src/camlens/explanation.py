@@ -11,9 +11,9 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
-from camlens.capture import Capture, capture, check_input
 from camlens.costs import COUNTED_METHODS, Cost, method_cost
 from camlens.device import capture_in_float32, mixed_precision
+from camlens.engine import Capture, capture, check_input
 from camlens.errors import ExplanationNote
 from camlens.guard import eager_module, guard
 from camlens.guided import RELU_KINDS
@@ -114,7 +114,9 @@ class Explanation(Mapping[str, Tensor]):
         return figure_grid(self, images, methods, **options)
 
 
-def _check_methods(methods: Sequence[str] | str) -> list[str]:
+def check_methods(methods: Sequence[str] | str) -> list[str]:
+    """The method names asked for, once each in their order, or a ValueError naming an unknown one and the
+    closest known names (what :func:`explain` accepts: :func:`available_methods`)."""
     if isinstance(methods, str):
         methods = [methods]
     names = list(dict.fromkeys(methods))
@@ -189,7 +191,7 @@ def explain(
         >>> result.target_layer, result["gradcam"].shape
         ('layer4', torch.Size([2, 64, 64]))
     """
-    names = _check_methods(methods)
+    names = check_methods(methods)
     if progress is not None:
         with reporting(progress):
             return explain(
@@ -280,7 +282,7 @@ def cost(model: Any, x: Any, methods: Sequence[str] | str, target_layer: Any = N
         >>> cost(model, torch.rand(1, 3, 64, 64), ["gradcam", "scorecam"])["scorecam"].note
         "scorecam: 512 forward passes (512 channels of 'layer4' x 1 image), 32 at a time"
     """
-    names = _check_methods(methods)
+    names = check_methods(methods)
     layout = options.pop("layout", None)
     method_options = _method_options(options)
     wanted = [n for n in names if n in COUNTED_METHODS]
