@@ -53,7 +53,7 @@ from camlens.guided import GuidedMode, GuidedSwitch
 from camlens.layers import resolve_layer
 from camlens.methods import CAM_METHODS
 from camlens.names import GUIDED_BACKPROP, GUIDED_GRADCAM, METHOD_INFO
-from camlens.postprocess import normalize_per_image, upsample
+from camlens.postprocess import normalize_per_image, resize
 
 ODAM = "odam"
 DRISE = "drise"
@@ -410,10 +410,10 @@ def _zeros_if_none(g: Tensor | None, piece: Tensor, n: int) -> Tensor:
 def _fuse(level_maps: list[Tensor], frame: tuple[int, int, int, int] | None, size: tuple[int, int]) -> Tensor:
     """Sum ``(n, u_l, v_l)`` level maps on the network's input grid, then crop and resize to the image ``size``."""
     if frame is None:
-        return sum(upsample(m, size) for m in level_maps)  # type: ignore[return-value]
+        return sum(resize(m, size) for m in level_maps)  # type: ignore[return-value]
     h, w, grid_h, grid_w = frame
-    fused = sum(upsample(m, (grid_h, grid_w)) for m in level_maps)
-    return upsample(fused[:, :h, :w], size)  # type: ignore[index]
+    fused = sum(resize(m, (grid_h, grid_w)) for m in level_maps)
+    return resize(fused[:, :h, :w], size)  # type: ignore[index]
 
 
 # ---------------------------------------------------------------------------------------------- D-RISE

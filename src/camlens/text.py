@@ -47,7 +47,7 @@ from camlens.layouts import Layout, LayoutSpec, resolve_layout
 from camlens.methods.clip import gradeclip, gscorecam_weights, top_gradient_channels
 from camlens.methods.gradcam import weighted_sum
 from camlens.methods.registry import CAM_METHODS
-from camlens.postprocess import cam_to_image, normalize_per_image, upsample
+from camlens.postprocess import cam_to_image, normalize_per_image, resize
 
 TEXT_METHODS = ("gscorecam", "gradeclip", "legrad")  # beside the CAM weightings
 _TOWER = "model."  # the user's model inside the tower module
@@ -472,7 +472,7 @@ def _gscorecam(
     for b in range(batch):
         chosen = top_gradient_channels(gradients[b], k)  # (T, k)
         union, position = torch.unique(chosen, return_inverse=True)
-        up = upsample(activations[b, union], size)
+        up = resize(activations[b, union], size)
         varies = (up.flatten(1).amax(1) > up.flatten(1).amin(1)).to(up.dtype)[:, None, None]
         masks = normalize_per_image(up) * varies  # (n, H, W) min-max to [0, 1]; a constant channel masks all out
         cosines = []
