@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from camlens.capture import capture, check_input
+from camlens.engine import capture, check_input
 from camlens.errors import ExplanationNote
 from camlens.guard import guard
 from camlens.layers import CandidateRecorder, closest_names, resolve_layer
