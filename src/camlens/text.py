@@ -222,6 +222,10 @@ def _scale(model: nn.Module) -> float:
 
 def _tokens(model: nn.Module, kind: str, texts: Any, tokenizer: Any) -> tuple[Any, tuple[str, ...] | None]:
     """The token ids (a tensor, or the tokenizer's mapping) and the texts as given."""
+    if isinstance(texts, Tensor) and texts.is_floating_point():  # text embeddings, computed by the caller
+        if texts.dim() != 2 or not texts.shape[0]:
+            raise ValueError(f"text embeddings must be a (T, dim) tensor, got shape {tuple(texts.shape)}")
+        return texts, None
     if isinstance(texts, Tensor):
         if texts.dtype not in (torch.long, torch.int32, torch.int64) or texts.dim() != 2 or not texts.shape[0]:
             raise ValueError(f"token ids must be a (T, length) integer tensor, got {texts.dtype} {tuple(texts.shape)}")
@@ -262,6 +266,8 @@ def _tokens(model: nn.Module, kind: str, texts: Any, tokenizer: Any) -> tuple[An
 
 def _text_embeddings(model: Any, kind: str, tokens: Any, device: torch.device) -> Tensor:
     """``(T, D)`` unit text embeddings, without gradients."""
+    if isinstance(tokens, Tensor) and tokens.is_floating_point():
+        return F.normalize(tokens.detach().float().to(device), dim=-1)
     with torch.inference_mode(False), torch.no_grad():
         if isinstance(tokens, Tensor):
             tokens = tokens.to(device)
@@ -392,7 +398,8 @@ def explain_text(
             ``SiglipModel``; left exactly as found.
         images: ``(B, C, H, W)``, preprocessed as the model expects.
         texts: strings (tokenized with ``tokenizer``, else open_clip's own tokenizer, which works offline),
-            or a ``(T, length)`` tensor of token ids.
+            a ``(T, length)`` integer tensor of token ids, or a ``(T, D)`` float tensor of text embeddings
+            already computed (a fixed label set reused across calls: the text tower does not run).
         methods: names from :func:`available_text_methods`.
         tokenizer: a callable ``list[str] -> ids`` or a Hugging Face tokenizer.
         target_layer: a module or dotted name in ``model``; None: the automatic layer (see the module doc).
@@ -426,6 +433,10 @@ def explain_text(
         recorder = _AttentionRecorder(eager, info) if "gradeclip" in names else None
 
         def first(output: Tensor) -> Tensor:
+            if output.shape[-1] != text.shape[-1]:
+                raise ValueError(
+                    f"the texts' embeddings have {text.shape[-1]} dimensions, the images' {output.shape[-1]}"
+                )
             return (F.normalize(output, dim=-1) * text[0].to(output.dtype)).sum(-1)
 
         def head(output: Any, activations: Tensor, _picked: Any) -> dict[str, Tensor]:

@@ -328,8 +328,14 @@ def test_a_given_tokenizer_is_used(vit):
     x = torch.rand(1, 3, 32, 32)
     a = explain_text(vit, x, ["a dog", "a cat"], "gradcam", tokenizer=tokenizer)
     b = explain_text(vit, x, open_clip.tokenize(["a dog", "a cat"], context_length=16), "gradcam")
+    with torch.no_grad():
+        embeddings = vit.encode_text(open_clip.tokenize(["a dog", "a cat"], context_length=16))
+    c = explain_text(vit, x, embeddings, "gradcam")  # the texts' embeddings given: the text tower does not run
     assert seen == [["a dog", "a cat"]]
     torch.testing.assert_close(a.raw["gradcam"], b.raw["gradcam"])
+    torch.testing.assert_close(c.raw["gradcam"], b.raw["gradcam"])
+    with pytest.raises(ValueError, match="embeddings have 5 dimensions"):
+        explain_text(vit, x, torch.rand(2, 5), "gradcam")
 
 
 def test_bad_input_is_one_clear_error(vit, hf_clip):
