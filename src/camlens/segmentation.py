@@ -121,11 +121,11 @@ def segmentation_logits(output: Any) -> Tensor:
     found: Any = None
     if isinstance(output, Tensor):
         found = output
-    elif isinstance(output, Mapping):
-        found = output.get("out", output.get("logits"))
-    elif hasattr(output, "masks_queries_logits") and hasattr(output, "class_queries_logits"):
+    elif isinstance(getattr(output, "masks_queries_logits", None), Tensor):  # Mask2Former, MaskFormer
         classes = torch.softmax(output.class_queries_logits, dim=-1)[..., :-1]  # drop the no-object class
         found = torch.einsum("bqc,bqhw->bchw", classes, output.masks_queries_logits.sigmoid())
+    elif isinstance(output, Mapping):
+        found = output.get("out", output.get("logits"))
     else:
         found = getattr(output, "logits", None)
     if not isinstance(found, Tensor) or found.dim() != 4:
@@ -157,7 +157,10 @@ def _family_layer(model: nn.Module) -> str | None:
                 return f"backbone.{name}"
     if kind == "SegformerForSemanticSegmentation":
         segformer: Any = model.segformer  # a Hugging Face module: its attributes are not nn.Module's
-        return f"segformer.encoder.layer_norm.{len(segformer.encoder.layer_norm) - 1}"
+        stages = getattr(segformer, "stages", None)  # transformers 5: stages that output (B, C, h, w)
+        if stages is not None:
+            return f"segformer.stages.{len(stages) - 1}"
+        return f"segformer.encoder.layer_norm.{len(segformer.encoder.layer_norm) - 1}"  # tokens
     if kind == "UperNetForSemanticSegmentation":
         return "decode_head.bottleneck"
     return None
@@ -406,7 +409,9 @@ def _search_layer(model: nn.Module, images: Tensor) -> str:
     candidates = []
     for record in recorder.records:
         out = record.output
-        if isinstance(record.module, _PASS) or recorder.calls.get(record.name) != 1 or not out.requires_grad:
+        module = record.module
+        passes = isinstance(module, _PASS) or (isinstance(module, nn.Sequential) and not len(module))
+        if passes or recorder.calls.get(record.name) != 1 or not out.requires_grad:
             continue
         if out.dim() != 4 or out.shape[-2] * out.shape[-1] < 4:
             continue

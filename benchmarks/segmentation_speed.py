@@ -1,0 +1,79 @@
+"""Seg-Grad-CAM of every class of an image against one inference, side by side in one run.
+
+    python benchmarks/segmentation_speed.py              # 1 image, 256 x 256, 21 classes, CPU, random weights
+    python benchmarks/segmentation_speed.py --rounds 3 --size 192
+
+For each torchvision segmenter (random weights, batch norms calibrated on one random batch, 21 classes as in
+Pascal VOC): plain inference (``torch.no_grad``) and ``camlens.explain_segmentation`` of all 21 classes at once
+(``region="image"``, so that every class has a region and a gradient), timed round-robin; the headline is the
+ratio of the medians and the median of the per-round ratios. All classes come from one forward pass; their
+backward passes, through the part of the network after the automatic layer only, are batched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+
+import torch
+from torch import nn
+from torchvision.models import segmentation
+
+import camlens
+
+warnings.filterwarnings("ignore")
+MODELS = ["deeplabv3_resnet50", "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large", "fcn_resnet50"]
+CLASSES = 21
+
+
+def calibrated(name: str) -> nn.Module:
+    torch.manual_seed(0)
+    model = getattr(segmentation, name)(weights=None, weights_backbone=None, num_classes=CLASSES)
+    model.train()
+    with torch.no_grad():
+        model(torch.rand(2, 3, 128, 128))
+    return model.eval()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--size", type=int, default=256)
+    args = parser.parse_args()
+    x = torch.rand(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(1))
+    every = list(range(CLASSES))
+    rows = []
+    for name in MODELS:
+        model = calibrated(name)
+        first = camlens.explain_segmentation(model, x, ["gradcam"], classes=every, region="image")
+
+        def infer(model=model):
+            with torch.no_grad():
+                model(x)
+
+        def explain(model=model):
+            camlens.explain_segmentation(model, x, ["gradcam"], classes=every, region="image")
+
+        times: dict[str, list[float]] = {"inference": [], "explain": []}
+        for r in range(args.rounds + 1):
+            for label, fn in (("inference", infer), ("explain", explain)):
+                start = time.perf_counter()
+                fn()
+                if r:
+                    times[label].append(time.perf_counter() - start)
+        inference, cam = statistics.median(times["inference"]), statistics.median(times["explain"])
+        pairs = statistics.median(c / i for c, i in zip(times["explain"], times["inference"], strict=True))
+        rows.append((name, first.target_layer, inference, cam, cam / inference, pairs))
+        print(f"{name}: {cam / inference:.3f}x", flush=True)
+    print(f"\n1 image, {args.size} x {args.size}, {CLASSES} classes, CPU ({torch.get_num_threads()} threads), "
+          f"{args.rounds} rounds\n")  # fmt: skip
+    print("| model | automatic layer | inference (s) | all 21 class maps (s) | ratio of medians | median ratio |")
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    for name, layer, inference, cam, ratio, pairs in rows:
+        print(f"| {name} | `{layer}` | {inference:.3f} | {cam:.3f} | {ratio:.2f}x | {pairs:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
