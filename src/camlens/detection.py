@@ -326,6 +326,38 @@ class _Pick:
     iou: float | None = None
 
 
+def match_boxes(
+    out: Mapping[str, Any], references: Tensor, labels: Tensor | None = None, iou_threshold: float = 0.5
+) -> list[tuple[int | None, float]]:
+    """For each reference box ``(r, 4)``: the index of the detector's output box (``out``: boxes, labels, scores) of
+    the same label (when ``labels`` are given) with the largest IoU, at least ``iou_threshold`` (among equal IoUs the
+    higher score), and that IoU; ``(None, best IoU)`` when none qualifies.
+
+    Example:
+        >>> out = dict(boxes=torch.tensor([[0.0, 0, 10, 10], [1.0, 1, 10, 10]]), labels=torch.tensor([1, 2]),
+        ...            scores=torch.tensor([0.9, 0.8]))
+        >>> match_boxes(out, torch.tensor([[1.0, 1, 10, 10]]), torch.tensor([1]))
+        [(0, 0.8100000023841858)]
+    """
+    scores = out["scores"].detach().float().cpu()
+    boxes = out["boxes"].detach().float().cpu()
+    found_labels = out["labels"].detach().cpu()
+    references = references.detach().float().cpu()
+    overlaps = box_iou(references, boxes) if len(boxes) else torch.zeros(len(references), 0)
+    found: list[tuple[int | None, float]] = []
+    for r in range(len(references)):
+        iou = overlaps[r].clone()
+        if labels is not None:
+            iou[found_labels != labels[r]] = -1.0
+        candidates = (iou >= iou_threshold).nonzero()[:, 0].tolist()
+        if not candidates:
+            found.append((None, float(iou.clamp(min=0).max()) if len(iou) else 0.0))
+            continue
+        best = max(candidates, key=lambda k: (float(iou[k]), float(scores[k])))
+        found.append((int(best), float(iou[best])))
+    return found
+
+
 def _pick(
     out: Mapping[str, Any],
     score_threshold: float,
@@ -334,30 +366,18 @@ def _pick(
     reference_labels: Tensor | None,
     iou_threshold: float,
 ) -> list[_Pick]:
-    scores = out["scores"].detach().float().cpu()
     if references is None:
+        scores = out["scores"].detach().float().cpu()
         keep = (scores >= score_threshold).nonzero()[:, 0]
         order = keep[scores[keep].argsort(descending=True, stable=True)]
         if max_detections is not None:
             order = order[:max_detections]
         return [_Pick(int(k)) for k in order]
-    boxes = out["boxes"].detach().float().cpu()
-    labels = out["labels"].detach().cpu()
-    overlaps = box_iou(references, boxes) if len(boxes) else torch.zeros(len(references), 0)
-    picks = []
-    for r in range(len(references)):
-        iou = overlaps[r].clone()
-        if reference_labels is not None:
-            iou[labels != reference_labels[r]] = -1.0
-        candidates = (iou >= iou_threshold).nonzero()[:, 0]
-        reference = tuple(float(v) for v in references[r])
-        if len(candidates) == 0:
-            picks.append(_Pick(None, reference, float(iou.clamp(min=0).max()) if len(iou) else 0.0))  # type: ignore[arg-type]
-            continue
-        # the best overlap; among equal overlaps the higher score
-        best = max(candidates.tolist(), key=lambda k: (float(iou[k]), float(scores[k])))
-        picks.append(_Pick(best, reference, float(iou[best])))  # type: ignore[arg-type]
-    return picks
+    matches = match_boxes(out, references, reference_labels, iou_threshold)
+    return [
+        _Pick(index, tuple(float(v) for v in references[r]), iou)  # type: ignore[arg-type]
+        for r, (index, iou) in enumerate(matches)
+    ]
 
 
 def _target_values(out: Mapping[str, Any], indices: list[int], target: str) -> Tensor:
@@ -844,4 +864,5 @@ __all__ = [
     "drise_masks",
     "drise_weights",
     "explain_detections",
+    "match_boxes",
 ]

@@ -17,6 +17,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 import camlens
 from camlens.detection import DetectorAdapter, box_iou, drise_masks, explain_detections
 from camlens.errors import ExplanationNote
+from camlens.metrics import box_deletion, box_energy, box_insertion, box_pointing_game
 from helpers import assert_untouched, snapshot
 
 SIZE = dict(min_size=64, max_size=64)
@@ -301,6 +302,43 @@ def test_guided_backprop_is_the_input_gradient_under_the_guided_rule():
         gb = expected.abs().amax(dim=0)
         torch.testing.assert_close(d.maps["guided_backprop"], (gb - gb.min()) / (gb.max() - gb.min()))
         torch.testing.assert_close(d.raw["guided_gradcam"], expected * d.maps["gradcam"][None])
+
+
+def test_box_deletion_and_insertion_rematch_the_box_at_every_step_by_hand():
+    model = FixedBoxes().eval()
+    image = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(3))
+    maps = torch.rand(2, 32, 32, generator=torch.Generator().manual_seed(4))
+    clean = model(image[None])[0]
+    labels = clean["labels"]
+    for insert in (False, True):
+        metric = box_insertion if insert else box_deletion
+        result = metric(model, image, maps, FixedBoxes.boxes, labels, adapter=ADAPTER, steps=8, baseline="zeros")
+        assert result.higher_is_better is insert
+        for k in range(2):
+            order = torch.argsort(maps[k].flatten(), descending=True, stable=True)
+            curve = []
+            for count in range(0, 1024 + 1, 128):
+                changed = torch.zeros(1024, dtype=torch.bool)
+                changed[order[:count]] = True
+                changed = changed.view(1, 32, 32)
+                x = torch.where(changed, image, 0.0) if insert else torch.where(changed, 0.0, image)
+                with torch.no_grad():
+                    out = model(x[None])[0]
+                # the same fixed box is the only one with IoU >= 0.5; it counts while its label is unchanged
+                curve.append(float(out["scores"][k]) if int(out["labels"][k]) == int(labels[k]) else 0.0)
+            torch.testing.assert_close(result.curve[k], torch.tensor(curve))
+            area = sum((curve[i] + curve[i + 1]) / 2 for i in range(8)) / 8
+            assert float(result.values[k]) == pytest.approx(area, abs=1e-6)
+
+
+def test_box_pointing_and_energy_use_each_maps_own_box():
+    maps = torch.zeros(2, 20, 20)
+    maps[0, 2:4, 2:4] = 1.0
+    maps[1, 2:4, 2:4] = 1.0
+    maps[1, 15, 15] = 4.0
+    boxes = [[0, 0, 5, 5], [10, 10, 20, 20]]
+    torch.testing.assert_close(box_pointing_game(maps, boxes, tolerance=0).values, torch.tensor([1.0, 1.0]))
+    torch.testing.assert_close(box_energy(maps, boxes).values, torch.tensor([1.0, 0.5]))
 
 
 def test_errors_name_the_problem():

@@ -12,6 +12,10 @@ Functional, batched, on the model's device, per-image values. Each model-based m
 
 from camlens.metrics._common import MetricResult as MetricResult
 from camlens.metrics._common import saliency_2d as saliency_2d
+from camlens.metrics.detection import box_deletion as box_deletion
+from camlens.metrics.detection import box_energy as box_energy
+from camlens.metrics.detection import box_insertion as box_insertion
+from camlens.metrics.detection import box_pointing_game as box_pointing_game
 from camlens.metrics.evaluate import evaluate as evaluate
 from camlens.metrics.evaluate import mean_ci as mean_ci
 from camlens.metrics.evaluate import summarise as summarise
@@ -53,6 +57,10 @@ __all__ = [
     "available_metrics",
     "average_drop",
     "average_gain",
+    "box_deletion",
+    "box_energy",
+    "box_insertion",
+    "box_pointing_game",
     "boxes_to_masks",
     "coherency",
     "complexity",
