@@ -22,11 +22,7 @@ SRC = Path(camlens.__file__).resolve().parent
 ROOT = SRC.parent
 
 # Edges known to close a cycle, each with the reason it is still there. Empty is the goal.
-KNOWN_EXCEPTIONS: set[tuple[str, str]] = {
-    # run.run imports the Ray engine inside a function, and run_ray imports run's types and helpers: being
-    # split into a pipeline that both import (the folder-run rework); remove this line when that lands
-    ("camlens.run", "camlens.run_ray"),
-}
+KNOWN_EXCEPTIONS: set[tuple[str, str]] = set()
 
 
 def _module_name(path: Path) -> str:

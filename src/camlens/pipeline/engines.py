@@ -1,0 +1,184 @@
+"""Engines: where batches are decoded and explained. Each yields explained batches in input order; the run
+loop (:mod:`camlens.pipeline.runner`) writes them, whichever engine made them.
+
+``local``: reader threads decode two batches ahead, the model runs in the calling thread.
+
+``ray`` (``engine="ray"``, ``camlens explain --engine ray``, ``pip install camlens[ray]``):
+
+The driver (the process that called :func:`~camlens.run.run`) lists the files, decides what is left to
+do and writes every file and the results table itself, exactly as the local engine does (so resuming,
+atomic files and the table are the same). Ray Data does the work in between: the file list becomes a
+dataset, and ``map_batches`` runs it through a pool of actors, each of which builds the network once
+from its :class:`~camlens.run.NetworkSpec` (never a pickled model), reads and decodes its images,
+explains them and encodes the pictures, and sends back slim results with the encoded files. With GPUs
+in the cluster and ``device`` ``auto``/``cuda``, each actor takes one GPU.
+
+The images must be readable at the same path on every node (a shared folder); on one machine that is
+always so. :func:`ray.init` is called only when Ray is not running yet: it joins the cluster named by
+``RAY_ADDRESS``, else starts a local instance (shut down again at the end).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from camlens.errors import UsageError
+from camlens.pipeline.files import encode_image_files
+from camlens.pipeline.items import ImageResult, NetworkSpec, RunOptions
+from camlens.pipeline.sources import decode
+from camlens.pipeline.worker import explain_batch, resolve_device
+
+if TYPE_CHECKING:
+    import torch
+
+    from camlens.zoo import Network
+
+
+ENGINES = ("local", "ray")
+
+
+def explained_local(
+    network: Network, todo: list[tuple[Path, str]], options: RunOptions, device: torch.device, timings: dict[str, float]
+) -> Iterator[list[ImageResult]]:
+    """The local engine: batches decoded two ahead by reader threads, explained here, in input order."""
+    max_side = None if options.pictures else max(network.input_size) * 2
+    size = options.batch_size
+    upcoming = (todo[i : i + size] for i in range(0, len(todo), size))
+    readers = ThreadPoolExecutor(2, thread_name_prefix="camlens-read")
+    decoded: deque[list[tuple[Future[list[tuple[Path, str, Any, Any]]], dict[str, float]]]] = deque()
+
+    def read_next() -> None:
+        batch = next(upcoming, None)
+        if batch is not None:  # in two halves, one a reader: the first batch is read in half the time
+            half = (len(batch) + 1) // 2
+            parts = [part for part in (batch[:half], batch[half:]) if part]
+            reading = []
+            for part in parts:
+                spent = {"decode": 0.0}  # one per part (added up here, not from two threads at once)
+                reading.append((readers.submit(decode, part, max_side, spent, network), spent))
+            decoded.append(reading)
+
+    try:
+        read_next()
+        read_next()
+        while decoded:
+            items = []
+            for future, spent in decoded.popleft():
+                items += future.result()
+                timings["decode"] += spent["decode"]
+            read_next()
+            t = time.perf_counter()
+            explained = explain_batch(network, items, options, device)
+            timings["model"] += time.perf_counter() - t
+            yield explained
+    finally:
+        readers.shutdown(wait=True, cancel_futures=True)
+
+
+INSTALL = "the Ray engine needs Ray: pip install camlens[ray]"
+
+
+def import_ray() -> Any:
+    """``ray`` with Ray Data, or a :class:`UsageError` naming the extra to install."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise UsageError(INSTALL) from None
+    return ray
+
+
+class Explainer:
+    """A Ray actor: builds the network once, then explains batches of ``{path, stem}`` rows."""
+
+    def __init__(self, spec: NetworkSpec, network_name: str, options: RunOptions, device: str) -> None:
+        self.network = spec.build()
+        self.name = network_name
+        self.options = options
+        self.device = resolve_device(device)
+        self.network.model.to(self.device)
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        import numpy as np
+
+        options = self.options
+        max_side = None if options.pictures else max(self.network.input_size) * 2
+        timings = {"decode": 0.0}
+        items = decode(
+            [(Path(str(p)), str(s)) for p, s in zip(batch["path"], batch["stem"], strict=True)],
+            max_side,
+            timings,
+            self.network,
+        )
+        results = explain_batch(self.network, items, options, self.device)
+        for r in results:
+            if r.ok:
+                if options.pictures:
+                    r.blobs = encode_image_files(r, self.name, options)
+                    r.maps = {}
+                    r.compact = None  # the pictures (and maps file) are made: only the blobs travel
+                # else the compact maps travel (the photo-size ones are made by the driver only if read)
+            r.rgb = None
+            r.probabilities = None
+        return {"result": np.array([pickle.dumps(r) for r in results], dtype=object)}
+
+
+def explained_batches(
+    spec: NetworkSpec,
+    network_name: str,
+    todo: list[tuple[Path, str]],
+    options: RunOptions,
+    workers: int | None,
+    timings: dict[str, float],
+) -> Iterator[list[ImageResult]]:
+    """Explained batches, in input order, from a pool of Ray actors (see the module's docstring)."""
+    ray = import_ray()
+    if not todo:
+        return
+    started = False
+    if not ray.is_initialized():
+        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        started = True
+    try:
+        resources = ray.cluster_resources()
+        gpus = int(resources.get("GPU", 0))
+        cpus = int(resources.get("CPU", 1))
+        use_gpu = options.device != "cpu" and gpus > 0
+        if options.device not in ("cpu", "auto") and not use_gpu:
+            raise UsageError(f"device {options.device}: the Ray cluster has no GPU; use --device cpu or auto")
+        size = workers or (gpus if use_gpu else max(1, cpus // 2))
+        data = ray.data.from_items(
+            [{"path": str(p), "stem": s} for p, s in todo],
+            override_num_blocks=max(1, min(len(todo) // max(options.batch_size, 1), 4 * size)),
+        )
+        data.context.execution_options.preserve_order = True
+        if started:  # camlens prints its own progress: Ray Data's bars and lines would repeat it
+            data.context.enable_progress_bars = False
+            logging.getLogger("ray.data").setLevel(logging.WARNING)
+        explained = data.map_batches(
+            Explainer,
+            fn_constructor_kwargs={
+                "spec": spec,
+                "network_name": network_name,
+                "options": options,
+                "device": "cuda" if use_gpu else "cpu",
+            },
+            batch_size=options.batch_size,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=size),
+            num_gpus=1 if use_gpu else 0,
+            num_cpus=1,
+        )
+        for batch in explained.iter_batches(batch_size=options.batch_size, batch_format="numpy", prefetch_batches=1):
+            yield [pickle.loads(blob) for blob in batch["result"]]
+    finally:
+        if started and not os.environ.get("CAMLENS_KEEP_RAY"):
+            ray.shutdown()
