@@ -56,23 +56,34 @@ def main() -> None:
         def explain(model=model):
             camlens.explain_segmentation(model, x, ["gradcam"], classes=every, region="image")
 
-        times: dict[str, list[float]] = {"inference": [], "explain": []}
+        def predicted(model=model):
+            camlens.explain_segmentation(model, x, ["gradcam"])  # the classes present in the predicted mask
+
+        present = len(camlens.explain_segmentation(model, x, ["gradcam"]).classes)
+        times: dict[str, list[float]] = {"inference": [], "explain": [], "predicted": []}
         for r in range(args.rounds + 1):
-            for label, fn in (("inference", infer), ("explain", explain)):
+            for label, fn in (("inference", infer), ("explain", explain), ("predicted", predicted)):
                 start = time.perf_counter()
                 fn()
                 if r:
                     times[label].append(time.perf_counter() - start)
         inference, cam = statistics.median(times["inference"]), statistics.median(times["explain"])
         pairs = statistics.median(c / i for c, i in zip(times["explain"], times["inference"], strict=True))
-        rows.append((name, first.target_layer, inference, cam, cam / inference, pairs))
-        print(f"{name}: {cam / inference:.3f}x", flush=True)
+        few = statistics.median(times["predicted"]) / inference
+        rows.append((name, first.target_layer, inference, cam, cam / inference, pairs, present, few))
+        print(f"{name}: {cam / inference:.3f}x; {present} predicted classes {few:.3f}x", flush=True)
     print(f"\n1 image, {args.size} x {args.size}, {CLASSES} classes, CPU ({torch.get_num_threads()} threads), "
           f"{args.rounds} rounds\n")  # fmt: skip
-    print("| model | automatic layer | inference (s) | all 21 class maps (s) | ratio of medians | median ratio |")
-    print("| --- | --- | ---: | ---: | ---: | ---: |")
-    for name, layer, inference, cam, ratio, pairs in rows:
-        print(f"| {name} | `{layer}` | {inference:.3f} | {cam:.3f} | {ratio:.2f}x | {pairs:.2f}x |")
+    print(
+        "| model | automatic layer | inference (s) | all 21 class maps (s) | ratio of medians | median ratio "
+        "| predicted classes | their ratio |"
+    )
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name, layer, inference, cam, ratio, pairs, present, few in rows:
+        print(
+            f"| {name} | `{layer}` | {inference:.3f} | {cam:.3f} | {ratio:.2f}x | {pairs:.2f}x "
+            f"| {present} | {few:.2f}x |"
+        )
 
 
 if __name__ == "__main__":

@@ -23,12 +23,16 @@ automatic layer is, per family:
   context features; a ``3 x 3`` convolution, batch norm and ReLU lie between it and the classifier);
 * torchvision ``FCN``: the backbone's output (``backbone.layer4``), the input of the ``FCNHead``;
 * torchvision ``LRASPP``: the backbone's high-level output (``backbone.16`` for MobileNetV3-Large);
-* Hugging Face ``SegformerForSemanticSegmentation``: the encoder's last stage (its last layer norm, tokens
-  on the 1/32 grid), the deepest features before the all-MLP decode head;
+* Hugging Face ``SegformerForSemanticSegmentation``: the encoder's last stage (``segformer.stages.3`` in
+  transformers 5, ``segformer.encoder.layer_norm.3`` before), on the 1/32 grid, the deepest features before
+  the all-MLP decode head. That head is per position, so the map is this stage's share of the class's logit
+  (the three other stages and a ReLU also enter the logit), not the logit map itself;
 * Hugging Face ``UperNetForSemanticSegmentation``: ``decode_head.bottleneck``, the pyramid pooling
   module's output (the FPN and a ``3 x 3`` convolution follow);
-* Hugging Face ``Mask2FormerForUniversalSegmentation``: the pixel decoder's last multi-scale feature
-  map, read by the transformer decoder's queries and the mask features;
+* Hugging Face ``Mask2FormerForUniversalSegmentation``: the backbone's last stage (its output norm, tokens on
+  the 1/32 grid), which the pixel decoder's deformable attention and the queries of the transformer decoder
+  read (inside the pixel decoder, group norms and the per-pixel mask product follow, so no later single map
+  is more than a per-position view of the mask features);
 * any other model: the deepest channels-first map, among those the score depends on, whose Grad-CAM map
   is not the class's logit map (correlation below 0.99 with it at the layer's resolution, for the class
   with the largest predicted region of the first image); chosen with one extra traced forward pass and
@@ -163,6 +167,12 @@ def _family_layer(model: nn.Module) -> str | None:
         return f"segformer.encoder.layer_norm.{len(segformer.encoder.layer_norm) - 1}"  # tokens
     if kind == "UperNetForSemanticSegmentation":
         return "decode_head.bottleneck"
+    if kind == "Mask2FormerForUniversalSegmentation":
+        norms: Any = getattr(model.model.pixel_level_module.encoder, "hidden_states_norms", None)
+        if norms is not None and len(norms):
+            return (
+                f"model.pixel_level_module.encoder.hidden_states_norms.{list(norms)[-1]}"  # the backbone's last stage
+            )
     return None
 
 
@@ -353,6 +363,19 @@ def explain_segmentation(
         pairs = ", ".join(f"image {b} class {chosen[k]}" for b, k in empty[:10])
         more = f" and {len(empty) - 10} more" if len(empty) > 10 else ""
         notes.append(f"the region is empty for {pairs}{more}: their score is 0 and their maps are zero")
+    if "gradcam" in names:
+        # a score unchanged by shifting a channel by a constant (a group or instance norm follows) has channel-mean
+        # weights that vanish: Grad-CAM's map is then rounding noise
+        top = gradients.abs().flatten(2).amax(dim=2)  # (K, B)
+        mean = gradients.mean(dim=(-2, -1)).abs().flatten(2).amax(dim=2)
+        vanish = ((mean <= 1e-4 * top) & (top > 0)).T.nonzero().tolist()
+        if vanish:
+            pairs = ", ".join(f"image {b} class {chosen[k]}" for b, k in vanish[:10])
+            notes.append(
+                f"gradcam: at layer {cap.layer_name!r} the channel weights (the gradient's spatial means) vanish for "
+                f"{pairs}: the score ignores a constant shift of each channel (a group or instance norm follows), "
+                "so the map is rounding noise; layercam or hirescam weigh each position"
+            )
     for note in notes:
         _warnings.warn(note, ExplanationNote, stacklevel=2)
     return SegmentationExplanation(

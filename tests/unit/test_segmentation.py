@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import warnings
 from dataclasses import dataclass
 
@@ -261,3 +262,90 @@ def test_explain_on_a_dense_output_names_explain_segmentation():
 def test_lazy_export():
     assert camlens.explain_segmentation is explain_segmentation
     assert "explain_segmentation" in camlens.__all__
+
+
+HF_LAYERS = {
+    "segformer": "segformer.stages.3",
+    "upernet": "decode_head.bottleneck",
+    "mask2former": "model.pixel_level_module.encoder.hidden_states_norms.stage4",
+}
+
+
+def hugging_face(family: str) -> nn.Module:
+    """A tiny Hugging Face segmenter built from its config (random weights, nothing downloaded)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    if family == "segformer":
+        config = transformers.SegformerConfig(
+            num_labels=4, hidden_sizes=[8, 16, 24, 32], num_attention_heads=[1, 1, 2, 2], depths=[1, 1, 1, 1],
+            decoder_hidden_size=32,
+        )  # fmt: skip
+        return transformers.SegformerForSemanticSegmentation(config).eval()
+    if family == "upernet":
+        backbone = transformers.ConvNextConfig(
+            hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1], out_features=["stage1", "stage2", "stage3", "stage4"]
+        )
+        config = transformers.UperNetConfig(
+            backbone_config=backbone, num_labels=4, hidden_size=16, auxiliary_in_channels=24, use_auxiliary_head=False
+        )
+        return transformers.UperNetForSemanticSegmentation(config).eval()
+    backbone = transformers.SwinConfig(
+        embed_dim=32, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1], window_size=2, image_size=SIZE,
+        out_features=["stage1", "stage2", "stage3", "stage4"],
+    )  # fmt: skip
+    config = transformers.Mask2FormerConfig(
+        backbone_config=backbone, num_labels=4, hidden_dim=32, mask_feature_size=32, feature_size=32, num_queries=5,
+        encoder_layers=1, decoder_layers=2, encoder_feedforward_dim=32, dim_feedforward=32, num_attention_heads=2,
+        common_stride=4, use_pretrained_backbone=False,
+    )  # fmt: skip
+    return transformers.Mask2FormerForUniversalSegmentation(config).eval()
+
+
+def semantic_map(output) -> torch.Tensor:
+    """The class map each family's own semantic post-processing reads, written out here."""
+    if hasattr(output, "masks_queries_logits"):  # Mask2Former: class probabilities (no-object dropped) x mask
+        probabilities = output.class_queries_logits.softmax(dim=-1)[..., :-1]
+        return (probabilities[:, :, :, None, None] * output.masks_queries_logits.sigmoid()[:, :, None]).sum(dim=1)
+    return output.logits
+
+
+@pytest.mark.parametrize("family", list(HF_LAYERS))
+def test_hugging_face_segmenters_match_a_hand_written_seg_gradcam(family):
+    model, x = hugging_face(family), images()
+    result = explain_segmentation(model, x, ["gradcam", "layercam"])
+    assert result.target_layer == HF_LAYERS[family]
+    kept = {}
+    module = dict(model.named_modules())[result.target_layer]
+    handle = module.register_forward_hook(lambda _m, _i, out: kept.update(a=out))
+    try:
+        with torch.enable_grad():
+            scores = semantic_map(model(x))
+    finally:
+        handle.remove()
+    assert scores.shape[-2:] == result.predicted.shape[-2:]
+    predicted = scores.argmax(dim=1)
+    assert torch.equal(result.predicted, predicted)
+    a = kept["a"]
+    if a.dim() == 3:  # tokens (B, N, C) on the stride-32 grid
+        side = SIZE // 32
+        a_grid = lambda t: t.reshape(t.shape[0], side, side, -1).permute(0, 3, 1, 2)  # noqa: E731
+    else:
+        a_grid = lambda t: t  # noqa: E731
+    for k, c in enumerate(result.classes):
+        score = (scores[:, c] * (predicted == c)).sum()
+        (g,) = torch.autograd.grad(score, a, retain_graph=True)
+        A, G = a_grid(a.detach()), a_grid(g)
+        layercam = (torch.relu(G) * A).sum(dim=1)  # LayerCAM (Jiang et al. 2021): position-wise positive gradients
+        scale = float(layercam.abs().max())
+        torch.testing.assert_close(result.raw["layercam"][:, k], layercam, rtol=1e-4, atol=1e-5 * scale)
+        gradcam = (G.mean(dim=(2, 3))[:, :, None, None] * A).sum(dim=1)
+        if family == "mask2former":
+            # every path from the backbone runs through a group norm of one channel per group: the gradient's
+            # spatial mean vanishes per channel, so Grad-CAM's weights are rounding, and a note says so
+            assert float(G.mean(dim=(2, 3)).abs().max()) < 1e-4 * float(G.abs().max())
+            assert any("gradcam: at layer" in note and "vanish" in note for note in result.warnings)
+        else:
+            scale = float(gradcam.abs().max())
+            torch.testing.assert_close(result.raw["gradcam"][:, k], gradcam, rtol=1e-4, atol=1e-5 * scale)
+    assert result["gradcam"].shape == (2, len(result.classes), SIZE, SIZE)
