@@ -3,9 +3,9 @@
 * :func:`explain_text`: the score of (image ``i``, text ``t``) is the cosine of their embeddings, for
   open_clip models (``encode_image`` / ``encode_text``) and Hugging Face ``CLIPModel`` / ``SiglipModel``
   (``get_image_features`` / ``get_text_features``). The texts are embedded once, without gradients; the
-  images run once through the image tower, and the ``T`` similarities are differentiated in one batched
-  backward (``torch.autograd.grad(..., is_grads_batched=True)``) through the part of the tower after the
-  target layer.
+  images run once through the image tower; the first text's similarity is differentiated by the engine's
+  own backward, the other ``T - 1`` in one batched backward (``torch.autograd.grad(...,
+  is_grads_batched=True)``), both through the part of the tower after the target layer only.
 * :func:`explain_similarity`: the cosine between each image's embedding and a reference (an embedding, or
   an image through the same model): DINOv2, CLIP image towers, a classifier trunk whose output is the
   embedding. It is :func:`camlens.explain` with the cosine as the target.
@@ -441,11 +441,12 @@ def explain_text(
 
         def head(output: Any, activations: Tensor, _picked: Any) -> dict[str, Tensor]:
             similarity = F.normalize(output, dim=-1) @ text.T.to(output.dtype)  # (B, T)
-            inputs = [activations] + ([recorder.graph_tensor()] if recorder is not None else [])
-            grads = _batched_gradients(similarity, inputs)
-            extras = {"similarity": similarity.detach(), "gradients": grads[0]}
-            if recorder is not None:
-                extras["attention"] = grads[1]
+            extras = {"similarity": similarity.detach()}
+            if recorder is not None:  # every text's gradient at the attention output, and at the layer
+                grads = _batched_gradients(similarity, [activations, recorder.graph_tensor()])
+                extras.update(gradients=grads[0][1:], attention=grads[1])
+            elif similarity.shape[1] > 1:  # the engine's own backward gives the first text's
+                extras["gradients"] = _batched_gradients(similarity[:, 1:], [activations])[0]
             return extras
 
         with recorder if recorder is not None else contextlib.nullcontext():
@@ -453,8 +454,12 @@ def explain_text(
         assert cap.layout is not None and cap.activations is not None
         similarity = cap.extras["similarity"]
         batch, count = similarity.shape
-        native = cap.extras["gradients"]  # (T, B, ...) in the layer's layout
-        gradients = cap.layout.to_spatial(native.flatten(0, 1)).unflatten(0, (count, batch)).transpose(0, 1)
+        assert cap.gradients is not None  # the first text's, (B, K, u, v)
+        gradients = cap.gradients[:, None]
+        if count > 1:  # the other texts', (T - 1, B, ...) in the layer's layout
+            native = cap.extras["gradients"]
+            others = cap.layout.to_spatial(native.flatten(0, 1)).unflatten(0, (count - 1, batch)).transpose(0, 1)
+            gradients = torch.cat([gradients, others.to(gradients.dtype)], dim=1)
         activations = cap.activations
         raw: dict[str, Tensor] = {}
         every = activations[:, None].expand(-1, count, -1, -1, -1).flatten(0, 1)

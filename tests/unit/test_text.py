@@ -115,6 +115,30 @@ def test_gradcam_of_each_text_equals_a_hand_written_hook_hugging_face(hf_clip):
         torch.testing.assert_close(result.similarity[:, t], cosine, rtol=1e-5, atol=1e-6)
 
 
+def test_siglip_is_explained_at_its_last_norm_over_every_token():
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(15)
+    text = dict(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                max_position_embeddings=16)  # fmt: skip
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32,
+                  patch_size=8)  # fmt: skip
+    model = transformers.SiglipModel(transformers.SiglipConfig(text_config=text, vision_config=vision)).eval()
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(16))
+    ids = _ids(2)
+    result = explain_text(model, x, ids, ["gradcam", "gscorecam"], topk=8)
+    assert result.target_layer == "vision_model.post_layernorm"  # the attention-pooling head reads every token
+    with torch.no_grad():
+        texts = model.get_text_features(input_ids=ids).pooler_output
+
+    def encode(images):
+        return model.get_image_features(pixel_values=images).pooler_output
+
+    for t in range(2):
+        raw, _ = _oracle_gradcam(encode, model.vision_model.post_layernorm, x, texts[t], prefix=0)
+        torch.testing.assert_close(result.raw["gradcam"][:, t], raw, rtol=1e-4, atol=1e-6)
+    assert result.raw["gscorecam"].shape == (2, 2, 4, 4)
+
+
 def test_all_texts_from_one_image_forward_and_one_text_forward(vit):
     calls = {"image": 0, "text": 0}
     counters = [
