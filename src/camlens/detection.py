@@ -85,7 +85,9 @@ class DetectorAdapter:
       the top left of its ``H_in x W_in`` input grid (torchvision's transform); without it, the layer's map
       covers the whole image.
 
-    ``target_layer`` is the layer used when :func:`explain_detections` gets none (a dotted name).
+    ``target_layer`` is the layer used when :func:`explain_detections` gets none: a dotted name, or a function of
+    the model giving one. With ``layer_input=True`` that layer's *input* is explained (a detection head's input:
+    every level it reads, as a list of maps), not its output.
 
     Example:
         >>> def forward(model, images):
@@ -95,8 +97,9 @@ class DetectorAdapter:
     """
 
     forward: Callable[[nn.Module, list[Tensor]], list[Mapping[str, Any]]]
-    target_layer: str | None = None
+    target_layer: str | Callable[[nn.Module], str] | None = None
     name: str = "detector"
+    layer_input: bool = False
 
 
 @dataclass(frozen=True)
@@ -163,6 +166,67 @@ def _torchvision_forward(model: nn.Module, images: list[Tensor]) -> list[Mapping
 TORCHVISION = DetectorAdapter(_torchvision_forward, target_layer="backbone", name="torchvision")
 
 
+YOLO_CONFIDENCE = 0.001  # ultralytics' validation defaults: every candidate above this, NMS at IoU 0.7, 300 boxes
+YOLO_NMS_IOU = 0.7
+YOLO_MAX_BOXES = 300
+YOLO_PAD = 114 / 255  # ultralytics' letterbox grey
+
+
+def _is_ultralytics(model: nn.Module) -> bool:
+    head = getattr(getattr(model, "model", None), "__getitem__", None)
+    return type(model).__module__.startswith("ultralytics") and head is not None and hasattr(model, "stride")
+
+
+def _yolo_head_name(model: nn.Module) -> str:
+    return f"model.{len(model.model) - 1}"  # type: ignore[arg-type]
+
+
+def _yolo_forward(model: nn.Module, images: list[Tensor]) -> list[Mapping[str, Any]]:
+    """ultralytics YOLO (v8/11, anchor-free) explained through its raw head, before NMS.
+
+    The images are padded (bottom and right, letterbox grey) to a common size that is a multiple of the largest
+    stride, not resized. The head gives, per anchor, a box (centre x, centre y, w, h in input pixels) and the
+    sigmoid score of every class; a candidate's class is its best score, candidates above ``YOLO_CONFIDENCE`` go
+    through class-aware NMS (torchvision's ``batched_nms``, IoU ``YOLO_NMS_IOU``), and a box's score is the class
+    score of the anchor that produced it, read from the head's output: differentiable, one graph for all boxes.
+    """
+    from torchvision.ops import batched_nms
+
+    stride = int(max(float(s) for s in model.stride))  # type: ignore[union-attr]
+    height = max(int(im.shape[-2]) for im in images)
+    width = max(int(im.shape[-1]) for im in images)
+    grid_h, grid_w = math.ceil(height / stride) * stride, math.ceil(width / stride) * stride
+    rows = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
+    batch = torch.stack(
+        [F.pad(im, (0, grid_w - w, 0, grid_h - h), value=YOLO_PAD) for im, (h, w) in zip(images, rows, strict=True)]
+    )
+    output = model(batch)
+    raw = output[0] if isinstance(output, list | tuple) else output  # (B, 4 + classes, anchors)
+    found: list[Mapping[str, Any]] = []
+    for b, (h, w) in enumerate(rows):
+        centre_x, centre_y, box_w, box_h = raw[b, :4]
+        boxes = torch.stack([centre_x - box_w / 2, centre_y - box_h / 2, centre_x + box_w / 2, centre_y + box_h / 2], 1)
+        classes = raw[b, 4:]  # (classes, anchors)
+        best, labels = classes.detach().max(dim=0)
+        candidates = (best > YOLO_CONFIDENCE).nonzero()[:, 0]
+        keep = batched_nms(boxes.detach()[candidates], best[candidates], labels[candidates], YOLO_NMS_IOU)
+        anchors = candidates[keep[:YOLO_MAX_BOXES]]
+        found.append(
+            dict(
+                boxes=boxes[anchors],
+                labels=labels[anchors],
+                scores=classes[labels[anchors], anchors],
+                class_scores=classes[:, anchors].T,
+                frame=(h, w, grid_h, grid_w),
+                anchors=anchors,
+            )
+        )
+    return found
+
+
+ULTRALYTICS = DetectorAdapter(_yolo_forward, target_layer=_yolo_head_name, name="ultralytics", layer_input=True)
+
+
 def adapter_for(model: nn.Module, adapter: DetectorAdapter | None = None) -> DetectorAdapter:
     """The adapter for ``model``: the one given, torchvision's for its detectors, else a clear error."""
     if adapter is not None:
@@ -176,6 +240,8 @@ def adapter_for(model: nn.Module, adapter: DetectorAdapter | None = None) -> Det
                 "call model.eval() first"
             )
         return TORCHVISION
+    if _is_ultralytics(model):
+        return ULTRALYTICS
     raise ValueError(
         f"camlens does not know how to read boxes from a {type(model).__name__}: pass "
         "adapter=camlens.detection.DetectorAdapter(forward) with forward(model, images) returning a dict of "
@@ -210,6 +276,13 @@ class _LevelHook:
         self.levels.append((key, pieces))
         return torch.stack(pieces)
 
+    def pre(self, _module: nn.Module, args: tuple) -> Any:
+        """Forward pre-hook: the same for the layer's first input (a head's list of levels)."""
+        if not args:
+            return None
+        first = self(_module, (), args[0])
+        return None if first is None else (first, *args[1:])
+
     def __call__(self, _module: nn.Module, _inputs: Any, output: Any) -> Any:
         self.calls += 1
         if self.calls > 1:
@@ -232,6 +305,7 @@ class _Forward:
     inputs: list[Tensor]  # the images as the model saw them (leaves when recorded from the input)
     switch: GuidedSwitch
     guided_rule: dict[str, int] | None
+    layer_input: bool = False
 
 
 def _run(
@@ -242,6 +316,7 @@ def _run(
     *,
     guided: bool,
     gradients: bool,
+    layer_input: bool = False,
 ) -> _Forward:
     inputs = []
     for image in images:
@@ -254,7 +329,10 @@ def _run(
     hook = handle = None
     if layer is not None:
         hook = _LevelHook(layer[0], from_layer=gradients and not guided)
-        handle = layer[1].register_forward_hook(hook)
+        if layer_input:
+            handle = layer[1].register_forward_pre_hook(hook.pre)
+        else:
+            handle = layer[1].register_forward_hook(hook)
     try:
         with contextlib.ExitStack() as stack:
             stack.enter_context(torch.enable_grad() if guided else torch.no_grad())
@@ -279,7 +357,7 @@ def _run(
                 "pick a convolutional feature layer"
             )
         levels = hook.levels
-    return _Forward(outputs, levels, inputs, switch, None if mode is None else dict(mode.routed))
+    return _Forward(outputs, levels, inputs, switch, None if mode is None else dict(mode.routed), layer_input)
 
 
 def _check_outputs(outputs: Any, count: int) -> None:
@@ -680,12 +758,15 @@ def explain_detections(
         guided = GUIDED_BACKPROP in names or GUIDED_GRADCAM in names
         needs_gradient = guided or any(n == ODAM or _uses_gradient(n) for n in cam_names)
         layer = None
+        layer_input = target_layer is None and found.layer_input
         if cam_names:
             spec = target_layer if target_layer is not None else found.target_layer
+            if callable(spec) and not isinstance(spec, nn.Module):
+                spec = spec(eager)
             if spec is None:
                 raise ValueError(f"{', '.join(cam_names)} need a target_layer: this adapter names none")
             layer = resolve_layer(eager, spec)
-        run = _run(eager, found, images, layer, guided=guided, gradients=needs_gradient)
+        run = _run(eager, found, images, layer, guided=guided, gradients=needs_gradient, layer_input=layer_input)
         return _explain(
             eager, found, images, names, cam_names, layer, run, score_threshold, max_detections, references,
             reference_labels, iou_threshold, target, backward, guided, needs_gradient,
@@ -784,7 +865,7 @@ def _explain(
         _warnings.warn(note, ExplanationNote, stacklevel=3)
     return DetectionExplanation(
         detections=result,
-        target_layer=None if layer is None else layer[0],
+        target_layer=None if layer is None else layer[0] + (" (input)" if run.layer_input else ""),
         levels=tuple(key for key, _ in run.levels),
         methods=tuple(names),
         target=target,
@@ -855,6 +936,7 @@ __all__ = [
     "ODAM",
     "TARGETS",
     "TORCHVISION",
+    "ULTRALYTICS",
     "Detection",
     "DetectionExplanation",
     "DetectorAdapter",

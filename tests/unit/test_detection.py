@@ -341,6 +341,60 @@ def test_box_pointing_and_energy_use_each_maps_own_box():
     torch.testing.assert_close(box_energy(maps, boxes).values, torch.tensor([1.0, 0.5]))
 
 
+def test_yolo_box_is_the_class_score_of_its_anchor_in_the_raw_head():
+    pytest.importorskip("ultralytics")
+    import os
+
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    from ultralytics.nn.tasks import DetectionModel
+
+    torch.manual_seed(0)
+    model = DetectionModel("yolov8n.yaml", nc=4, verbose=False)
+    # batch-norm statistics from one random batch, so random-weight activations keep their scale in eval mode
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    for m in norms:
+        m.momentum = 1.0
+    with torch.no_grad():
+        model.train()(torch.rand(4, 3, 64, 96))
+    model.eval()
+    images = [torch.rand(3, 64, 96), torch.rand(3, 50, 64)]
+    before = snapshot(model)
+    result = explain_detections(model, images, ["gradcam"], score_threshold=0.0, max_detections=2)
+    assert_untouched(model, before)
+    assert result.target_layer == "model.22 (input)" and result.levels == ("0", "1", "2")
+    # by hand: the head's input levels, the padded batch, the anchor whose box and class score the result names
+    # the head's inputs as leaves: each level's own gradient (in the neck, P4 and P5 are computed from P3, and the
+    # derivative through those paths belongs to the layers before the head, not to the levels it reads)
+    kept = {}
+
+    def leaves(_m, args):
+        kept["levels"] = [level.detach().requires_grad_(True) for level in args[0]]
+        return (list(kept["levels"]),)
+
+    handle = model.model[-1].register_forward_pre_hook(leaves)
+    batch = torch.full((2, 3, 64, 96), 114 / 255)
+    batch[0] = images[0]
+    batch[1, :, :50, :64] = images[1]
+    try:
+        with torch.enable_grad():
+            raw = model(batch)[0]
+    finally:
+        handle.remove()
+    d = result.detections[1][0]
+    xywh = raw[1, :4].detach().T
+    xyxy = torch.cat([xywh[:, :2] - xywh[:, 2:] / 2, xywh[:, :2] + xywh[:, 2:] / 2], 1)
+    anchor = int((xyxy - torch.tensor(d.box)).abs().sum(1).argmin())
+    assert float(raw[1, 4 + d.label, anchor].detach()) == pytest.approx(d.score)
+    assert d.label == int(raw[1, 4:, anchor].argmax())
+    grads = torch.autograd.grad(raw[1, 4 + d.label, anchor], kept["levels"])
+    total = torch.zeros(64, 96)
+    for a, g in zip(kept["levels"], grads, strict=True):
+        cam = (g[1].mean(dim=(1, 2))[:, None, None] * a[1].detach()).sum(0)
+        total += F.interpolate(cam[None, None], size=(64, 96), mode="bilinear", align_corners=False)[0, 0]
+    cam = total[:50, :64].relu()
+    torch.testing.assert_close(d.maps["gradcam"], (cam - cam.min()) / (cam.max() - cam.min()), atol=2e-5, rtol=1e-4)
+
+
 def test_errors_name_the_problem():
     model = detector("fasterrcnn")
     with pytest.raises(ValueError, match="unknown detection method 'gradkam'"):
