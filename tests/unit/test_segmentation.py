@@ -349,3 +349,38 @@ def test_hugging_face_segmenters_match_a_hand_written_seg_gradcam(family):
             scale = float(gradcam.abs().max())
             torch.testing.assert_close(result.raw["gradcam"][:, k], gradcam, rtol=1e-4, atol=1e-5 * scale)
     assert result["gradcam"].shape == (2, len(result.classes), SIZE, SIZE)
+
+
+def test_class_metrics_match_their_definitions_by_hand():
+    from camlens.metrics import class_deletion, class_energy, class_insertion, class_pointing_game
+
+    model = TinySegmenter().eval()
+    x = images(1, seed=5)[..., :16, :16]
+    result = explain_segmentation(model, x, ["gradcam"], classes=[0, 2], region="image")
+    maps, regions = result["gradcam"][0], result.regions[0]
+    masks = torch.zeros(2, 16, 16, dtype=torch.bool)
+    masks[0, :8] = True
+    masks[1, 8:] = True
+    energy = class_energy(maps, masks)
+    assert energy.higher_is_better
+    torch.testing.assert_close(energy.values, (maps * masks).flatten(1).sum(1) / maps.flatten(1).sum(1))
+    peak = maps.flatten(1).argmax(1)
+    hits = masks.flatten(1).gather(1, peak[:, None])[:, 0].float()
+    assert torch.equal(class_pointing_game(maps, masks, tolerance=0).values, hits)
+    deletion = class_deletion(model, x[0], maps, [0, 2], regions, steps=4)
+    insertion = class_insertion(model, x[0], maps, [0, 2], regions, baseline="zeros", steps=4)
+    assert not deletion.higher_is_better and insertion.higher_is_better
+    for k, c in enumerate([0, 2]):
+        order = torch.argsort(maps[k].flatten(), descending=True, stable=True)
+        for insert, metric in ((False, deletion), (True, insertion)):
+            curve = []
+            for count in (0, 64, 128, 192, 256):
+                keep = torch.zeros(256, dtype=torch.bool)
+                keep[order[:count]] = True
+                keep = keep.view(1, 16, 16)
+                image = torch.where(keep, x[0], 0.0) if insert else torch.where(keep, 0.0, x[0])
+                with torch.no_grad():
+                    curve.append(float((model(image[None])[0, c] * regions[k]).sum()))
+            torch.testing.assert_close(metric.curve[k], torch.tensor(curve), rtol=1e-4, atol=1e-4)
+            expected = sum((curve[i] + curve[i + 1]) / 2 * 0.25 for i in range(4))
+            assert abs(float(metric.values[k]) - expected) < 1e-3 * max(1.0, abs(expected))

@@ -47,6 +47,10 @@ from camlens.metrics.road import road as road
 from camlens.metrics.sanity import sanity_check as sanity_check
 from camlens.metrics.sanity import spearman as spearman
 from camlens.metrics.sanity import ssim as ssim
+from camlens.metrics.segmentation import class_deletion as class_deletion
+from camlens.metrics.segmentation import class_energy as class_energy
+from camlens.metrics.segmentation import class_insertion as class_insertion
+from camlens.metrics.segmentation import class_pointing_game as class_pointing_game
 
 __all__ = [
     "METRICS",
@@ -62,6 +66,10 @@ __all__ = [
     "box_insertion",
     "box_pointing_game",
     "boxes_to_masks",
+    "class_deletion",
+    "class_energy",
+    "class_insertion",
+    "class_pointing_game",
     "coherency",
     "complexity",
     "deletion",
