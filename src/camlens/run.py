@@ -40,9 +40,12 @@ from camlens.pipeline.maps import load_maps
 from camlens.pipeline.runner import ENCODERS, RunSummary, done_count, progress_printer, run
 from camlens.pipeline.sources import check_sources, collect_sources, decode, unique_stems
 from camlens.pipeline.table import COLUMNS, JOURNAL, TABLE, export_table, iter_table, read_table
+from camlens.pipeline.task import CLASSIFICATION, Task
 from camlens.pipeline.worker import check_layer, explain_batch, explain_images, image_metrics, resolve_device
 
 __all__ = [
+    "CLASSIFICATION",
+    "Task",
     "COLUMNS",
     "CompareSummary",
     "ENCODERS",

@@ -12,6 +12,7 @@ Modules, each importing only those above it (no cycles, no function-level import
   image's encoded pictures and maps file, a batch's maps file, staged writes;
 * :mod:`~camlens.pipeline.table`: ``results.jsonl`` and its journal, repair after a kill, CSV/Parquet;
 * :mod:`~camlens.pipeline.worker`: one decoded batch through one network into records (nothing written);
+* :mod:`~camlens.pipeline.task`: the seam for kinds of items and targets (below), and classification's;
 * :mod:`~camlens.pipeline.engines`: where batches are decoded and explained (``local`` threads, ``ray``
   actors); each yields explained batches in input order;
 * :mod:`~camlens.pipeline.runner`: :func:`~camlens.pipeline.runner.run`, the loop that resumes, drives
@@ -23,7 +24,8 @@ The seam for new tasks (detection, segmentation, text prompts)
 Everything but the worker and the per-item files is task-free: sources, decoding, engines, the run
 loop, atomic writes, locking, resuming and the table only move *items* (a path and a stem in, a record
 out) and *files* (name -> bytes). A new task is one more kind of item and target, plugged in as an
-object with these four parts (the image-classification task is the functions named in brackets):
+object with these parts (:class:`camlens.pipeline.task.Task`; ``run(..., task=...)``; the
+image-classification task, :data:`camlens.pipeline.task.CLASSIFICATION`, is the functions in brackets):
 
 ``explain_batch(network, items, options, device) -> list[record]``
     one batch of decoded items ``(path, stem, rgb or error text, input or None)`` to one record per
@@ -36,8 +38,8 @@ object with these four parts (the image-classification task is the functions nam
 ``files(record, network, options) -> dict[str, bytes]``
     an item's encoded pictures and maps file, made in the encoder threads or the Ray workers
     (:func:`camlens.pipeline.files.encode_image_files`; ``--no-pictures``: the batch's maps file,
-    :func:`camlens.pipeline.files.write_batch_maps`).
-``rows(record, network, key) -> dict``
+    ``batch_files``: :func:`camlens.pipeline.files.batch_maps_file`).
+``row(record, network, key) -> dict``
     the item's table row: the shared columns (``path``, ``stem``, ``network``, ``status``, ``error``,
     ``files``, ``notes``, ``key``, ``source``) plus the task's own (``ImageResult.record``; a detection
     task adds its boxes, a text task its prompts); :data:`camlens.pipeline.table.COLUMNS` and the
@@ -46,6 +48,8 @@ object with these four parts (the image-classification task is the functions nam
 A record needs ``path``, ``stem``, ``ok``/``error``, ``files``, ``notes`` and ``slim()`` (drop pixels and
 maps once written): that is all the run loop, the table and the engines touch. Compact maps
 (:class:`~camlens.pipeline.maps.CompactMaps`) already serve any per-item map set (one per box, mask or
-prompt: keys ``<stem>/<target>/...``). Not done yet: ``run`` takes no ``task`` argument; the loop calls
-the classification functions named above directly, so the seam is these four call sites.
+prompt: keys ``<stem>/<target>/...``). A task's ``name`` is part of the run's key (resuming never mixes
+two tasks' rows). Not done yet: the CLI runs classification only, the ``--no-pictures`` batch files of
+every task are numbered as ``maps-<network>-<index>.npz``, and the CSV/Parquet columns are the
+classification's (a task's extra row fields stay in ``results.jsonl``).
 """

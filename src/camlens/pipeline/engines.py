@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from camlens.errors import UsageError
-from camlens.pipeline.files import encode_image_files
 from camlens.pipeline.items import ImageResult, NetworkSpec, RunOptions
 from camlens.pipeline.sources import decode
-from camlens.pipeline.worker import explain_batch, resolve_device
+from camlens.pipeline.task import CLASSIFICATION, Task
+from camlens.pipeline.worker import resolve_device
 
 if TYPE_CHECKING:
     import torch
@@ -46,7 +46,12 @@ ENGINES = ("local", "ray")
 
 
 def explained_local(
-    network: Network, todo: list[tuple[Path, str]], options: RunOptions, device: torch.device, timings: dict[str, float]
+    network: Network,
+    todo: list[tuple[Path, str]],
+    options: RunOptions,
+    device: torch.device,
+    timings: dict[str, float],
+    task: Task = CLASSIFICATION,
 ) -> Iterator[list[ImageResult]]:
     """The local engine: batches decoded two ahead by reader threads, explained here, in input order."""
     max_side = None if options.pictures else max(network.input_size) * 2
@@ -76,7 +81,7 @@ def explained_local(
                 timings["decode"] += spent["decode"]
             read_next()
             t = time.perf_counter()
-            explained = explain_batch(network, items, options, device)
+            explained = task.explain_batch(network, items, options, device)
             timings["model"] += time.perf_counter() - t
             yield explained
     finally:
@@ -99,7 +104,10 @@ def import_ray() -> Any:
 class Explainer:
     """A Ray actor: builds the network once, then explains batches of ``{path, stem}`` rows."""
 
-    def __init__(self, spec: NetworkSpec, network_name: str, options: RunOptions, device: str) -> None:
+    def __init__(
+        self, spec: NetworkSpec, network_name: str, options: RunOptions, device: str, task: Task = CLASSIFICATION
+    ) -> None:
+        self.task = task
         self.network = spec.build()
         self.name = network_name
         self.options = options
@@ -118,11 +126,11 @@ class Explainer:
             timings,
             self.network,
         )
-        results = explain_batch(self.network, items, options, self.device)
+        results = self.task.explain_batch(self.network, items, options, self.device)
         for r in results:
             if r.ok:
                 if options.pictures:
-                    r.blobs = encode_image_files(r, self.name, options)
+                    r.blobs = self.task.files(r, self.name, options)
                     r.maps = {}
                     r.compact = None  # the pictures (and maps file) are made: only the blobs travel
                 # else the compact maps travel (the photo-size ones are made by the driver only if read)
@@ -138,6 +146,7 @@ def explained_batches(
     options: RunOptions,
     workers: int | None,
     timings: dict[str, float],
+    task: Task = CLASSIFICATION,
 ) -> Iterator[list[ImageResult]]:
     """Explained batches, in input order, from a pool of Ray actors (see the module's docstring)."""
     ray = import_ray()
@@ -170,6 +179,7 @@ def explained_batches(
                 "network_name": network_name,
                 "options": options,
                 "device": "cuda" if use_gpu else "cpu",
+                "task": task,
             },
             batch_size=options.batch_size,
             batch_format="numpy",

@@ -41,7 +41,9 @@ PARTIAL_SUFFIX = ".part"
 NAME_MAX = 255  # bytes in a file name (ext4, XFS, APFS, NTFS)
 
 
-def fit_stem(stem: str, network: str, options: RunOptions) -> str:
+def fit_stem(
+    stem: str, network: str, options: RunOptions, planned: Callable[[str, str, RunOptions], list[str]] | None = None
+) -> str:
     """``stem``, or where its longest output name would pass :data:`NAME_MAX` bytes, its start and a hash of it
     (``<start>~<8 hex>``): the same input always gets the same names, so a resumed run finds its files.
 
@@ -49,7 +51,8 @@ def fit_stem(stem: str, network: str, options: RunOptions) -> str:
         >>> fit_stem("a" * 240, "resnet18", RunOptions(methods=("gradcam",)))[-9:]
         '~c056f00f'
     """
-    longest = max((len(name.encode()) for name in planned_files(stem, network, options)), default=0)
+    planned = planned or planned_files  # a task's own (camlens.pipeline.task)
+    longest = max((len(name.encode()) for name in planned(stem, network, options)), default=0)
     if longest <= NAME_MAX:
         return stem
     raw = stem.encode()
@@ -151,14 +154,19 @@ def _encode(picture: np.ndarray, fmt: str) -> bytes:
     return buffer.getvalue()
 
 
-def write_batch_maps(results: list[ImageResult], folder: Path, network: str, index: int) -> str:
-    """``--no-pictures``: the batch's compact maps in one ``maps-<network>-<index>.npz`` (read it with
-    :func:`camlens.pipeline.maps.load_maps`)."""
+def batch_maps_file(results: list[ImageResult], network: str, index: int) -> tuple[str, bytes]:
+    """``--no-pictures``: the name and bytes of the batch's ``maps-<network>-<index>.npz`` (compact maps)."""
     from camlens.pipeline.maps import batch_file_arrays, npz_bytes
 
     arrays = batch_file_arrays([(r.stem, r.compact) for r in results if r.compact is not None])
-    name = f"maps-{network}-{index:06d}.npz"
-    write_bytes(folder / name, npz_bytes(arrays))
+    return f"maps-{network}-{index:06d}.npz", npz_bytes(arrays)
+
+
+def write_batch_maps(results: list[ImageResult], folder: Path, network: str, index: int) -> str:
+    """``--no-pictures``: write the batch's compact maps in one ``maps-<network>-<index>.npz`` (read it with
+    :func:`camlens.pipeline.maps.load_maps`); returns its name."""
+    name, data = batch_maps_file(results, network, index)
+    write_bytes(folder / name, data)
     return name
 
 

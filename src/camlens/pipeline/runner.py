@@ -9,7 +9,7 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,18 +19,17 @@ from camlens.errors import UsageError
 from camlens.pipeline.engines import ENGINES, explained_batches, explained_local
 from camlens.pipeline.files import (
     check_output_dir,
-    encode_image_files,
     fit_stem,
     lock_output_dir,
     make_dir,
     next_map_index,
-    planned_files,
-    write_batch_maps,
+    write_bytes,
     write_image_files,
 )
 from camlens.pipeline.items import ImageResult, NetworkSpec, RunOptions
 from camlens.pipeline.sources import collect_sources, source_key, unique_stems
 from camlens.pipeline.table import JOURNAL, TABLE, TableState, export_table, iter_table, repair
+from camlens.pipeline.task import CLASSIFICATION, Task
 from camlens.pipeline.worker import resolve_device
 
 if TYPE_CHECKING:
@@ -109,6 +108,7 @@ def run(
     workers: int | None = None,
     recursive: bool = False,
     on_note: Callable[[str], None] | None = None,
+    task: Task = CLASSIFICATION,
 ) -> RunSummary:
     """Explain every image of ``sources`` (files or folders) and write pictures and the results table.
 
@@ -134,6 +134,8 @@ def run(
         workers: with ``engine="ray"``, how many actors (default: one per GPU, else half the CPUs).
         recursive: search the folders' sub-folders too (without it, ``on_note`` hears how many were not).
         on_note: called with a line for the user (e.g. sub-folders not searched) before any image is done.
+        task: what each item is explained for, and its files and row (:mod:`camlens.pipeline.task`; default:
+            image classification). The task's name is part of the key a resumed run checks.
 
     Raises:
         UsageError: bad options, files that exist already (without ``overwrite``), another run writing
@@ -153,8 +155,8 @@ def run(
     net = network.build() if isinstance(network, NetworkSpec) else network
     device = resolve_device(options.device) if engine == "local" else None
     paths = collect_sources(sources, recursive, on_note)
-    stems = [fit_stem(stem, net.name, options) for stem in unique_stems(paths)]
-    key = options.key(net.name)
+    stems = [fit_stem(stem, net.name, options, task.planned_files) for stem in unique_stems(paths)]
+    key = options.key(net.name if task.name == CLASSIFICATION.name else f"{net.name}:{task.name}")
     repair(out)
     done: set[str] = set()
     ours: set[str] = set()  # absolute paths this folder's table holds with the same options
@@ -172,7 +174,7 @@ def run(
             name
             for path, stem in todo
             if os.path.abspath(path) not in ours  # files of an interrupted run with these options are ours
-            for name in planned_files(stem, net.name, options)
+            for name in task.planned_files(stem, net.name, options)
             if (out / name).exists()
         ]
         if clash:
@@ -183,14 +185,14 @@ def run(
     timings = {"decode": 0.0, "model": 0.0, "write": 0.0}
     results: list[ImageResult] = []
     created = make_dir(out)
-    table_state = TableState(out, net.name, key)
+    table_state = TableState(out, net.name, key, task.row)
     if engine == "ray":
         assert spec is not None
-        batches: Iterator[list[ImageResult]] = explained_batches(spec, net.name, todo, options, workers, timings)
+        batches: Iterator[list[ImageResult]] = explained_batches(spec, net.name, todo, options, workers, timings, task)
     else:
         assert device is not None
         net.model.to(device)
-        batches = explained_local(net, todo, options, device, timings)
+        batches = explained_local(net, todo, options, device, timings, task)
     first_index = next_map_index(out, net.name)
     writer = ThreadPoolExecutor(1, thread_name_prefix="camlens-write")  # batches in order: the table's rows too
     encoders = ThreadPoolExecutor(ENCODERS, thread_name_prefix="camlens-encode")  # a batch's pictures at once
@@ -206,7 +208,7 @@ def run(
                 for r in merged:
                     if r.ok:
                         r.metrics.update(metrics(r))
-            writing.append(writer.submit(write_batch, merged, options, index, table_state, timings, encoders))
+            writing.append(writer.submit(write_batch, merged, options, index, table_state, timings, encoders, task))
             while len(writing) > 2 or (writing and writing[0].done()):
                 results.extend(finish(writing.popleft(), on_result))
                 if progress is not None:
@@ -239,23 +241,32 @@ def write_batch(
     table: TableState,
     timings: dict[str, float],
     encoders: ThreadPoolExecutor | None = None,
+    task: Task = CLASSIFICATION,
 ) -> list[ImageResult]:
+    """Write one explained batch: its started rows (journal), its files (``task.files`` of each record, made
+    by ``encoders``; without pictures ``task.batch_files``), then its final rows (``task.row``)."""
     t = time.perf_counter()
     ok = [r for r in results if r.ok]
     table.begin(results)
     if options.pictures:
         unencoded = [r for r in ok if not r.blobs]  # (the Ray engine's workers encode their own)
         if encoders is not None and len(unencoded) > 1:
-            encoded = encoders.map(lambda r: encode_image_files(r, table.network, options), unencoded)
-            for r, blobs in zip(unencoded, encoded, strict=True):
-                r.blobs = blobs
+            encoded: Iterable[dict[str, bytes]] = encoders.map(
+                lambda r: task.files(r, table.network, options), unencoded
+            )
+        else:
+            encoded = (task.files(r, table.network, options) for r in unencoded)
+        for r, blobs in zip(unencoded, encoded, strict=True):
+            r.blobs = blobs
         for r in ok:
             r.files = write_image_files(r, table.out, table.network, options)
             r.blobs = {}
     elif ok:
-        name = write_batch_maps(ok, table.out, table.network, index)
+        shared = task.batch_files(ok, table.network, index)
+        for name, data in shared.items():
+            write_bytes(table.out / name, data)
         for r in ok:
-            r.files = [name]
+            r.files = list(shared)
     table.add(results)
     timings["write"] += time.perf_counter() - t
     return results

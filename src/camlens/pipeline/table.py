@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -208,8 +208,11 @@ class TableState:
     succeeds, so that a run in which nothing could be explained leaves nothing behind.
     """
 
-    def __init__(self, out: Path, network: str, key: str) -> None:
+    def __init__(
+        self, out: Path, network: str, key: str, row: Callable[[ImageResult, str, str], dict[str, Any]] | None = None
+    ) -> None:
         self.out, self.network, self.key = out, network, key
+        self.row = row or ImageResult.record  # a task's own (camlens.pipeline.task)
         self.pending: list[dict[str, Any]] = []
         self.started = False
 
@@ -230,7 +233,7 @@ class TableState:
             append_rows(self.out, rows, JOURNAL)
 
     def add(self, results: list[ImageResult]) -> None:
-        rows = self.pending + [r.record(self.network, self.key) for r in results]
+        rows = self.pending + [self.row(r, self.network, self.key) for r in results]
         if not self.started and not any(r.ok for r in results):
             self.pending = rows
             return
