@@ -42,7 +42,15 @@ TAIL_SWEEP = [("resnet", "torchvision", "resnet18"), ("mobilenetv3", "timm", "mo
 VIT_SWEEP = [("vit", "timm", "vit_tiny_patch16_224"), ("deit", "timm", "deit_tiny_distilled_patch16_224")]
 
 
-@pytest.mark.parametrize("entry", SWEEP, ids=[sweep_id(e) for e in SWEEP])
+# the fast lane keeps one channels-first CNN, one token ViT and one channels-last Swin; the others are slow
+# (each builds and explains a full-depth network: 10-100 s of CPU time on 2 cores)
+FAST_SWEEP = {"timm-mobilenetv3_small_050", "timm-vit_tiny_patch16_224", "timm-swin_tiny_patch4_window7_224"}
+SWEEP_PARAMS = [
+    pytest.param(e, id=sweep_id(e), marks=() if sweep_id(e) in FAST_SWEEP else pytest.mark.slow) for e in SWEEP
+]
+
+
+@pytest.mark.parametrize("entry", SWEEP_PARAMS)
 def test_every_method_at_the_automatic_layer(entry):
     family, source, name, kwargs, size = entry
     model = build_sweep(source, name, kwargs)
@@ -96,6 +104,7 @@ def test_tail_and_perturbation_methods_on_channels_first_families(family, source
         assert result[method].shape == (1, 64, 64) and torch.isfinite(result[method]).all(), method
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family,source,name", VIT_SWEEP, ids=[e[0] for e in VIT_SWEEP])
 def test_legrad_and_the_perturbation_methods_on_tokens(family, source, name):
     """On token layers (class and distillation tokens) LeGrad and the perturbation methods run; the

@@ -29,7 +29,11 @@ def images(arch: str, batch: int = 3, seed: int = 0) -> torch.Tensor:
     return torch.rand(batch, 3, size, size)
 
 
-@pytest.mark.parametrize("arch", SEED_ARCHS)
+# the VGGs (138-144M parameters) build and run slowly on a CPU: full suite only
+SEED_ARCH_PARAMS = [pytest.param(a, marks=pytest.mark.slow) if a.startswith("vgg") else a for a in SEED_ARCHS]
+
+
+@pytest.mark.parametrize("arch", SEED_ARCH_PARAMS)
 @pytest.mark.parametrize("method", list(METHODS))
 def test_shapes_range_untouched_and_batch_equals_singles(arch, method):
     model = cached(arch)

@@ -49,6 +49,7 @@ def _rows(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_a_symlink_loop_a_broken_link_and_a_folder_named_like_an_image_are_failed_rows(run, tmp_path):
     folder = tmp_path / "in"
     _images(folder, ["a.jpg", "b.jpg"])
@@ -69,6 +70,7 @@ def test_a_symlink_loop_a_broken_link_and_a_folder_named_like_an_image_are_faile
     assert "explained 2 images" in result.stdout and "3 failed" in result.stdout
 
 
+@pytest.mark.slow
 def test_sub_folders_are_named_in_a_note_and_searched_with_recursive(run, tmp_path):
     folder = tmp_path / "in"
     _images(folder, ["top.jpg"])
@@ -87,6 +89,7 @@ def test_sub_folders_are_named_in_a_note_and_searched_with_recursive(run, tmp_pa
     assert "explained 2 images, 1 done before (resumed)" in result.stdout
 
 
+@pytest.mark.slow
 def test_a_240_character_name_is_written_under_a_shortened_name_and_resumes(run, tmp_path):
     folder = tmp_path / "in"
     long_name = "n" * 236 + ".jpg"  # 240 characters: legal, but too long with -<network>-heatmap.jpg
@@ -108,6 +111,7 @@ def test_a_240_character_name_is_written_under_a_shortened_name_and_resumes(run,
     assert redo.returncode == 0 and sorted(_rows(out)[-2]["files"]) == sorted(files), redo.stderr
 
 
+@pytest.mark.slow
 def test_a_second_run_into_a_folder_in_use_stops_naming_the_other_run(run, tmp_path):
     _images(tmp_path / "in", ["a.jpg"])
     out = tmp_path / "out"
@@ -137,6 +141,7 @@ def test_a_second_run_into_a_folder_in_use_stops_naming_the_other_run(run, tmp_p
     assert not (out / ".camlens.lock").exists()
 
 
+@pytest.mark.slow
 def test_two_runs_at_once_into_one_folder_do_each_image_once(tmp_path):
     _images(tmp_path / "in", [f"im{i}.jpg" for i in range(6)])
     model = f"{_tiny_model(tmp_path)}:net"
@@ -158,6 +163,7 @@ def test_two_runs_at_once_into_one_folder_do_each_image_once(tmp_path):
         assert codes == [0, 0], outcomes
 
 
+@pytest.mark.slow
 def test_pictures_and_tables_honour_the_umask(tmp_path):
     _images(tmp_path / "in", ["a.jpg", "b.png"])
     model = f"{_tiny_model(tmp_path)}:net"
@@ -175,6 +181,7 @@ def test_pictures_and_tables_honour_the_umask(tmp_path):
         assert set(modes.values()) == {mode}, (oct(mask), {k: oct(v) for k, v in modes.items()})
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_a_folder_run_says_how_many_are_done_and_that_running_again_resumes(tmp_path):
     folder = tmp_path / "in"
     _images(folder, [f"im{i:02d}.jpg" for i in range(40)])
@@ -220,6 +227,7 @@ def test_a_missing_image_fails_before_torch_is_imported(tmp_path):
     assert time.perf_counter() - start < 10 and not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_two_factories_of_one_file_are_two_networks(run, tmp_path):
     _images(tmp_path / "in", ["a.jpg"])
     out = tmp_path / "out"
@@ -231,6 +239,7 @@ def test_two_factories_of_one_file_are_two_networks(run, tmp_path):
     assert (out / "a-tiny-net-heatmap.jpg").is_file() and (out / "a-tiny-other-heatmap.jpg").is_file()
 
 
+@pytest.mark.slow
 def test_the_parquet_integers_stay_integers_and_every_table_is_named(run, tmp_path):
     pd = pytest.importorskip("pandas")
     pytest.importorskip("pyarrow")
