@@ -168,7 +168,8 @@ def _family_layer(model: nn.Module) -> str | None:
     if kind == "UperNetForSemanticSegmentation":
         return "decode_head.bottleneck"
     if kind == "Mask2FormerForUniversalSegmentation":
-        norms: Any = getattr(model.model.pixel_level_module.encoder, "hidden_states_norms", None)
+        inner: Any = model.model  # a Hugging Face module: its attributes are not nn.Module's
+        norms: Any = getattr(inner.pixel_level_module.encoder, "hidden_states_norms", None)
         if norms is not None and len(norms):
             return (
                 f"model.pixel_level_module.encoder.hidden_states_norms.{list(norms)[-1]}"  # the backbone's last stage

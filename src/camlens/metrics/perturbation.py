@@ -11,7 +11,7 @@ own score). The model runs as found (call ``model.eval()`` yourself), without au
 from __future__ import annotations
 
 import math
-from typing import TypedDict, Unpack
+from typing import TYPE_CHECKING, TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +26,9 @@ from camlens.metrics._common import (
     saliency_order,
 )
 from camlens.targets import Targets
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack is Python 3.11+
 
 BASELINES = ("zeros", "mean", "blur")
 RISE_BLUR_SIZE = 11
