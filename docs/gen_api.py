@@ -19,10 +19,11 @@ import inspect
 import re
 import sys
 import types
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 OUTPUT = Path(__file__).resolve().parent / "api.md"
+REPO = OUTPUT.parent.parent
 
 # the public modules, in the order the reference lists them
 MODULES = (
@@ -72,6 +73,12 @@ def value_repr(value: Any) -> str:
         return f"{type(value).__name__}.{value.name}"
     if inspect.isfunction(value) or inspect.isclass(value) or inspect.isbuiltin(value):
         return getattr(value, "__qualname__", getattr(value, "__name__", type(value).__name__))
+    if isinstance(value, PurePath) and value.is_absolute():
+        # a path inside the checkout is written relative to it: the page is the same in every clone
+        try:
+            return f"<checkout>/{value.relative_to(REPO).as_posix()}"
+        except ValueError:
+            pass
     return _ADDRESS.sub("", repr(value))
 
 
