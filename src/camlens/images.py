@@ -146,7 +146,9 @@ def _decode(source: Path | io.BytesIO, name: str, max_pixels: int, max_side: int
         raise
     except Image.DecompressionBombError:
         raise ImageTooLarge(f"image {name} is too large for Pillow to open safely") from None
-    except UnidentifiedImageError:
+    except (UnidentifiedImageError, ImportError):
+        # ImportError: a hook on Image.open that fetches a decoder on failure (ultralytics installs one when it is
+        # imported, retrying through the missing pi_heif) still means Pillow could not read the file
         raise NotAnImage(f"{name} is not an image (or not a format Pillow can read)") from None
     except PermissionError:
         raise UsageError(f"image {name} cannot be read (permission denied)") from None
