@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from camlens.errors import ExplanationNote, closest_names
+from camlens.errors import ExplanationNote, check_names
 from camlens.guard import guard
 from camlens.guided import GuidedMode, GuidedSwitch
 from camlens.layers import resolve_layer
@@ -652,20 +652,6 @@ def _check_images(images: Any) -> list[Tensor]:
     return list(images)
 
 
-def _check_methods(methods: Sequence[str] | str) -> list[str]:
-    names = list(dict.fromkeys([methods] if isinstance(methods, str) else methods))
-    known = detection_methods()
-    if not names:
-        raise ValueError(f"methods is empty; pick from {', '.join(known)}")
-    for name in names:
-        if name not in known:
-            raise ValueError(
-                f"unknown detection method {name!r}; known: {', '.join(known)} "
-                f"(closest: {', '.join(closest_names(name, known, 2))})"
-            )
-    return names
-
-
 def _references(boxes: Any, labels: Any, count: int) -> tuple[list[Tensor | None], list[Tensor | None]]:
     if boxes is None:
         if labels is not None:
@@ -740,7 +726,7 @@ def explain_detections(
         >>> result.target_layer, result.detections[0][0].maps["odam"].shape
         ('backbone', torch.Size([48, 64]))
     """
-    names = _check_methods(methods)
+    names = check_names(methods, detection_methods(), what="detection method")
     images = _check_images(images)
     if target not in TARGETS:
         raise ValueError(f"target must be one of {', '.join(TARGETS)}, not {target!r}")

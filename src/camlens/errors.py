@@ -2,6 +2,7 @@
 closest real names an error suggests."""
 
 import difflib
+from collections.abc import Sequence
 
 
 class UsageError(ValueError):
@@ -37,6 +38,24 @@ class MissingWeights(UsageError):
             head = f"no weights for {self.network} found here (no download tried: offline)"
         put = f", or put {self.checkpoint} in {self.folder}" if self.checkpoint and self.folder else ""
         return f"{head}; pass {flag}{put}, or --random-weights for a structure check"
+
+
+def check_names(
+    asked: Sequence[str] | str, known: Sequence[str], *, what: str = "method", where: str = ""
+) -> list[str]:
+    """The names asked for, once each in their order, or a ValueError naming an unknown one, ``where`` it is
+    unknown, the known names and the closest ones (``what`` names the kind: "method", "detection method")."""
+    names = list(dict.fromkeys([asked] if isinstance(asked, str) else asked))
+    known = list(known)
+    for name in names:
+        if name not in known:
+            raise ValueError(
+                f"unknown {what} {name!r}{where}; known: {', '.join(known)} "
+                f"(closest: {', '.join(closest_names(name, known, 2))})"
+            )
+    if not names:
+        raise ValueError(f"methods is empty; pick from {', '.join(known)}")
+    return names
 
 
 def closest_names(name: str, names: list[str], n: int = 5) -> list[str]:

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from camlens.costs import COUNTED_METHODS, Cost, method_cost
 from camlens.device import capture_in_float32, mixed_precision
 from camlens.engine import Capture, capture, check_input
-from camlens.errors import ExplanationNote
+from camlens.errors import ExplanationNote, check_names
 from camlens.guard import eager_module, guard
 from camlens.guided import RELU_KINDS
 from camlens.layers import (
@@ -45,8 +45,25 @@ def available_methods() -> list[str]:
     return [*CAM_METHODS, *CONTEXT_METHODS, GUIDED_BACKPROP, GUIDED_GRADCAM]
 
 
+class MethodMaps(Mapping[str, Tensor]):
+    """A result read as a mapping of method name -> map: ``result["gradcam"]``, ``list(result)``; the results of
+    :func:`explain`, :func:`~camlens.explain_text`, :func:`~camlens.explain_similarity` and
+    :func:`~camlens.explain_segmentation` share it."""
+
+    maps: dict[str, Tensor]
+
+    def __getitem__(self, name: str) -> Tensor:
+        return self.maps[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.maps)
+
+    def __len__(self) -> int:
+        return len(self.maps)
+
+
 @dataclass(frozen=True)
-class Explanation(Mapping[str, Tensor]):
+class Explanation(MethodMaps):
     """The maps of one ``explain`` call, by method name, with what produced them.
 
     ``result["gradcam"]`` is ``(B, H, W)`` in [0, 1]; ``result["guided_backprop"]`` and
@@ -83,15 +100,6 @@ class Explanation(Mapping[str, Tensor]):
         """True when the guided map used the generalised rule at some non-ReLU activation."""
         return any(kind not in RELU_KINDS for kind in (self.guided_rule or {}))
 
-    def __getitem__(self, name: str) -> Tensor:
-        return self.maps[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.maps)
-
-    def __len__(self) -> int:
-        return len(self.maps)
-
     def overlay(self, images: Any, method: str | None = None, colormap: str = "jet", alpha: float = 0.5) -> list:
         """The explained images (paths, PIL images or arrays) with ``method``'s map over each, as uint8 arrays
         at the images' own sizes (see :func:`camlens.render.overlays`)."""
@@ -117,18 +125,7 @@ class Explanation(Mapping[str, Tensor]):
 def check_methods(methods: Sequence[str] | str) -> list[str]:
     """The method names asked for, once each in their order, or a ValueError naming an unknown one and the
     closest known names (what :func:`explain` accepts: :func:`available_methods`)."""
-    if isinstance(methods, str):
-        methods = [methods]
-    names = list(dict.fromkeys(methods))
-    known = available_methods()
-    for name in names:
-        if name not in known:
-            raise ValueError(
-                f"unknown method {name!r}; known: {', '.join(known)} (closest: {closest_names(name, known, 2)})"
-            )
-    if not names:
-        raise ValueError(f"methods is empty; pick from {', '.join(known)}")
-    return names
+    return check_names(methods, available_methods())
 
 
 def explain(

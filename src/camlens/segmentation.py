@@ -57,9 +57,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from camlens.engine import capture, check_input
-from camlens.errors import ExplanationNote
+from camlens.errors import ExplanationNote, check_names
+from camlens.explanation import MethodMaps
 from camlens.guard import guard
-from camlens.layers import CandidateRecorder, closest_names, resolve_layer
+from camlens.layers import CandidateRecorder, resolve_layer
 from camlens.layouts import Layout, LayoutError, resolve_layout
 from camlens.methods import CAM_METHODS
 from camlens.postprocess import cam_to_image
@@ -71,7 +72,7 @@ _auto_cache: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, int], str]] = 
 
 
 @dataclass(frozen=True)
-class SegmentationExplanation(Mapping[str, Tensor]):
+class SegmentationExplanation(MethodMaps):
     """The class maps of one :func:`explain_segmentation` call.
 
     Attributes:
@@ -99,15 +100,6 @@ class SegmentationExplanation(Mapping[str, Tensor]):
     warnings: tuple[str, ...] = ()
     activations: Tensor | None = field(default=None, repr=False, compare=False)
     gradients: Tensor | None = field(default=None, repr=False, compare=False)  # (B, K, channels, u, v)
-
-    def __getitem__(self, name: str) -> Tensor:
-        return self.maps[name]
-
-    def __iter__(self) -> Any:
-        return iter(self.maps)
-
-    def __len__(self) -> int:
-        return len(self.maps)
 
     def class_map(self, method: str, class_id: int) -> Tensor:
         """``(B, H, W)``: ``method``'s map of class ``class_id`` for every image."""
@@ -257,20 +249,6 @@ def _regions(
     return classes, regions
 
 
-def _check_methods(methods: Sequence[str] | str) -> list[str]:
-    names = [methods] if isinstance(methods, str) else list(dict.fromkeys(methods))
-    known = list(CAM_METHODS)
-    for name in names:
-        if name not in known:
-            raise ValueError(
-                f"explain_segmentation computes the (activations, gradients) methods: {', '.join(known)}; "
-                f"not {name!r} (closest: {closest_names(name, known, 2)})"
-            )
-    if not names:
-        raise ValueError(f"methods is empty; pick from {', '.join(known)}")
-    return names
-
-
 def explain_segmentation(
     model: nn.Module,
     images: Tensor,
@@ -303,7 +281,11 @@ def explain_segmentation(
         >>> result.target_layer, result["gradcam"].shape
         ('backbone.layer4', torch.Size([1, 2, 64, 64]))
     """
-    names = _check_methods(methods)
+    names = check_names(
+        methods,
+        list(CAM_METHODS),
+        where=" for explain_segmentation, which computes the (activations, gradients) methods",
+    )
     check_input(model, images)
     image = (int(images.shape[-2]), int(images.shape[-1]))
     state: dict[str, Any] = {}

@@ -31,7 +31,7 @@ No module of the model is changed; hooks live for one call; the model is guarded
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +40,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from camlens.engine import Capture, capture, check_input
-from camlens.errors import closest_names
+from camlens.errors import check_names
+from camlens.explanation import MethodMaps
 from camlens.guard import guard
 from camlens.layers import LayerSpec, default_layer, resolve_layer
 from camlens.layouts import Layout, LayoutSpec, resolve_layout
@@ -59,7 +60,7 @@ def available_text_methods() -> list[str]:
 
 
 @dataclass(frozen=True)
-class TextExplanation(Mapping[str, Tensor]):
+class TextExplanation(MethodMaps):
     """The maps of one :func:`explain_text` call.
 
     ``maps[name]`` is ``(B, T, H, W)`` in [0, 1] (image ``i``, text ``t``); ``raw[name]`` the signed
@@ -73,18 +74,9 @@ class TextExplanation(Mapping[str, Tensor]):
     texts: tuple[str, ...] | None = None
     layout: Layout | None = None
 
-    def __getitem__(self, name: str) -> Tensor:
-        return self.maps[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.maps)
-
-    def __len__(self) -> int:
-        return len(self.maps)
-
 
 @dataclass(frozen=True)
-class SimilarityExplanation(Mapping[str, Tensor]):
+class SimilarityExplanation(MethodMaps):
     """The maps of one :func:`explain_similarity` call: ``maps[name]`` ``(B, H, W)`` in [0, 1], ``raw[name]``
     ``(B, u, v)`` signed, ``similarity`` ``(B,)``; ``explanation`` is the underlying
     :class:`camlens.Explanation` (warnings, layout, capture)."""
@@ -94,15 +86,6 @@ class SimilarityExplanation(Mapping[str, Tensor]):
     similarity: Tensor
     target_layer: str | None
     explanation: Any = None
-
-    def __getitem__(self, name: str) -> Tensor:
-        return self.maps[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.maps)
-
-    def __len__(self) -> int:
-        return len(self.maps)
 
 
 # ---------------------------------------------------------------------------------------------- the tower
@@ -352,20 +335,6 @@ class _AttentionRecorder:
 # ------------------------------------------------------------------------------------------------ explain
 
 
-def _check_methods(methods: Sequence[str] | str) -> list[str]:
-    names = list(dict.fromkeys([methods] if isinstance(methods, str) else methods))
-    known = available_text_methods()
-    for name in names:
-        if name not in known:
-            raise ValueError(
-                f"unknown method {name!r} for explain_text; known: {', '.join(known)} "
-                f"(closest: {closest_names(name, known, 2)})"
-            )
-    if not names:
-        raise ValueError(f"methods is empty; pick from {', '.join(known)}")
-    return names
-
-
 def _batched_gradients(outputs: Tensor, inputs: list[Tensor]) -> list[Tensor]:
     """``(T, *input.shape)`` gradients of each column of ``outputs`` ``(B, T)``, in one batched backward."""
     count = outputs.shape[1]
@@ -413,7 +382,7 @@ def explain_text(
         (torch.Size([2, 2, 224, 224]), torch.Size([2, 2]))
     """
     check_input(model, images)
-    names = _check_methods(methods)
+    names = check_names(methods, available_text_methods(), where=" for explain_text")
     if not isinstance(topk, int) or topk < 1:
         raise ValueError(f"topk must be a positive int, got {topk!r}")
     kind = _kind(model)
