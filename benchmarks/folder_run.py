@@ -26,8 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-from PIL import Image, ImageOps
+import scale  # benchmarks/scale.py, beside this script: the same photo folder maker
+from PIL import Image
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "retina", "hubble_deep_field")
 
@@ -36,25 +36,8 @@ def make_photos(folder: Path, count: int, side: int = 512, seed: int = 0) -> lis
     """``count`` JPEG photos of ``side`` px on the long side: random crops (60-100 %) of skimage's photos, flips."""
     import skimage.data
 
-    rng = np.random.default_rng(seed)
     sources = [Image.fromarray(getattr(skimage.data, name)()).convert("RGB") for name in PHOTOS]
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(count):
-        image = sources[i % len(sources)]
-        w, h = image.size
-        scale = rng.uniform(0.6, 1.0)
-        cw, ch = int(w * scale), int(h * scale)
-        x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-        crop = image.crop((x, y, x + cw, y + ch))
-        ratio = side / max(crop.size)
-        crop = crop.resize((round(crop.width * ratio), round(crop.height * ratio)), Image.Resampling.BICUBIC)
-        if i % 2:
-            crop = ImageOps.mirror(crop)
-        path = folder / f"photo{i:04d}.jpg"
-        crop.save(path, quality=90)
-        paths.append(path)
-    return paths
+    return scale.make_photos(folder, count, side, seed, sources)
 
 
 def _megabytes(folder: Path) -> float:

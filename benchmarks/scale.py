@@ -30,10 +30,14 @@ from PIL import Image, ImageOps
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-def make_photos(folder: Path, count: int, side: int = 512, seed: int = 0) -> list[Path]:
-    """``count`` JPEG photos, about ``side`` px on their long side: random crops (60-100 %) and flips."""
+def make_photos(
+    folder: Path, count: int, side: int = 512, seed: int = 0, sources: list[Image.Image] | None = None
+) -> list[Path]:
+    """``count`` JPEG photos, about ``side`` px on their long side: random crops (60-100 %) and flips of
+    ``sources`` in turn (default: the example photos)."""
     rng = np.random.default_rng(seed)
-    sources = [Image.open(p).convert("RGB") for p in sorted(EXAMPLES.glob("*.jpg"))]
+    if sources is None:
+        sources = [Image.open(p).convert("RGB") for p in sorted(EXAMPLES.glob("*.jpg"))]
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for i in range(count):
