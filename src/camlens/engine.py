@@ -166,8 +166,8 @@ def capture(
             picked = target_scores(output, targets, batch)
             _check_connected(picked.scores, hook)
             extras = {}
-            # the head sees the layer's own layout (explain refuses its head methods on other layouts)
-            if head is not None and hook_layout is not None:
+            # the head runs on channels-first layers only: explain refuses its methods on other layouts
+            if head is not None and hook_layout is not None and hook_layout.kind == "nchw":
                 assert hook is not None and hook.activations is not None  # hook_layout comes from them
                 extras = head(output, hook.activations, picked)
             if recorder is not None:

@@ -54,13 +54,11 @@ def test_shapes_range_untouched_and_batch_equals_singles(arch, method):
     assert torch.isfinite(batch).all()
     assert batch.dtype == x.dtype and batch.device == x.device
     assert_untouched(model, before)
-    # batch of N == N singles. The guided rule thresholds on signs, so float32 rounding differences
-    # between batch sizes flip near-zero gradients; in float64 the two agree to 1e-9 of the maximum.
-    if method.startswith("guided"):
-        explainer, x = make(method, copy.deepcopy(model).double()), x.double()
-        batch, tolerance = explainer(x, targets=classes), 1e-9
-    else:
-        tolerance = 2e-4
+    # batch of N == N singles, compared in float64 to 1e-9 of the maximum: in float32 the kernels'
+    # summation order differs between batch sizes (ResNet-50's Grad-CAM then differs by 3e-4 of its
+    # maximum on some machines) and the guided rule's sign thresholds flip near-zero gradients.
+    explainer, x = make(method, copy.deepcopy(model).double()), x.double()
+    batch, tolerance = explainer(x, targets=classes), 1e-9
     singles = torch.cat([explainer(x[i : i + 1], targets=classes[i]) for i in range(3)])
     scale = singles.abs().max().clamp_min(1e-12)
     torch.testing.assert_close(batch / scale, singles / scale, atol=tolerance, rtol=0)
