@@ -108,6 +108,7 @@ def capture(
     guided: bool = False,
     layout: LayoutSpec = None,
     head: HeadFunction | None = None,
+    head_layouts: tuple[str, ...] | None = None,
 ) -> Capture:
     """Run ``model`` once on ``x`` and collect what the requested methods need.
 
@@ -125,6 +126,8 @@ def capture(
             ``retain_graph=True`` and return detached tensors (finer-CAM's other classes, Shapley-CAM's
             Hessian-vector product). They land in ``Capture.extras``. It needs an explicit layer (not
             ``AUTO``), and sees the layer output in its own layout (``Capture.layout`` converts it).
+        head_layouts: the layout kinds on which ``head`` runs (None: every layout; ``explain`` passes
+            ``("nchw",)``: it refuses its head methods on the others, so they are not differentiated there).
     """
     check_input(model, x)
     batch = x.shape[0]
@@ -166,8 +169,8 @@ def capture(
             picked = target_scores(output, targets, batch)
             _check_connected(picked.scores, hook)
             extras = {}
-            # the head runs on channels-first layers only: explain refuses its methods on other layouts
-            if head is not None and hook_layout is not None and hook_layout.kind == "nchw":
+            wanted = head_layouts is None or (hook_layout is not None and hook_layout.kind in head_layouts)
+            if head is not None and hook_layout is not None and wanted:
                 assert hook is not None and hook.activations is not None  # hook_layout comes from them
                 extras = head(output, hook.activations, picked)
             if recorder is not None:

@@ -207,3 +207,154 @@ def train(
     with torch.no_grad():
         predictions = torch.cat([model(chunk).argmax(1) for chunk in data.images.split(256)])
     return float((predictions == data.labels).float().mean())
+
+
+# ------------------------------------------------------------------ segmentation: the class decided elsewhere
+
+#: Marker colours of :func:`marker_scenes`: a red, blue or green marker makes the grey region class 1, 2 or 3.
+MARKER_COLOURS = ((0.9, 0.1, 0.1), (0.1, 0.1, 0.9), (0.1, 0.9, 0.1))
+#: Class names of :func:`marker_scenes` (class 0 is the marker itself).
+MARKER_CLASSES = ("marker", "red-marked", "blue-marked", "green-marked")
+
+
+def marker_scenes(count: int, seed: int, size: int = 32, marker: int = 6) -> tuple[Tensor, Tensor, Tensor]:
+    """Segmentation scenes whose region's class is decided elsewhere: ``(images, labels, marker masks)``.
+
+    A grey image (0.5 plus noise) holds one ``marker x marker`` square at a random place, red, blue or green
+    (:data:`MARKER_COLOURS`). Every grey pixel is class 1, 2 or 3 by the marker's colour; the marker's own
+    pixels are class 0. ``labels`` ``(N, S, S)`` long, ``marker masks`` ``(N, S, S)`` bool.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    images = 0.5 + 0.05 * torch.randn(count, 3, size, size, generator=generator)
+    colour = torch.randint(0, len(MARKER_COLOURS), (count,), generator=generator)
+    labels = (1 + colour)[:, None, None].expand(count, size, size).clone()
+    masks = torch.zeros(count, size, size, dtype=torch.bool)
+    for i in range(count):
+        top, left = torch.randint(0, size - marker, (2,), generator=generator).tolist()
+        images[i, :, top : top + marker, left : left + marker] = torch.tensor(MARKER_COLOURS[int(colour[i])])[
+            :, None, None
+        ]
+        labels[i, top : top + marker, left : left + marker] = 0
+        masks[i, top : top + marker, left : left + marker] = True
+    return images, labels, masks
+
+
+class ContextSegmenter(nn.Module):
+    """A tiny segmenter for :func:`marker_scenes`: an encoder (stride 4), an image-pooling context branch
+    (global average pooling broadcast back, as in DeepLabV3's ASPP), a per-pixel ``1 x 1`` head, and the
+    logits upsampled to the input's size."""
+
+    def __init__(self, classes: int = 4) -> None:
+        super().__init__()
+        self.enc = nn.Sequential(
+            nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(32, 32, 3, stride=2, padding=1), nn.ReLU(),
+        )  # fmt: skip
+        self.context = nn.AdaptiveAvgPool2d(1)
+        self.fuse = nn.Sequential(nn.Conv2d(64, 32, 1), nn.ReLU())
+        self.classifier = nn.Conv2d(32, classes, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        features = self.enc(x)
+        context = self.context(features).expand_as(features)
+        logits = self.classifier(self.fuse(torch.cat([features, context], dim=1)))
+        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def trained_segmenter(steps: int = 200, seed: int = 0) -> tuple[ContextSegmenter, float]:
+    """A :class:`ContextSegmenter` trained on 3200 :func:`marker_scenes` (``steps`` of 16, Adam 3e-3), and its
+    final pixel accuracy on them (98.8% with the defaults; a few seconds on a CPU)."""
+    torch.manual_seed(seed)
+    model = ContextSegmenter()
+    images, labels, masks = marker_scenes(3200, seed=seed)
+    accuracy = train(model, PatchData(images, labels, masks), steps=steps, batch=16, lr=3e-3)
+    return model, accuracy
+
+
+# ------------------------------------------------------------------------- image-text: two colour patches
+
+#: The colour words of :func:`two_patches` (the colours of :data:`CLASS_COLOURS`, in order).
+COLOUR_WORDS = ("red", "green", "blue", "yellow")
+#: The vocabulary of :func:`tokenize` (0 pads).
+VOCABULARY = {word: i + 1 for i, word in enumerate(("a", "square", "and", *COLOUR_WORDS))}
+
+
+def tokenize(texts: list[str], length: int = 8) -> Tensor:
+    """Token ids ``(T, length)`` of texts over :data:`VOCABULARY` (a bag of words: an unknown word is a
+    ``ValueError``)."""
+    ids = torch.zeros(len(texts), length, dtype=torch.long)
+    for row, text in enumerate(texts):
+        words = text.split()
+        unknown = [w for w in words if w not in VOCABULARY]
+        if unknown:
+            raise ValueError(f"unknown word {unknown[0]!r}: the vocabulary is {', '.join(VOCABULARY)}")
+        ids[row, : len(words)] = torch.tensor([VOCABULARY[w] for w in words[:length]])
+    return ids
+
+
+class TinyClip(nn.Module):
+    """A tiny CLIP: a :class:`TinyCNN` image tower and a bag-of-words text tower (``encode_image`` /
+    ``encode_text``, embeddings of ``dim``), with CLIP's ``logit_scale``."""
+
+    def __init__(self, dim: int = 16) -> None:
+        super().__init__()
+        self.visual = TinyCNN(classes=dim, width=8, depth=2, pools=1)
+        self.words = nn.EmbeddingBag(len(VOCABULARY) + 1, 32, mode="mean", padding_idx=0)
+        self.text_projection = nn.Linear(32, dim)
+        self.logit_scale = nn.Parameter(torch.tensor(2.0))
+
+    def encode_image(self, x: Tensor) -> Tensor:
+        return self.visual(x)
+
+    def encode_text(self, ids: Tensor) -> Tensor:
+        return self.text_projection(self.words(ids))
+
+
+def two_patches(n: int, seed: int, size: int = 32, patch: int = 8) -> tuple[Tensor, list[str], Tensor, Tensor]:
+    """Images with two squares of different colours on a grey texture, their captions ("a red square and a blue
+    square"), the two colours ``(N, 2)`` (indices into :data:`COLOUR_WORDS`) and boxes ``(N, 2, 4)``
+    (top, left, bottom, right)."""
+    generator = torch.Generator().manual_seed(seed)
+    texture = 0.35 + 0.3 * torch.rand(n, 1, size, size, generator=generator)
+    images = F.avg_pool2d(texture, 3, stride=1, padding=1, count_include_pad=False).expand(n, 3, size, size).clone()
+    colours = torch.stack([torch.randperm(len(COLOUR_WORDS), generator=generator)[:2] for _ in range(n)])
+    boxes = torch.zeros(n, 2, 4, dtype=torch.long)
+    captions = []
+    for i in range(n):
+        while True:
+            corners = torch.randint(0, size - patch + 1, (2, 2), generator=generator)
+            if (corners[0] - corners[1]).abs().max() >= patch:  # the squares do not overlap
+                break
+        for j in range(2):
+            top, left = (int(v) for v in corners[j])
+            colour = torch.tensor(CLASS_COLOURS[int(colours[i, j])]).view(3, 1, 1)
+            noise = 0.05 * torch.randn(3, patch, patch, generator=generator)
+            images[i, :, top : top + patch, left : left + patch] = colour + noise
+            boxes[i, j] = torch.tensor([top, left, top + patch, left + patch])
+        words = COLOUR_WORDS[int(colours[i, 0])], COLOUR_WORDS[int(colours[i, 1])]
+        captions.append(f"a {words[0]} square and a {words[1]} square")
+    return images.clamp(0, 1), captions, colours, boxes
+
+
+def trained_clip(steps: int = 100, seed: int = 0) -> TinyClip:
+    """A :class:`TinyClip` trained with CLIP's symmetric contrastive loss on 512 :func:`two_patches` images
+    (``steps`` of 32, Adam 3e-3; identical captions count as positives); left in ``eval()``."""
+    torch.manual_seed(seed)
+    model = TinyClip()
+    images, captions, _, _ = two_patches(512, seed=seed + 1)
+    ids = tokenize(captions)
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+    generator = torch.Generator().manual_seed(seed + 2)
+    for _ in range(steps):
+        pick = torch.randint(0, len(images), (32,), generator=generator)
+        image = F.normalize(model.encode_image(images[pick]), dim=-1)
+        text = F.normalize(model.encode_text(ids[pick]), dim=-1)
+        logits = model.logit_scale.exp() * image @ text.T
+        same = (ids[pick][:, None] == ids[pick][None]).all(-1).float()
+        target = same / same.sum(1, keepdim=True)
+        loss = (-(target * logits.log_softmax(1)).sum(1).mean() - (target * logits.log_softmax(0)).sum(0).mean()) / 2
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    return model.eval()

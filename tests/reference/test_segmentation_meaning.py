@@ -19,58 +19,19 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from camlens.segmentation import explain_segmentation
-from camlens.synthetic import PatchData, train
+from camlens.synthetic import marker_scenes as scenes
+from camlens.synthetic import trained_segmenter
 
 SIZE, MARKER = 32, 6
 CHANCE = MARKER * MARKER / (SIZE * SIZE)
-COLOURS = ((0.9, 0.1, 0.1), (0.1, 0.1, 0.9), (0.1, 0.9, 0.1))
-
-
-def scenes(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Images, dense labels, marker masks."""
-    generator = torch.Generator().manual_seed(seed)
-    images = 0.5 + 0.05 * torch.randn(count, 3, SIZE, SIZE, generator=generator)
-    colour = torch.randint(0, len(COLOURS), (count,), generator=generator)
-    labels = (1 + colour)[:, None, None].expand(count, SIZE, SIZE).clone()
-    marker = torch.zeros(count, SIZE, SIZE, dtype=torch.bool)
-    for i in range(count):
-        top, left = torch.randint(0, SIZE - MARKER, (2,), generator=generator).tolist()
-        images[i, :, top : top + MARKER, left : left + MARKER] = torch.tensor(COLOURS[int(colour[i])])[:, None, None]
-        labels[i, top : top + MARKER, left : left + MARKER] = 0
-        marker[i, top : top + MARKER, left : left + MARKER] = True
-    return images, labels, marker
-
-
-class ContextSegmenter(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.enc = nn.Sequential(
-            nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(32, 32, 3, stride=2, padding=1), nn.ReLU(),
-        )  # fmt: skip
-        self.context = nn.AdaptiveAvgPool2d(1)
-        self.fuse = nn.Sequential(nn.Conv2d(64, 32, 1), nn.ReLU())
-        self.classifier = nn.Conv2d(32, 4, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.enc(x)
-        context = self.context(features).expand_as(features)
-        logits = self.classifier(self.fuse(torch.cat([features, context], dim=1)))
-        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
 @pytest.fixture(scope="module")
 def trained():
-    torch.manual_seed(0)
-    model = ContextSegmenter()
-    images, labels, marker = scenes(3200, seed=0)
-    accuracy = train(model, PatchData(images, labels, marker), steps=200, batch=16, lr=3e-3)
-    return model, accuracy
+    return trained_segmenter()  # camlens.synthetic: 200 steps of 16 scenes
 
 
 def marker_mass(model: nn.Module, target_layer: str | None = None) -> tuple[str, dict[str, torch.Tensor]]:

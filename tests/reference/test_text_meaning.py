@@ -11,82 +11,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from camlens.synthetic import CLASS_COLOURS, TinyCNN, inside
+from camlens.synthetic import COLOUR_WORDS as COLOURS
+from camlens.synthetic import inside, tokenize, trained_clip, two_patches
 from camlens.text import explain_text
-
-COLOURS = ("red", "green", "blue", "yellow")  # camlens.synthetic.CLASS_COLOURS, in order
-VOCABULARY = {word: i + 1 for i, word in enumerate(("a", "square", "and", *COLOURS))}  # 0 pads
-
-
-def tokenize(texts: list[str], length: int = 8) -> torch.Tensor:
-    ids = torch.zeros(len(texts), length, dtype=torch.long)
-    for row, text in enumerate(texts):
-        words = [VOCABULARY[w] for w in text.split()]
-        ids[row, : len(words)] = torch.tensor(words)
-    return ids
-
-
-class TinyClip(nn.Module):
-    def __init__(self, dim: int = 16) -> None:
-        super().__init__()
-        self.visual = TinyCNN(classes=dim, width=8, depth=2, pools=1)
-        self.words = nn.EmbeddingBag(len(VOCABULARY) + 1, 32, mode="mean", padding_idx=0)
-        self.text_projection = nn.Linear(32, dim)
-        self.logit_scale = nn.Parameter(torch.tensor(2.0))
-
-    def encode_image(self, x: torch.Tensor) -> torch.Tensor:
-        return self.visual(x)
-
-    def encode_text(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.text_projection(self.words(ids))
-
-
-def two_patches(n: int, seed: int, size: int = 32, patch: int = 8):
-    """Images with two squares of different colours, their captions, colours and boxes (top, left, bottom, right)."""
-    generator = torch.Generator().manual_seed(seed)
-    texture = 0.35 + 0.3 * torch.rand(n, 1, size, size, generator=generator)
-    images = F.avg_pool2d(texture, 3, stride=1, padding=1, count_include_pad=False).expand(n, 3, size, size).clone()
-    colours = torch.stack([torch.randperm(len(COLOURS), generator=generator)[:2] for _ in range(n)])
-    boxes = torch.zeros(n, 2, 4, dtype=torch.long)
-    captions = []
-    for i in range(n):
-        while True:
-            corners = torch.randint(0, size - patch + 1, (2, 2), generator=generator)
-            if (corners[0] - corners[1]).abs().max() >= patch:  # the squares do not overlap
-                break
-        for j in range(2):
-            top, left = (int(v) for v in corners[j])
-            colour = torch.tensor(CLASS_COLOURS[int(colours[i, j])]).view(3, 1, 1)
-            noise = 0.05 * torch.randn(3, patch, patch, generator=generator)
-            images[i, :, top : top + patch, left : left + patch] = colour + noise
-            boxes[i, j] = torch.tensor([top, left, top + patch, left + patch])
-        captions.append(f"a {COLOURS[int(colours[i, 0])]} square and a {COLOURS[int(colours[i, 1])]} square")
-    return images.clamp(0, 1), captions, colours, boxes
 
 
 @pytest.fixture(scope="module")
-def trained() -> TinyClip:
-    torch.manual_seed(0)
-    model = TinyClip()
-    images, captions, _, _ = two_patches(512, seed=1)
-    ids = tokenize(captions)
-    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
-    generator = torch.Generator().manual_seed(2)
-    for _ in range(100):
-        pick = torch.randint(0, len(images), (32,), generator=generator)
-        image = F.normalize(model.encode_image(images[pick]), dim=-1)
-        text = F.normalize(model.encode_text(ids[pick]), dim=-1)
-        logits = model.logit_scale.exp() * image @ text.T
-        same = (ids[pick][:, None] == ids[pick][None]).all(-1).float()  # identical captions are positives too
-        target = same / same.sum(1, keepdim=True)
-        loss = (-(target * logits.log_softmax(1)).sum(1).mean() - (target * logits.log_softmax(0)).sum(0).mean()) / 2
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-    return model.eval()
+def trained():
+    return trained_clip()  # camlens.synthetic: 100 steps of CLIP's contrastive loss
 
 
 @pytest.mark.slow

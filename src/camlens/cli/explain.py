@@ -30,6 +30,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="how the target layer's output is laid out: (B, C, H, W), (B, H, W, C) or (B, N, C) tokens "
         "(default: decided from the model and the shape)",
     )
+    parser.add_argument(
+        "--text", nargs="+", default=None, metavar="PROMPT",
+        help="image-text model (--model FILE.py:FACTORY, or --network open_clip:ARCH): explain each image's cosine "
+        "similarity with each prompt (one picture per prompt and method, prompts.csv a row per image and prompt)",
+    )  # fmt: skip
     common.add_picture_options(parser)
     group = parser.add_argument_group("run")
     group.add_argument(
@@ -88,6 +93,8 @@ def main(args: argparse.Namespace) -> int:
         run,
     )
 
+    if args.text is not None:
+        return _explain_text(args)
     common.check_numbers(args)
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be at least 1")
@@ -201,6 +208,42 @@ def main(args: argparse.Namespace) -> int:
     for failure in failures:
         print(f"camlens: error: {failure.error}", file=sys.stderr)
     return 2 if failures else 0
+
+
+def _explain_text(args: argparse.Namespace) -> int:
+    """``--text``: the prompts' similarity maps, through the run with the text task."""
+    from camlens.cli.segment import run_targets
+    from camlens.errors import UsageError
+
+    if args.network is None and args.model is None:
+        raise UsageError("--text needs an image-text model: --model FILE.py:FACTORY or --network open_clip:ARCH")
+    refused = {
+        "--engine ray": args.engine != "local",
+        "--grid": args.grid is not None,
+        "--metrics": bool(args.metrics),
+        "--json": args.json,
+        "--class-id": args.class_id is not None,
+    }
+    for flag, given in refused.items():
+        if given:
+            raise UsageError(f"--text does not take {flag}")
+    prompts = tuple(dict.fromkeys(p for p in args.text if p.strip()))
+    if not prompts:
+        raise UsageError("--text needs at least one prompt that is not blank")
+    methods = tuple(dict.fromkeys(args.methods or ["gradcam"]))
+
+    def task_of(network: Any) -> Any:
+        from camlens.errors import check_names
+        from camlens.pipeline.targets import TextPrompts
+        from camlens.text import available_text_methods
+
+        try:
+            check_names(methods, available_text_methods(), where=" for --text")
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+        return TextPrompts(prompts)
+
+    return run_targets(args, methods, task_of, "prompt")
 
 
 def add_progress_option(group: Any) -> None:

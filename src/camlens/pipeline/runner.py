@@ -28,7 +28,7 @@ from camlens.pipeline.files import (
 )
 from camlens.pipeline.items import ImageResult, NetworkSpec, RunOptions
 from camlens.pipeline.sources import collect_sources, source_key, unique_stems
-from camlens.pipeline.table import JOURNAL, TABLE, TableState, export_table, iter_table, repair
+from camlens.pipeline.table import JOURNAL, TABLE, TableState, export_table, export_targets, iter_table, repair
 from camlens.pipeline.task import CLASSIFICATION, Task
 from camlens.pipeline.worker import resolve_device
 
@@ -229,6 +229,9 @@ def run(
             exported = export_table(out)
             table = exported[-1] if exported else out / TABLE
             tables = [out / TABLE, *exported]
+            targets = getattr(task, "targets", None)  # a task with several targets per item: one row per target
+            listed = export_targets(out, targets) if targets else None
+            tables += [listed] if listed is not None else []
         if created and not any(out.iterdir()):
             out.rmdir()
     return RunSummary(results, skipped, time.perf_counter() - start, out, table, timings, engine, tables)

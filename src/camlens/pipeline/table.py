@@ -137,6 +137,38 @@ def export_table(folder: Path) -> list[Path]:
     return written
 
 
+def export_targets(folder: Path, name: str) -> Path | None:
+    """Rewrite ``<name>.csv``: one row per (image, target) from the list each row of ``results.jsonl`` holds
+    under ``name`` (a task's ``targets``: ``classes`` of a segmentation, ``prompts`` of a text run), with the
+    image's ``path``, ``stem`` and ``network`` first (lists joined with ``;``). None when no row has targets."""
+    import csv
+
+    flat = [
+        {
+            "path": row.get("path"),
+            "stem": row.get("stem"),
+            "network": row.get("network"),
+            **{k: ";".join(map(str, v)) if isinstance(v, list) else v for k, v in target.items()},
+        }
+        for row in latest_rows(iter_table(folder))
+        if row.get("status") == "ok"
+        for target in row.get(name) or []
+    ]
+    if not flat:
+        return None
+    columns = list(dict.fromkeys(k for item in flat for k in item))
+
+    def write_csv(tmp: Path) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, columns)
+            writer.writeheader()
+            writer.writerows(flat)
+
+    path = folder / f"{name}.csv"
+    atomic_write(path, write_csv)
+    return path
+
+
 def _arrow_table(rows: list[dict[str, Any]], metric_names: list[str]) -> Any:
     """The rows as a pyarrow table with a fixed schema (all-null and empty columns keep their types)."""
     import pyarrow as pa

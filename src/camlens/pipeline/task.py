@@ -30,6 +30,8 @@ class Task(Protocol):
     sent to Ray workers, so it must pickle."""
 
     name: str  # part of the run's key (a table's rows of another task are not this task's)
+    # optional: ``targets``, a row field listing an item's targets; the run then also writes <targets>.csv with a
+    # row per (item, target) (camlens.pipeline.table.export_targets; camlens.pipeline.targets' tasks)
 
     def explain_batch(
         self, network: Network, items: list[tuple[Any, str, Any, Any]], options: RunOptions, device: torch.device

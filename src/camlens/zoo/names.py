@@ -34,3 +34,5 @@ ALIASES = {
     "mobilenet": "mobilenet_v2",
     "densenet": "densenet121",
 }
+# What Network.weights says of a network built with --random-weights.
+RANDOM = "random (--random-weights: for structure checks; the maps mean nothing)"

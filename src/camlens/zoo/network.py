@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
@@ -27,6 +27,7 @@ class Network:
     std: tuple[float, ...] = IMAGENET_STD
     labels: list[str] = field(default_factory=list)
     weights: str = ""  # where the weights came from, for the report
+    tokenizer: Any = None  # an image-text model's: list[str] -> token ids (None: open_clip's own)
 
     def label(self, index: int) -> str:
         return self.labels[index] if 0 <= index < len(self.labels) else f"class {index}"

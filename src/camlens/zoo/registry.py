@@ -15,6 +15,7 @@ from camlens.errors import UnknownName, closest_names
 from camlens.zoo.names import ALIASES as ALIASES
 from camlens.zoo.names import BUNDLED_NETWORKS as BUNDLED_NETWORKS
 from camlens.zoo.names import DEFAULT_NETWORK as DEFAULT_NETWORK
+from camlens.zoo.names import RANDOM as RANDOM
 from camlens.zoo.names import SEED_NETWORKS as SEED_NETWORKS
 from camlens.zoo.network import Network
 
@@ -91,10 +92,36 @@ def _load_timm(name: str, weight_path: str | None, offline: bool, random_weights
     return load_timm(name, weight_path)
 
 
+def _knows_segmenter(name: str) -> str | None:
+    from camlens.zoo.segmenters import segmenter_names
+
+    return name if name in segmenter_names() else None
+
+
+def _load_segmenter(name: str, weight_path: str | None, offline: bool, random_weights: bool) -> Network:
+    from camlens.zoo.segmenters import load_segmenter
+
+    return load_segmenter(name, weight_path, offline, random_weights)
+
+
+def _knows_open_clip(name: str) -> str | None:
+    from camlens.zoo.clip import knows_open_clip
+
+    return knows_open_clip(name)
+
+
+def _load_open_clip(name: str, weight_path: str | None, offline: bool, random_weights: bool) -> Network:
+    from camlens.zoo.clip import load_open_clip
+
+    return load_open_clip(name, weight_path, offline, random_weights)
+
+
 SOURCES: tuple[Source, ...] = (
     Source("a model factory in a user's file (file.py:factory)", _knows_user, _load_user),
     Source("bundled with its weights (camlens.zoo.lite0)", _knows_bundled, _load_bundled),
     Source("torchvision", _knows_torchvision, _load_torchvision),
+    Source("torchvision segmentation (camlens.zoo.segmenters)", _knows_segmenter, _load_segmenter),
+    Source("open_clip architectures, open_clip:<arch> (camlens.zoo.clip)", _knows_open_clip, _load_open_clip),
     Source("timm", _knows_timm, _load_timm),
 )
 
@@ -124,7 +151,6 @@ def load_network(
     raise UnknownName(f"unknown network {name!r}; closest: {', '.join(suggestions)}")
 
 
-RANDOM = "random (--random-weights: for structure checks; the maps mean nothing)"
 
 
 def _random_torchvision(name: str) -> Network:
