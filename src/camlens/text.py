@@ -91,6 +91,29 @@ class SimilarityExplanation(MethodMaps):
 # ---------------------------------------------------------------------------------------------- the tower
 
 
+def is_image_text(model: nn.Module) -> bool:
+    """Whether :func:`explain_text` can explain ``model``: an open_clip model (``encode_image`` /
+    ``encode_text``) or a Hugging Face one with ``get_image_features``.
+
+    Example:
+        >>> import torch
+        >>> is_image_text(torch.nn.Linear(2, 2))
+        False
+    """
+    return _kind(model) != "plain"
+
+
+def similarity_scale(model: nn.Module) -> float:
+    """``exp(logit_scale)`` of a CLIP-like model: its logits over texts are this times the cosines (1 without one).
+
+    Example:
+        >>> import torch
+        >>> similarity_scale(torch.nn.Linear(2, 2))
+        1.0
+    """
+    return _scale(model)
+
+
 def _kind(model: nn.Module) -> str:
     if callable(getattr(model, "encode_image", None)) and callable(getattr(model, "encode_text", None)):
         return "open_clip"
@@ -566,4 +589,6 @@ __all__ = [
     "embedding_of",
     "explain_similarity",
     "explain_text",
+    "is_image_text",
+    "similarity_scale",
 ]

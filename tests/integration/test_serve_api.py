@@ -186,7 +186,8 @@ def test_page_and_static_files_are_local(tiny):
     assert "/api/explain" in schema["paths"] and "/api/runs/{run_id}/classes/{class_id}" in schema["paths"]
     options = client.get("/api/options").json()
     assert options["methods"] == camlens.available_methods()
-    assert options["networks"][1] == {"name": "elsewhere", "loaded": False, "unavailable": None}
+    assert options["networks"][1] == {"name": "elsewhere", "loaded": False, "unavailable": None,
+                                      "prompts": None}
     from camlens.viz.annotate import colorize
 
     assert options["colormaps"]["viridis"][128] == colorize(np.array(128 / 255), "viridis").tolist()

@@ -27,7 +27,7 @@ from PIL import Image
 from torch import Tensor
 
 import camlens
-from camlens.errors import UsageError
+from camlens.errors import UsageError, check_names
 from camlens.explanation import check_methods
 from camlens.images import decode_image, to_batch
 from camlens.layers import candidate_layers, default_layer
@@ -42,6 +42,9 @@ from camlens.zoo import DEFAULT_NETWORK, SEED_NETWORKS, Network, load_network
 WORKING_SIDE = 1024  # uploads are kept at most this long on their longer side
 VIEW_SIDE = 384  # maps are sent at most this long on their longer side
 MAX_TOPK = 10
+MAX_PROMPTS = 16  # texts explained per upload of an image-text model
+MAX_PROMPT_CHARS = 200
+TEXT_DEFAULT_METHODS = ("gradcam", "gradcam++")  # an image-text model's maps when a request names none
 SEED_HEADERS = {  # the seeds' picture names -> the column headers of `camlens compare`
     "heatmap": "heatmap",
     "cam": "Grad-CAM",
@@ -101,8 +104,10 @@ class Run:
     classes: list[int]
     probabilities: list[float]
     scores: list[float]
-    result: Any  # camlens.Explanation over the k copies of the image
+    result: Any  # camlens.Explanation over the k copies of the image (or _PromptMaps: one map per prompt)
     seconds: float
+    prompts: list[str] | None = None  # an image-text model's texts: "class" i is prompts[i]
+    notes: list[str] = field(default_factory=list)  # about the run as a whole (e.g. methods left out)
     encoded: dict[int, dict[str, Any]] = field(default_factory=dict)
     faithfulness: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
 
@@ -161,6 +166,21 @@ def _kept(result: Any, methods: Sequence[str]) -> Any:
     if "guided_gradcam" in methods and "guided_backprop" not in result.maps:
         return result
     return dataclasses.replace(result, capture=None)
+
+
+@dataclass
+class _PromptMaps:
+    """One image's :class:`~camlens.text.TextExplanation` read as a run's result: entry ``t`` is prompt ``t``
+    (``raw[m]`` ``(T, u, v)``, ``maps[m]`` ``(T, H, W)``), as an explanation of ``T`` copies would be."""
+
+    raw: dict[str, Tensor]
+    maps: dict[str, Tensor]
+    image_warnings: list[tuple[str, ...]]
+    target_layer: str | None
+    capture: Any = None
+
+    def __getitem__(self, method: str) -> Tensor:
+        return self.maps[method]
 
 
 def release_memory() -> None:
@@ -265,6 +285,10 @@ class Explorer:
         """The layers a network can be explained at, in forward order (:func:`camlens.layers.candidate_layers`),
         and its automatic target layer."""
         network = self.network(name)
+        if network.name not in self._layers and self.is_text(network):
+            # explain_text picks the image tower's layer (or takes any module name): the tower is not the
+            # model's forward, so the candidate search does not apply
+            self._layers[network.name] = ([], "")
         if network.name not in self._layers:
             x = torch.zeros(1, 3, *network.input_size, device=self.device)
             with self._lock:
@@ -273,9 +297,21 @@ class Explorer:
             self._layers[network.name] = (names, default)
         return self._layers[network.name]
 
+    @staticmethod
+    def is_text(network: Network) -> bool:
+        """Whether ``network`` is an image-text model, explained per prompt (:func:`camlens.explain_text`)."""
+        from camlens.text import is_image_text
+
+        return is_image_text(network.model)
+
     def networks_info(self) -> list[dict[str, Any]]:
         return [
-            {"name": n, "loaded": n in self._networks, "unavailable": self._unavailable.get(n)}
+            {
+                "name": n,
+                "loaded": n in self._networks,
+                "unavailable": self._unavailable.get(n),
+                "prompts": self.is_text(self._networks[n]) if n in self._networks else None,  # None: not loaded
+            }
             for n in self.network_names
         ]
 
@@ -337,7 +373,13 @@ class Explorer:
         """Resolve a request's options (loading the network if needed), or raise a ServeError saying why not."""
         net = self.network(network)
         try:
-            methods = check_methods(methods or camlens.SEED_METHODS)
+            if self.is_text(net):  # the page's classifier methods are accepted and left out with a note
+                from camlens.text import available_text_methods
+
+                known = list(dict.fromkeys([*available_text_methods(), *camlens.available_methods()]))
+                methods = check_names(methods or TEXT_DEFAULT_METHODS, known)
+            else:
+                methods = check_methods(methods or camlens.SEED_METHODS)
         except ValueError as error:
             raise ServeError(str(error), 422) from None
         k = self.topk if topk is None else topk
@@ -345,9 +387,26 @@ class Explorer:
             raise ServeError(f"topk must be between 1 and {MAX_TOPK}, got {k}", 422)
         layers, default = self.layers(net.name)
         layer = layer or default
-        if layer not in layers:
+        if layers and layer not in layers:
             raise ServeError(f"{net.name} has no spatial layer named {layer!r}", 422)
         return net, layer, methods, k
+
+    def check_prompts(self, network: Network, prompts: Sequence[str] | None) -> list[str] | None:
+        """The prompts of a request, cleaned (blank ones dropped, duplicates once), or a ServeError: an
+        image-text network needs at least one, a classifier takes none."""
+        given = list(dict.fromkeys(p.strip() for p in prompts or () if p.strip()))
+        if not self.is_text(network):
+            if given:
+                raise ServeError(f"{network.name} is not an image-text model: prompts need one (e.g. open_clip)", 422)
+            return None
+        if not given:
+            raise ServeError(f"{network.name} is an image-text model: give one or more prompts (prompt=a dog)", 422)
+        if len(given) > MAX_PROMPTS:
+            raise ServeError(f"at most {MAX_PROMPTS} prompts per image, got {len(given)}", 422)
+        long = next((p for p in given if len(p) > MAX_PROMPT_CHARS), None)
+        if long is not None:
+            raise ServeError(f"a prompt is longer than {MAX_PROMPT_CHARS} characters: {long[:40]!r}...", 422)
+        return given
 
     def explain(
         self,
@@ -357,9 +416,18 @@ class Explorer:
         methods: Sequence[str] | None = None,
         counterfactual: bool = False,
         topk: int | None = None,
+        prompts: Sequence[str] | None = None,
     ) -> Run:
-        """Explain the top-k classes of ``upload`` with every method, in one batched call (one model run)."""
+        """Explain the top-k classes of ``upload`` with every method, in one batched call (one model run).
+
+        An image-text network explains each of ``prompts`` instead (one :func:`camlens.explain_text` call:
+        one image forward, the prompts' backward passes batched); its "classes" are the prompts' indices,
+        their probabilities the softmax of the model's logits over the prompts, their scores the cosines.
+        """
         net, layer, methods, k = self.check(network, layer, methods, topk)
+        texts = self.check_prompts(net, prompts)
+        if texts is not None:
+            return self._explain_prompts(upload, net, layer or None, methods, texts)
         x = to_batch([upload.rgb], net.input_size, net.mean, net.std).to(self.device)
         with self._lock:
             start = time.perf_counter()
@@ -403,8 +471,63 @@ class Explorer:
         release_memory()
         return run
 
+    def _explain_prompts(
+        self, upload: Upload, net: Network, layer: str | None, methods: list[str], prompts: list[str]
+    ) -> Run:
+        from camlens.text import available_text_methods, explain_text, similarity_scale
+
+        usable = [m for m in methods if m in available_text_methods()]
+        if not usable:
+            raise ServeError(
+                f"none of {', '.join(methods)} explains an image-text model; choose from "
+                f"{', '.join(available_text_methods())}",
+                422,
+            )
+        left_out = [m for m in methods if m not in usable]
+        notes = [f"not for image-text models, left out: {', '.join(left_out)}"] if left_out else []
+        x = to_batch([upload.rgb], net.input_size, net.mean, net.std).to(self.device)
+        with self._lock:
+            start = time.perf_counter()
+            with torch.inference_mode(False):
+                try:
+                    result = explain_text(net.model, x, prompts, usable, tokenizer=net.tokenizer, target_layer=layer)
+                except ValueError as error:
+                    raise ServeError(str(error), 422) from None
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            seconds = time.perf_counter() - start
+            self.model_runs += 1
+        similarity = result.similarity[0].float().cpu()
+        probabilities = (similarity_scale(net.model) * similarity).softmax(dim=0)
+        kept = _PromptMaps(
+            {m: v[0].detach().cpu() for m, v in result.raw.items()},
+            {m: v[0].detach().cpu() for m, v in result.maps.items()},
+            [() for _ in prompts],
+            result.target_layer,
+        )
+        run = Run(
+            id=uuid.uuid4().hex,
+            upload=upload,
+            network=net.name,
+            layer=result.target_layer,
+            methods=usable,
+            counterfactual=False,
+            classes=list(range(len(prompts))),
+            probabilities=probabilities.tolist(),
+            scores=similarity.tolist(),
+            result=kept,
+            seconds=seconds,
+            prompts=prompts,
+            notes=notes,
+        )
+        self.runs.put(run.id, run)
+        release_memory()
+        return run
+
     def warm_up(self) -> None:
         """One explain of a grey image, so that the first upload does not pay for the first forward's setup."""
+        if self.is_text(self._networks[self.default_network]):
+            return  # the prompts are the user's (a tokenizer may know only its own words)
         grey = Upload("warm-up", "warm-up", np.full((64, 64, 3), 128, dtype=np.uint8))
         self.explain(grey)
         self.model_runs -= 1
@@ -428,6 +551,8 @@ class Explorer:
             metrics = importlib.import_module("camlens.metrics")
         except ImportError:
             raise ServeError("the faithfulness panel needs camlens.metrics, which this camlens lacks", 501) from None
+        if run.prompts is not None:
+            raise ServeError("deletion and insertion rank a class score: not available for prompts", 422)
         if class_id not in run.classes:
             raise ServeError(f"class {class_id} is not among this run's top {len(run.classes)} ({run.classes})", 404)
         if not 2 <= steps <= 100:
@@ -510,8 +635,16 @@ class Explorer:
             "methods": run.methods,
             "size": [int(view.shape[1]), int(view.shape[0])],
             "image": _jpeg(view),
+            "prompts": run.prompts,
+            "notes": run.notes,
             "topk": [
-                {"class_id": c, "label": net.label(c), "probability": p, "score": s, "notes": list(notes)}
+                {
+                    "class_id": c,
+                    "label": run.prompts[c] if run.prompts is not None else net.label(c),
+                    "probability": p,
+                    "score": s,
+                    "notes": list(notes),
+                }
                 for c, p, s, notes in zip(
                     run.classes, run.probabilities, run.scores, run.result.image_warnings, strict=True
                 )

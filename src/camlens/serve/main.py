@@ -6,6 +6,8 @@ The JSON API (its OpenAPI schema at ``/openapi.json``):
   ``example``), options in the query string -> top-k classes, layer, the first class's maps as PNG data
   URLs, ``run_id`` and ``image_id``.
 * ``GET /api/runs/{run_id}/classes/{class_id}``: another top-k class's maps from the kept run (no model run).
+* An image-text network (open_clip, Hugging Face CLIP) takes ``prompt`` (repeated) on ``/api/explain``: each
+  prompt is a "class", explained by :func:`camlens.explain_text`.
 * ``GET /api/options``, ``GET /api/layers``, ``GET /api/health`` (``model_runs`` counts model runs).
 
 No ``from __future__ import annotations`` here: FastAPI reads the endpoints' annotations at runtime, and
@@ -88,7 +90,7 @@ def create_app(
             form-type bodies and framing are refused either way (:mod:`camlens.serve.guard`).
     """
     require_extra()
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI, Query, Request
     from fastapi.responses import FileResponse, JSONResponse, Response
     from fastapi.staticfiles import StaticFiles
     from starlette.requests import ClientDisconnect
@@ -155,11 +157,13 @@ def create_app(
     @app.get("/api/options", summary="Networks, methods, examples and limits the page offers")
     def options() -> dict[str, Any]:
         import camlens
+        from camlens.text import available_text_methods
 
         return {
             "network": explorer.default_network,
             "networks": explorer.networks_info(),
             "methods": camlens.available_methods(),
+            "text_methods": available_text_methods(),
             "default_methods": list(camlens.SEED_METHODS),
             "topk": explorer.topk,
             "examples": explorer.examples(),
@@ -172,7 +176,12 @@ def create_app(
     @app.get("/api/layers", summary="A network's spatial layers (forward order) and its default target layer")
     async def layers(network: str | None = None) -> dict[str, Any]:
         names, default = await work(explorer.layers, network)
-        return {"network": network or explorer.default_network, "layers": names, "default": default}
+        return {
+            "network": network or explorer.default_network,
+            "layers": names,
+            "default": default,
+            "prompts": explorer.is_text(explorer.network(network)),
+        }
 
     @app.get("/api/examples/{name}", summary="An example image's bytes")
     def example_image(name: str) -> Response:
@@ -190,17 +199,21 @@ def create_app(
         counterfactual: bool = False,
         topk: int | None = None,
         all_classes: bool = False,
+        prompt: list[str] | None = Query(None),  # noqa: B008 - FastAPI's way to take a repeated parameter
     ) -> dict[str, Any]:
         """Send the image as the raw body (``curl -H 'Content-Type: application/octet-stream'
         --data-binary @cat.jpg``; text and form types get 415), or ``image_id`` of an earlier upload, or
         ``example``. ``methods`` is comma-separated (default: the four seed methods); ``layer``
         a name from ``/api/layers`` (default: the network's default). The answer holds the top-k classes
         and the first class's maps (all classes' with ``all_classes=true``); other classes come from
-        ``/api/runs/{run_id}/classes/{class_id}`` without running the model again."""
+        ``/api/runs/{run_id}/classes/{class_id}`` without running the model again. An image-text network
+        (open_clip, Hugging Face CLIP) explains each ``prompt`` (repeat the parameter, up to 16) instead:
+        its "classes" are the prompts in order, with the cosines as scores."""
         if request.headers.get("content-type", "").startswith("multipart/"):
             raise ServeError("send the image's bytes as the request body, not as a form (curl --data-binary)", 415)
         names = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
-        await work(explorer.check, network, layer or None, names, topk)  # before keeping an image
+        net, *_ = await work(explorer.check, network, layer or None, names, topk)  # before keeping an image
+        prompts = explorer.check_prompts(net, prompt)
         try:
             data = await _read_capped(request, explorer.max_upload_bytes, filename)
         except ClientDisconnect:  # the client hung up while sending: nobody to answer, nothing to log
@@ -213,7 +226,7 @@ def create_app(
             upload = await work(explorer.example, example)
         else:
             raise ServeError("no image: send its bytes as the request body, or give image_id or example", 400)
-        run = await work(explorer.explain, upload, network, layer or None, names, counterfactual, topk)
+        run = await work(explorer.explain, upload, network, layer or None, names, counterfactual, topk, prompts)
         return await work(explorer.describe, run, all_classes)
 
     @app.get(

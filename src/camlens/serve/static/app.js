@@ -92,6 +92,15 @@ async function init() {
     label.append(box, ` ${method}`);
     $("methods").append(label);
   }
+  for (const method of opts.text_methods.filter((m) => !opts.methods.includes(m))) {
+    const label = document.createElement("label");
+    const box = document.createElement("input");
+    box.type = "checkbox";
+    box.value = method;
+    box.addEventListener("change", () => reexplain());
+    label.append(box, ` ${method} (prompts)`);
+    $("text-methods").append(label);
+  }
   for (const name of Object.keys(opts.colormaps)) $("colormap").add(new Option(name, name));
   $("colormap").value = "jet";
   for (const name of opts.examples) {
@@ -136,6 +145,7 @@ async function init() {
     }
     await reexplain();
   });
+  $("prompts-run").addEventListener("click", () => reexplain());
   $("faith-run").addEventListener("click", faithfulness);
   $("save-png").addEventListener("click", savePng);
   $("save-html").addEventListener("click", saveHtml);
@@ -150,6 +160,15 @@ async function loadLayers(network) {
     select.add(new Option(name === answer.default ? `${name} (default)` : name, name));
   }
   select.value = answer.default;
+  // an image-text model explains the prompts typed here; its layer is the image tower's, chosen by the server
+  $("prompt-box").hidden = $("text-methods").hidden = !answer.prompts;
+  select.disabled = !answer.layers.length;
+  if (!answer.layers.length) select.add(new Option("automatic (image tower)", ""));
+}
+
+function prompts() {
+  if ($("prompt-box").hidden) return [];
+  return $("prompts").value.split("\n").map((line) => line.trim()).filter((line) => line);
 }
 
 // ------------------------------------------------------------------ explaining
@@ -168,7 +187,14 @@ function reexplain() {
 
 async function explain({ body = null, example = null, imageId = null, filename = "the upload", keepClass = false }) {
   const started = performance.now();
-  const methods = [...document.querySelectorAll("#methods input:checked")].map((box) => box.value);
+  const methods = [...document.querySelectorAll("#methods input:checked, #text-methods input:checked")]
+    .filter((box) => !box.closest("[hidden]"))
+    .map((box) => box.value);
+  const texts = prompts();
+  if (!$("prompt-box").hidden && !texts.length) {
+    say("Type at least one prompt.", "error");
+    return;
+  }
   if (!methods.length) {
     say("Pick at least one method.", "error");
     return;
@@ -180,6 +206,7 @@ async function explain({ body = null, example = null, imageId = null, filename =
     counterfactual: $("counterfactual").checked,
     filename,
   });
+  for (const text of texts) query.append("prompt", text);
   if (example) query.set("example", example);
   if (imageId) query.set("image_id", imageId);
   state.busy = true;
@@ -289,7 +316,7 @@ function showChips() {
 }
 
 function build() {
-  $("faithfulness").hidden = !state.options.faithfulness;
+  $("faithfulness").hidden = !state.options.faithfulness || Boolean(state.run.prompts);
   $("faith-charts").innerHTML = "";
   const grid = $("grid");
   grid.innerHTML = "";
