@@ -36,8 +36,9 @@ from torch import Tensor, nn
 from camlens.candidates import AutoLayer, CandidateRecorder, UninformativeLayerError, remember_default
 from camlens.guard import guarded_call
 from camlens.guided import GuidedMode, GuidedSwitch
+from camlens.heads import HeadRecorder
 from camlens.layouts import Layout, LayoutSpec, resolve_layout
-from camlens.targets import Targets, TargetScores, target_scores
+from camlens.targets import Targets, TargetScores, logits_of, target_scores
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,9 @@ class Capture:
     layout: Layout | None = None  # how the layer's output was read as (B, K, u, v)
     guided_rule: dict[str, int] | None = None  # activations routed by the guided rule, by kind
     extras: dict[str, Tensor] = field(default_factory=dict)  # what the ``head`` callable computed
+    # what ``scores`` are when not the output's class logits: "sigmoid" / "softmax" / "log_softmax" (the logits
+    # before that squashing, which ``logits`` then holds) or "regression" (a (B,) / (B, 1) output as it is)
+    head: str | None = None
 
 
 # head(output, activations, picked targets) -> named tensors, run on the recorded graph (retain_graph=True)
@@ -64,9 +68,10 @@ HeadFunction = Callable[[Any, Tensor, TargetScores], dict[str, Tensor]]
 class _LayerHook:
     """Forward hook: keep the layer's own output and pass a copy downstream."""
 
-    def __init__(self, name: str, start_recording: bool) -> None:
+    def __init__(self, name: str, start_recording: bool, heads: HeadRecorder | None = None) -> None:
         self.name = name
         self.start_recording = start_recording
+        self.heads = heads  # watched from here on: only the part after the layer can end in the head
         self.activations: Tensor | None = None
         self.calls = 0
         self.bad_output: str | None = None
@@ -80,6 +85,8 @@ class _LayerHook:
                 else type(output).__name__
             )
             return None
+        if self.heads is not None:
+            self.heads.start()
         if self.start_recording:
             torch.set_grad_enabled(True)  # restored when the caller's no_grad block exits
             output = output.detach().requires_grad_(True)
@@ -142,10 +149,11 @@ def capture(
         switch = GuidedSwitch()
         mode = GuidedMode(switch) if guided else None
         hook = handle = recorder = None
+        heads = HeadRecorder()
         if auto:
             recorder = CandidateRecorder(model, batch)
         elif isinstance(layer, tuple):
-            hook = _LayerHook(layer[0], start_recording=not guided)
+            hook = _LayerHook(layer[0], start_recording=not guided, heads=heads)
             handle = layer[1].register_forward_hook(hook)
         try:
             with contextlib.ExitStack() as stack:
@@ -154,8 +162,12 @@ def capture(
                     stack.enter_context(recorder)
                 if mode is not None:
                     stack.enter_context(mode)
+                stack.callback(heads.stop)  # innermost: it sees each call's final result
+                if guided or auto or hook is None:
+                    heads.start()
                 output = model(x_in)
         finally:
+            heads.stop()
             if handle is not None:
                 handle.remove()
 
@@ -166,7 +178,7 @@ def capture(
             assert isinstance(layer, tuple)
             hook_layout = resolve_layout(tuple(hook.activations.shape), size, model, layer[1], layout)
         with torch.enable_grad():
-            picked = target_scores(output, targets, batch)
+            picked = target_scores(output, targets, batch, heads.found(logits_of(output), batch))
             _check_connected(picked.scores, hook)
             extras = {}
             wanted = head_layouts is None or (hook_layout is not None and hook_layout.kind in head_layouts)
@@ -200,6 +212,7 @@ def capture(
         layout=found_layout,
         guided_rule=None if mode is None else dict(mode.routed),
         extras=extras,
+        head=picked.head,
     )
 
 

@@ -17,6 +17,7 @@ from camlens.engine import Capture, capture, check_input
 from camlens.errors import ExplanationNote, check_names
 from camlens.guard import eager_module, guard
 from camlens.guided import RELU_KINDS
+from camlens.heads import REGRESSION, SIGMOID
 from camlens.layers import (
     AUTO,
     AutoLayer,
@@ -37,7 +38,7 @@ from camlens.names import GUIDED_GRADCAM as GUIDED_GRADCAM
 from camlens.names import SEED_METHODS as SEED_METHODS
 from camlens.postprocess import cam_to_image, rounding
 from camlens.progress import current, reporting
-from camlens.targets import SEGMENTATION_HINT, Targets, is_dense
+from camlens.targets import SEGMENTATION_HINT, Targets, is_dense, multi_labels
 
 
 def available_methods() -> list[str]:
@@ -79,6 +80,20 @@ class Explanation(MethodMaps):
     ``UserWarning`` (:class:`~camlens.errors.ExplanationNote`). ``image_warnings[i]`` holds the ones that
     concern image ``i``, without indices. With several target layers the notes of every layer are kept (each
     names its layer); with ``aug_smooth`` they are those of the plain image's maps.
+
+    ``head`` says what ``scores`` are when they are not the output's class logits: ``"sigmoid"``,
+    ``"softmax"`` or ``"log_softmax"`` when the model's forward ends in that squashing (an ``nn.Sigmoid`` /
+    ``nn.Softmax`` / ``nn.LogSoftmax`` module or a ``torch.sigmoid`` / ``softmax`` call): the maps, ``scores``
+    and ``logits`` are those of the logits before it, which the papers explain (on a probability near 1 the
+    gradient vanishes); ``"regression"`` for a ``(B,)`` or ``(B, 1)`` output explained with ``targets=None``:
+    the score is the output itself. None: the class logits the model returned (or a callable target's score,
+    which always sees the raw output). See :mod:`camlens.heads`.
+
+    With multi-label targets (several labels per image: a list of lists of classes, a ``(B, L)`` integer
+    or a ``(B, N)`` bool multi-hot tensor, see :func:`camlens.targets.multi_labels`) every field has one row
+    per image and label, in image order, and ``image_index[r]`` is the image of ``x`` row ``r`` explains
+    (``classes[r]`` its label); each row equals the call on that image alone with that class. ``overlay``,
+    ``save`` and ``show`` take the images as before and repeat them per row. Otherwise ``image_index`` is None.
     """
 
     maps: dict[str, Tensor]
@@ -94,6 +109,17 @@ class Explanation(MethodMaps):
     guided_rule: dict[str, int] | None = None
     warnings: tuple[str, ...] = ()
     image_warnings: tuple[tuple[str, ...], ...] = ()  # per image: the warnings that concern it, without indices
+    head: str | None = None
+    image_index: Tensor | None = None  # multi-label targets: the image of ``x`` each row explains
+
+    @property
+    def probabilities(self) -> Tensor | None:
+        """The model's class probabilities: ``sigmoid(logits)`` for a sigmoid head (multi-label), else
+        ``softmax(logits)``; None without class logits or for a regression output (float32)."""
+        if self.logits is None or self.head == REGRESSION:
+            return None
+        logits = self.logits.float()
+        return logits.sigmoid() if self.head == SIGMOID else logits.softmax(dim=1)
 
     @property
     def guided_generalised(self) -> bool:
@@ -153,7 +179,11 @@ def explain(
             deepest spatial layer whose gradient at the spatial positions is not identically zero
             (see :mod:`camlens.layers`; chosen inside this call's own forward pass, then cached; its
             name is in the result).
-        targets: None (predicted class), an int, B ints, or a callable ``output -> (B,)`` scores.
+        targets: None (predicted class), an int, B ints, several labels per image (a list of B lists of
+            ints, a ``(B, L)`` integer or ``(B, N)`` bool tensor: one row of the result per image and label,
+            ``result.image_index`` their images), or a callable ``output -> (B,)`` scores. A model ending in
+            a sigmoid / softmax is explained on its logits, a ``(B,)`` / ``(B, 1)`` output with None on
+            itself (``result.head``).
         counterfactual: negate the gradients (Grad-CAM paper, section 3.3): regions that argue
             *against* the class (the ``(A, g)`` methods).
         layout: how the layer's output is laid out: None (detected), ``"nchw"``, ``"nhwc"``,
@@ -196,6 +226,15 @@ def explain(
                 eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, precision=precision, **options,
             )  # fmt: skip
     check_input(model, x)
+    labels = multi_labels(targets, int(x.shape[0]))
+    if labels is not None:  # several labels per image: a row per image and label, each explained as one image
+        image_index, classes = labels
+        rows = explain(
+            model, x[image_index.to(x.device)], names, target_layer, classes.to(x.device),
+            counterfactual=counterfactual, layout=layout, eigen_smooth=eigen_smooth, aug_smooth=aug_smooth,
+            precision=precision, **options,
+        )  # fmt: skip
+        return dataclasses.replace(rows, image_index=image_index)
     method_options = _method_options(options)
     if aug_smooth or isinstance(target_layer, list | tuple):
         from camlens.methods import smoothing
@@ -404,6 +443,7 @@ def _assemble(
         guided_rule=cap.guided_rule,
         warnings=tuple(notes),
         image_warnings=tuple(tuple(own + shared) for own in per_image),
+        head=cap.head,
     )
 
 

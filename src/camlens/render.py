@@ -126,6 +126,18 @@ def _spatial_methods(result: Any) -> list[str]:
     return [m for m, v in result.maps.items() if v.dim() == 3]
 
 
+def rows_of(result: Any, images: Any) -> Any:
+    """The images as the result's rows: ``images`` itself, or for a multi-label result (``image_index``, several
+    rows per image) the list of each row's image."""
+    index = getattr(result, "image_index", None)
+    if index is None:
+        return images
+    items = list(images) if isinstance(images, list | tuple) else [images]
+    if len(items) <= int(index.max()):
+        raise ValueError(f"{len(items)} images for a multi-label explanation of images 0..{int(index.max())}")
+    return [items[i] for i in index.tolist()]
+
+
 def overlays(
     result: Any, images: Any, method: str | None = None, colormap: str = "jet", alpha: float = 0.5
 ) -> list[np.ndarray]:
@@ -135,7 +147,7 @@ def overlays(
     from camlens.viz import overlay
     from camlens.viz.annotate import colorize
 
-    rgbs = as_rgbs(images)
+    rgbs = as_rgbs(rows_of(result, images))
     if len(rgbs) != len(result.scores):
         raise ValueError(f"{len(rgbs)} images for an explanation of {len(result.scores)}")
     method = method or next(iter(_spatial_methods(result)), None)
@@ -167,14 +179,18 @@ def save_result(
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    images = rows_of(result, images)
     sources = images if isinstance(images, list | tuple) else [images]
     rgbs = as_rgbs(images)
     if image_format not in IMAGE_FORMATS:
         raise ValueError(f"image_format must be one of {IMAGE_FORMATS}, not {image_format!r}")
-    probabilities = None if result.logits is None else result.logits.float().softmax(dim=1).cpu()
+    probabilities = None if result.probabilities is None else result.probabilities.cpu()
     written = []
     for i, (source, rgb) in enumerate(zip(sources, rgbs, strict=True)):
-        stem = Path(source).stem if isinstance(source, str | Path) else f"image{i}"
+        index = getattr(result, "image_index", None)  # a multi-label result: a row per image and label
+        stem = Path(source).stem if isinstance(source, str | Path) else f"image{i if index is None else int(index[i])}"
+        if index is not None and result.classes is not None:
+            stem += f"-class{int(result.classes[i])}"
         maps = maps_at_size(result, i, list(result.maps), rgb.shape[:2])
         cap = None
         if annotate:
@@ -200,7 +216,7 @@ def show(result: Any, images: Any, methods: list[str] | None = None, colormap: s
         raise ImportError("camlens.show needs matplotlib: pip install matplotlib") from None
     from camlens.images import as_rgbs
 
-    rgbs = as_rgbs(images)
+    rgbs = as_rgbs(rows_of(result, images))
     methods = methods or list(result.maps)
     figure, axes = plt.subplots(
         len(rgbs), 1 + len(methods), figsize=(2.6 * (1 + len(methods)), 2.6 * len(rgbs)), squeeze=False

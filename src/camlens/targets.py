@@ -5,10 +5,15 @@
 * ``None``: each image's predicted class (argmax of the logits);
 * an ``int``: that class for every image;
 * a sequence or 1-D tensor of ``B`` ints: one class per image;
+* several labels per image (multi-label, :func:`multi_labels`): a sequence of ``B`` sequences of ints, a
+  ``(B, L)`` integer tensor (``L`` labels each) or a ``(B, N)`` bool tensor (multi-hot); ``explain`` gives
+  one row per image and label;
 * a callable ``output -> (B,)`` scores, which receives the model's raw output (a tensor, tuple, dict or
   object), so that segmentation, detection, captioning or VQA heads can be explained.
 
-Scores are pre-softmax: the class logit, or whatever scalar per image the callable returns.
+Scores are pre-softmax: the class logit, or whatever scalar per image the callable returns. A model whose
+output is a sigmoid / softmax / log-softmax of its logits is scored on those logits (:mod:`camlens.heads`);
+a ``(B,)`` or ``(B, 1)`` output with ``targets=None`` is scored as it is (a regression).
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-Targets = None | int | Sequence[int] | Tensor | Callable[[Any], Tensor]
+from camlens.heads import REGRESSION, Head, HeadRecorder
+
+Targets = None | int | Sequence[int] | Sequence[Sequence[int]] | Tensor | Callable[[Any], Tensor]
 
 _HOW_TO_PICK = "pass targets=a callable mapping the model output to one score per image (a tensor of shape (B,))"
 
@@ -93,6 +100,7 @@ class TargetScores:
     scores: Tensor  # (B,) pre-softmax, part of the autograd graph
     logits: Tensor | None  # (B, N) when the output holds classification logits
     classes: Tensor | None  # (B,) long, None for a callable target
+    head: str | None = None  # what the scores are when not the output's class logits (see target_scores)
 
 
 def logits_of(output: Any) -> Tensor | None:
@@ -107,6 +115,21 @@ def logits_of(output: Any) -> Tensor | None:
     if candidate is None and isinstance(output, Mapping):
         candidate = output.get("logits")
     return candidate if isinstance(candidate, Tensor) else None
+
+
+def forward_logits(forward: Callable[[], Any]) -> Any:
+    """Run ``forward()`` (one forward of a model) and return its output, or, when that output (or its
+    ``.logits``) is a final sigmoid / softmax / log-softmax (:mod:`camlens.heads`), the logits before it:
+    what the engine explains, for the methods that run the model again."""
+    recorder = HeadRecorder()
+    recorder.start()
+    try:
+        output = forward()
+    finally:
+        recorder.stop()
+    logits = logits_of(output)
+    head = None if logits is None or logits.dim() == 0 else recorder.found(logits, int(logits.shape[0]))
+    return output if head is None else head.logits
 
 
 def _describe(output: Any) -> str:
@@ -168,8 +191,66 @@ def _classes_from(targets: Any, batch: int, num_classes: int, device: torch.devi
     return torch.as_tensor(values, dtype=torch.long, device=device)
 
 
-def target_scores(output: Any, targets: Targets, batch: int) -> TargetScores:
+def multi_labels(targets: Any, batch: int) -> tuple[Tensor, Tensor] | None:
+    """``(image_index, classes)``, one entry per image and label, when ``targets`` names several labels per
+    image; None for any other targets value.
+
+    Multi-label targets are a sequence of ``batch`` sequences (or 1-D tensors) of ints, one per image (their
+    lengths may differ, an empty one explains nothing for that image), a ``(batch, L)`` integer tensor, or a
+    ``(batch, N)`` bool tensor whose true entries are each image's labels (the multi-hot labels of a
+    multi-label data set). The rows are in image order, each image's labels in the order given.
+
+    Raises:
+        ValueError: not ``batch`` rows, or no label at all.
+        TypeError: a row holding anything but ints.
+    """
+    if isinstance(targets, Tensor):
+        if targets.dim() != 2:
+            return None
+        if targets.dtype == torch.bool:
+            if targets.shape[0] != batch:
+                raise ValueError(f"a multi-hot targets tensor has {targets.shape[0]} rows for {batch} images")
+            found = targets.nonzero()
+            rows = [found[:, 0], found[:, 1]]
+        else:
+            if targets.dtype.is_floating_point or targets.dtype.is_complex:
+                raise TypeError(
+                    f"multi-label targets must be integer class indices or a bool multi-hot tensor, not {targets.dtype}"
+                )
+            if targets.shape[0] != batch:
+                raise ValueError(f"targets has {targets.shape[0]} rows of labels for a batch of {batch} images")
+            labels = targets.shape[1]
+            rows = [torch.arange(batch).repeat_interleave(labels), targets.reshape(-1).long().cpu()]
+    elif (
+        isinstance(targets, Sequence)
+        and not isinstance(targets, str | bytes)
+        and len(targets) > 0
+        and all(isinstance(t, Tensor | Sequence) and not isinstance(t, str | bytes) for t in targets)
+    ):
+        if len(targets) != batch:
+            raise ValueError(f"targets has {len(targets)} lists of labels for a batch of {batch} images")
+        lists = [t.tolist() if isinstance(t, Tensor) else list(t) for t in targets]
+        if not all(_is_class_index(v) for labels in lists for v in labels):
+            raise TypeError("multi-label targets must hold ints: one list of class indices per image")
+        rows = [
+            torch.tensor([i for i, labels in enumerate(lists) for _ in labels], dtype=torch.long),
+            torch.tensor([int(v) for labels in lists for v in labels], dtype=torch.long),
+        ]
+    else:
+        return None
+    if rows[0].numel() == 0:
+        raise ValueError("the multi-label targets name no label for any image")
+    return rows[0].long().cpu(), rows[1].long().cpu()
+
+
+def target_scores(output: Any, targets: Targets, batch: int, head: Head | None = None) -> TargetScores:
     """Compute the ``(B,)`` scores to explain from a model output.
+
+    ``head`` is the squashing the output came from (:class:`camlens.heads.Head`, found by the engine): class
+    targets then score its input, the logits, and ``TargetScores.head`` names it (``"sigmoid"``,
+    ``"softmax"``, ``"log_softmax"``). A ``(B,)`` or ``(B, 1)`` output with ``targets=None`` is a regression
+    (or one-logit) output: the score is the output itself and ``head`` is ``"regression"`` (or the squashing
+    before it). A callable target always receives the raw output (``head`` None).
 
     Raises:
         ValueError: a class out of range, a wrong number of targets, or an output with no logits.
@@ -190,6 +271,15 @@ def target_scores(output: Any, targets: Targets, batch: int) -> TargetScores:
 
     if logits is None:
         raise ValueError(f"the model returned {_describe(output)}, not logits: {_how_to_pick(output, batch)}")
+    kind = None
+    if head is not None:
+        logits, kind = head.logits, head.kind
+    if targets is None and logits.shape in ((batch,), (batch, 1)):  # a regression or one-logit output
+        scores = logits if logits.dim() == 1 else logits[:, 0]
+        classes = None if logits.dim() == 1 else torch.zeros(batch, dtype=torch.long, device=logits.device)
+        return TargetScores(
+            scores=scores, logits=logits if logits.dim() == 2 else None, classes=classes, head=kind or REGRESSION
+        )
     if not _is_2d(logits, batch):
         raise ValueError(
             f"the model's output has shape {tuple(logits.shape)}, not (batch, classes): {_how_to_pick(logits, batch)}"
@@ -199,7 +289,7 @@ def target_scores(output: Any, targets: Targets, batch: int) -> TargetScores:
     else:
         classes = _classes_from(targets, batch, logits.shape[1], logits.device)
     scores = logits.gather(1, classes[:, None])[:, 0]
-    return TargetScores(scores=scores, logits=logits, classes=classes)
+    return TargetScores(scores=scores, logits=logits, classes=classes, head=kind)
 
 
 def _is_2d(logits: Tensor | None, batch: int) -> bool:

@@ -26,7 +26,8 @@ import torch
 from torch import Tensor, nn
 
 from camlens.engine import Capture, HeadFunction
-from camlens.targets import Targets, logits_of
+from camlens.heads import REGRESSION, SIGMOID, SQUASHINGS
+from camlens.targets import Targets, forward_logits, logits_of
 
 
 @dataclass(frozen=True)
@@ -111,30 +112,45 @@ class MethodContext:
             return None
         return layout.reshape if layout.kind == "custom" else layout.kind
 
+    def run(self, forward: Callable[[], Any]) -> Any:
+        """``forward()``, one more forward of the model; when the capture explained the logits before a final
+        sigmoid / softmax (``capture.head``), those logits, so that every method scores what the engine did."""
+        return forward_logits(forward) if self.capture.head in SQUASHINGS else forward()
+
     def scores_of(self, output: Any, images: Tensor) -> Tensor:
         """The explained scores of a batch of outputs whose row ``r`` belongs to image ``images[r]``.
 
         With classes (None, an int or per-image targets) this is the class logit of each row's image;
-        with a callable target, the callable's score of each row.
+        for a ``(B,)`` regression output the output itself; with a callable target, the callable's score of
+        each row. ``output`` comes from :meth:`run` (the logits before a final squashing).
         """
         if self.capture.classes is not None:
             logits = logits_of(output)
             if logits is None or logits.dim() != 2:
                 raise ValueError("the model's output on the perturbed batch holds no (batch, classes) logits")
             return logits.gather(1, self.capture.classes.to(logits.device)[images][:, None])[:, 0]
+        if self.capture.head == REGRESSION:
+            values = logits_of(output)
+            if values is None or values.dim() != 1:
+                raise ValueError("the model's output on the perturbed batch is not its (batch,) regression output")
+            return values
         scores = self.targets(output)  # type: ignore[operator,misc]
         if scores.dim() == 2 and scores.shape[1] == 1:
             scores = scores[:, 0]
         return scores
 
     def probabilities_of(self, output: Any, images: Tensor) -> Tensor:
-        """Softmax probability of each row's class (Score-CAM); a callable target's raw score."""
-        if self.capture.classes is None:
+        """Probability of each row's class (Score-CAM): the softmax's, or the sigmoid's for a sigmoid head
+        (multi-label); a callable target's or a regression output's raw score."""
+        if self.capture.classes is None or self.capture.head == REGRESSION:
             return self.scores_of(output, images)
         logits = logits_of(output)
         if logits is None or logits.dim() != 2:
             raise ValueError("the model's output on the perturbed batch holds no (batch, classes) logits")
-        probabilities = torch.softmax(logits.float(), dim=1).to(logits.dtype)
+        if self.capture.head == SIGMOID:
+            probabilities = torch.sigmoid(logits.float()).to(logits.dtype)
+        else:
+            probabilities = torch.softmax(logits.float(), dim=1).to(logits.dtype)
         return probabilities.gather(1, self.capture.classes.to(logits.device)[images][:, None])[:, 0]
 
 

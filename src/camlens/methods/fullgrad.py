@@ -63,7 +63,7 @@ def full_gradients(context: MethodContext) -> tuple[Tensor, Tensor, list[tuple[T
                 # a linear layer's bias runs along the last dimension (tokens, channels-last maps)
                 handles.append(module.register_forward_hook(keep(bias, isinstance(module, nn.Linear))))
         with torch.inference_mode(False), torch.enable_grad():
-            output = model(x)
+            output = context.run(lambda: model(x))
             targets = context.capture.classes if context.capture.classes is not None else context.targets
             scores = target_scores(output, targets, x.shape[0]).scores
             grads = torch.autograd.grad(scores.sum(), [x, *[o for o, _, _ in outputs]], allow_unused=True)

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from camlens.methods.context import MethodContext, MethodOptions
 from camlens.methods.gradcam import weighted_sum
-from camlens.targets import Targets, TargetScores, logits_of
+from camlens.targets import Targets, TargetScores, forward_logits, logits_of
 
 _classifier_cache: weakref.WeakKeyDictionary[nn.Module, dict[str, str]] = weakref.WeakKeyDictionary()
 
@@ -52,7 +52,7 @@ def find_classifier(model: nn.Module, x: Tensor, layer: tuple[str, nn.Module]) -
     handles += [m.register_forward_hook(keep_linear(n)) for n, m in linears]
     try:
         with torch.inference_mode(False), torch.no_grad():
-            output = model(x[:1].detach())
+            output = forward_logits(lambda: model(x[:1].detach()))  # the logits before a final sigmoid
     finally:
         for handle in handles:
             handle.remove()

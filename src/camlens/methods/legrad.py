@@ -32,7 +32,7 @@ def legrad(context: MethodContext) -> Tensor:
     mode = ExplicitAttention()
     with torch.inference_mode(False), torch.enable_grad():
         with mode:
-            output = model(x)
+            output = context.run(lambda: model(x))
         grid, prefix = checked_attention("legrad", model, x, mode.probabilities)
         targets = context.capture.classes if context.capture.classes is not None else context.targets
         scores = target_scores(output, targets, x.shape[0]).scores

@@ -23,6 +23,7 @@ No module is replaced; hooks live for one call and are removed in ``finally``; e
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -107,14 +108,16 @@ def layer_tail_scores(
         runs = [(way, run) for way, run in runs if way == how]
     for way, run in runs:
         try:
-            scores = context.scores_of(run(), index)
+            scores = context.scores_of(context.run(run), index)
         except (RuntimeError, ValueError, IndexError, TypeError):
             continue
         if scores.shape == (n,) and (not check or _close(scores[-1], reference)):
             return scores[: variants.shape[0]], way
     # the tail needs its input batch: n full forwards, the hook substituting the activations
     m = variants.shape[0]
-    full = context.scores_of(_run_with(context.model, context.module, x.expand(m, *x.shape[1:]), variants), index[:m])
+    full = context.scores_of(
+        context.run(lambda: _run_with(context.model, context.module, x.expand(m, *x.shape[1:]), variants)), index[:m]
+    )
     return full, "full"
 
 
@@ -211,7 +214,7 @@ def _masked_scores(
     for part in _chunks(len(channels), context.options.batch_size):
         chunk = masks(channels[part]).to(x.dtype) * x
         with torch.inference_mode(False), torch.no_grad():
-            output = context.model(chunk)
+            output = context.run(functools.partial(context.model, chunk))
         rows = torch.full((chunk.shape[0],), image, dtype=torch.long, device=x.device)
         scores.append(context.probabilities_of(output, rows) if probability else context.scores_of(output, rows))
         if counter is not None:

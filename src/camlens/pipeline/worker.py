@@ -54,7 +54,7 @@ def explain_images(
         )  # fmt: skip
     except (ValueError, TypeError) as error:
         raise UsageError(str(error)) from None
-    probabilities = None if result.logits is None else result.logits.float().softmax(dim=1).cpu()
+    probabilities = None if result.probabilities is None else result.probabilities.cpu()
     metric_values = image_metrics(model, x, result, options) if options.metrics else [{} for _ in rgbs]
     found = getattr(result, "layout", None)
     layout = "" if found is None else found.describe()
