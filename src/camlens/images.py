@@ -1,4 +1,5 @@
-"""Reading images from disk into RGB arrays, and into model input batches (no cropping)."""
+"""Reading images from disk into RGB arrays, or into arrays of any channel count (grey, RGBA, multi-band), and
+into model input batches (no cropping)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from camlens.errors import UsageError
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".npy"}
 MAX_PIXELS = 16_000 * 12_000  # 192 megapixels
 DEFAULT_MAX_SIDE = 4096  # the pictures' resolution; the network input is resized from it (224 for most)
 _RESIZABLE = {"L", "LA", "RGB", "RGBA", "RGBX", "CMYK", "I", "F"}
@@ -81,6 +82,14 @@ def read_image(path: str | Path, max_side: int | None = DEFAULT_MAX_SIDE) -> np.
     path = Path(path)
     if max_side is not None and (isinstance(max_side, bool) or not isinstance(max_side, int) or max_side < 1):
         raise ValueError(f"max_side must be a positive int or None, not {max_side!r}")
+    _check_file(path)
+    if path.suffix.lower() == ".npy":
+        return display_rgb(read_pixels(path, None, max_side))
+    return _decode(path, str(path), MAX_PIXELS, max_side)
+
+
+def _check_file(path: Path) -> None:
+    """Raise one line unless ``path`` is a non-empty regular file (a loop, a broken link, a folder: each said)."""
     try:
         info = os.stat(path)
     except OSError as error:
@@ -98,7 +107,158 @@ def read_image(path: str | Path, max_side: int | None = DEFAULT_MAX_SIDE) -> np.
         raise UsageError(f"image {path} is not a file")
     if info.st_size == 0:
         raise UsageError(f"image {path} is empty")
-    return _decode(path, str(path), MAX_PIXELS, max_side)
+
+
+def read_pixels(path: str | Path, channels: int | None, max_side: int | None = DEFAULT_MAX_SIDE) -> np.ndarray:
+    """Read an image with ``channels`` channels as an ``H x W x C`` array, or raise one line naming the file.
+
+    The array is uint8 (an 8-bit image), uint16 (a 16-bit one) or float32 (a ``.npy`` file's floats, taken as
+    they are); :func:`to_batch` scales integers to [0, 1]. ``channels=1``: a grey image (a colour one is made
+    grey); 3: RGB, as :func:`read_image`; 4: an RGBA or CMYK image's four bands, as stored (no compositing);
+    any count: a multi-page TIFF with one band per page, or a ``.npy`` array ``H x W x C`` or ``C x H x W``
+    (``H x W`` for one channel). ``channels=None`` takes a ``.npy`` array's own count. Larger than ``max_side``
+    on the longer side, the array is scaled down (antialiased), as :func:`read_image` does.
+
+    Example:
+        >>> import tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "bands.npy")
+        >>> np.save(path, np.zeros((5, 6, 4), dtype=np.float32))
+        >>> read_pixels(path, 4).shape
+        (5, 6, 4)
+    """
+    path = Path(path)
+    if channels is not None and (isinstance(channels, bool) or not isinstance(channels, int) or channels < 1):
+        raise ValueError(f"channels must be a positive int, not {channels!r}")
+    _check_file(path)
+    if path.suffix.lower() != ".npy":
+        if channels == 3:
+            return read_image(path, max_side=max_side)
+        return _fit_array(_bands(path, channels), max_side)
+    try:
+        array = np.load(path, allow_pickle=False)
+    except OSError as error:
+        raise UsageError(f"image {path} cannot be read ({error.strerror or error})") from None
+    except (ValueError, EOFError) as error:
+        raise UsageError(f"image {path} is not a readable .npy array ({str(error).splitlines()[0][:100]})") from None
+    if array.ndim == 2:
+        array = array[..., None]
+    shape = tuple(array.shape)
+    if array.ndim == 3 and array.shape[2] != channels:
+        # C x H x W: the count asked for leads, or (none asked for) a short first axis before a long last one
+        leads = array.shape[0] == channels if channels is not None else array.shape[0] <= 16 < array.shape[2]
+        if leads:
+            array = np.moveaxis(array, 0, -1)
+    if array.ndim != 3 or array.shape[0] < 1 or array.shape[1] < 1:
+        raise UsageError(f"image {path} is an array of shape {shape}, not H x W x C")
+    if channels is not None and array.shape[2] != channels:
+        raise UsageError(
+            f"image {path} is an array of shape {shape}: neither H x W x {channels} nor {channels} x H x W "
+            f"(the network takes {channels} channels; see --channels)"
+        )
+    if array.dtype == np.bool_ or not (np.issubdtype(array.dtype, np.number)):
+        raise UsageError(f"image {path} holds {array.dtype} values, not numbers")
+    if array.dtype not in (np.uint8, np.uint16):
+        array = array.astype(np.float32)
+        if not np.isfinite(array).all():
+            raise UsageError(f"image {path} holds NaN or infinite values")
+    return _fit_array(np.ascontiguousarray(array), max_side)
+
+
+def _bands(path: Path, channels: int | None) -> np.ndarray:
+    """A Pillow-readable file's bands: one grey band, RGBA / CMYK as stored, or a multi-page TIFF's pages."""
+    try:
+        with Image.open(path) as opened:
+            if opened.width * opened.height > MAX_PIXELS:
+                raise ImageTooLarge(f"image {path} is too large ({opened.width} x {opened.height} pixels)")
+            pages = getattr(opened, "n_frames", 1)
+            if channels is not None and channels > 1 and pages == channels:
+                planes = []
+                for page in range(pages):
+                    opened.seek(page)
+                    planes.append(_plane(opened.copy(), path))
+                return np.stack(planes, axis=-1)
+            image = ImageOps.exif_transpose(opened) or opened
+            image.load()
+            if channels == 1:
+                return _plane(image if image.mode in ("L", "I;16", "I;16B", "I;16L", "I", "F") else image.convert("L"),
+                              path)[..., None]  # fmt: skip
+            if channels == 4 and image.mode in ("RGBA", "CMYK", "RGBX"):
+                return np.asarray(image, dtype=np.uint8).copy()
+            have = len(image.getbands())
+            raise UsageError(
+                f"image {path} has {have} band{'s' * (have != 1)} ({image.mode}, {pages} page{'s' * (pages != 1)}); "
+                f"the network takes {channels} channels: give a grey image, an RGBA one, a TIFF with a page per "
+                "channel, or a .npy array H x W x C"
+            )
+    except UsageError:
+        raise
+    except (UnidentifiedImageError, ImportError):
+        raise NotAnImage(f"{path} is not an image (or not a format Pillow can read)") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise UsageError(f"image {path} is damaged or truncated ({str(error).splitlines()[0][:100]})") from None
+
+
+def _plane(image: Image.Image, path: Path) -> np.ndarray:
+    """One band as a 2-D array: uint8, uint16 (16-bit images), or float32 (32-bit integer or float images)."""
+    if image.mode.startswith("I;16"):
+        return np.asarray(image, dtype=np.uint16).copy()
+    if image.mode in ("I", "F"):
+        return np.asarray(image, dtype=np.float32).copy()
+    if image.mode != "L":
+        raise UsageError(f"image {path} has a {image.mode} page: a page per channel must be one grey band")
+    return np.asarray(image, dtype=np.uint8).copy()
+
+
+def _fit_array(array: np.ndarray, max_side: int | None) -> np.ndarray:
+    """An ``H x W x C`` array scaled down (antialiased bilinear) to ``max_side`` on its longer side, same dtype."""
+    height, width = array.shape[:2]
+    if max_side is None or max(height, width) <= max_side:
+        return array
+    scale = max_side / max(height, width)
+    size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    t = torch.from_numpy(array.astype(np.float32)).permute(2, 0, 1)[None]
+    small = F.interpolate(t, size=size, mode="bilinear", align_corners=False, antialias=True)[0].permute(1, 2, 0)
+    if array.dtype in (np.uint8, np.uint16):
+        small = small.round().clamp(0, float(np.iinfo(array.dtype).max))
+    return np.ascontiguousarray(small.numpy().astype(array.dtype))
+
+
+def unit_range(array: np.ndarray) -> np.ndarray:
+    """An image array as float32: uint8 / 255, uint16 / 65535, floats as they are."""
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / 255.0
+    if array.dtype == np.uint16:
+        return array.astype(np.float32) / 65535.0
+    return array.astype(np.float32)
+
+
+def display_rgb(pixels: np.ndarray, bands: tuple[int, ...] | None = None) -> np.ndarray:
+    """A displayable ``H x W x 3`` uint8 rendering of an ``H x W x C`` image (the pictures' background).
+
+    One channel: grey. Three uint8 channels: themselves. Otherwise the ``bands`` (three indices, 0-based;
+    default the first three, or the first one for two channels) each stretched from its 2nd to its 98th
+    percentile, as satellite viewers show multi-band images.
+
+    Example:
+        >>> display_rgb(np.zeros((2, 3, 1), dtype=np.uint8)).shape
+        (2, 3, 3)
+    """
+    channels = pixels.shape[2]
+    if bands is None:
+        bands = (0, 1, 2) if channels >= 3 else (0, 0, 0)
+    if len(bands) != 3 or any(not 0 <= b < channels for b in bands):
+        raise UsageError(f"display bands {list(bands)} must be three of the image's {channels} channels (0-based)")
+    if pixels.dtype == np.uint8:  # 8-bit bands are shown as stored
+        return np.ascontiguousarray(pixels[..., list(bands)])
+    out = np.empty(pixels.shape[:2] + (3,), dtype=np.uint8)
+    for i, band in enumerate(bands):
+        plane = unit_range(pixels[..., band])
+        low, high = np.percentile(plane, (2, 98))
+        if high <= low:
+            low, high = float(plane.min()), float(plane.max())
+        scaled = (plane - low) / (high - low) if high > low else np.zeros_like(plane)
+        out[..., i] = (np.clip(scaled, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return out
 
 
 class NotAnImage(UsageError):
@@ -162,10 +322,11 @@ def _decode(source: Path | io.BytesIO, name: str, max_pixels: int, max_side: int
 def to_batch(
     images: list[np.ndarray], size: tuple[int, int], mean: tuple[float, ...], std: tuple[float, ...]
 ) -> torch.Tensor:
-    """The whole of each image, resized (antialiased bilinear, no crop) to ``size`` and normalised."""
+    """The whole of each image (``H x W x C``: uint8 or uint16 scaled to [0, 1], floats as they are), resized
+    (antialiased bilinear, no crop) to ``size`` and normalised with one ``mean`` and ``std`` per channel."""
     tensors = []
     for rgb in images:
-        t = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0
+        t = torch.from_numpy(unit_range(rgb)).permute(2, 0, 1)[None]
         antialias = t.shape[-2] > size[0] or t.shape[-1] > size[1]
         tensors.append(F.interpolate(t, size=size, mode="bilinear", align_corners=False, antialias=antialias))
     batch = torch.cat(tensors)

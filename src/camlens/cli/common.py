@@ -39,9 +39,27 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         help="a network without weights here runs with random ones (structure checks)",
     )
     group.add_argument("--model", default=None, metavar="FILE.py:FACTORY", help="your own model: a factory in a file")
-    group.add_argument("--input-size", type=int, default=None, help="input side for --model (default 224)")
-    group.add_argument("--mean", type=float, nargs=3, default=None, help="input mean for --model (default ImageNet)")
-    group.add_argument("--std", type=float, nargs=3, default=None, help="input std for --model (default ImageNet)")
+    group.add_argument(
+        "--input-size", type=int, nargs="+", default=None, metavar="SIZE",
+        help="input side, or height and width, for --model (default 224)",
+    )  # fmt: skip
+    group.add_argument(
+        "--channels", type=int, default=None, metavar="N",
+        help="input channels (1: grey, 4 or more: bands; default: the model's first convolution's); images are "
+        "read with that many: grey, RGBA, a TIFF with a page per channel, or a .npy array H x W x C",
+    )  # fmt: skip
+    group.add_argument(
+        "--mean", type=float, nargs="+", default=None,
+        help="input mean, one per channel (or one for all; default ImageNet's for 3 channels, else 0)",
+    )  # fmt: skip
+    group.add_argument(
+        "--std", type=float, nargs="+", default=None,
+        help="input std, one per channel (or one for all; default ImageNet's for 3 channels, else 1)",
+    )  # fmt: skip
+    group.add_argument(
+        "--bands", type=int, nargs=3, default=None, metavar="B",
+        help="the three channels (0-based) the pictures show as red, green and blue (default: the first three)",
+    )  # fmt: skip
     group.add_argument("--labels", default=None, help="class names file, one per line, for --model")
 
 
@@ -129,8 +147,18 @@ def check_numbers(args: argparse.Namespace) -> None:
         raise UsageError("--topk must be at least 1")
     if getattr(args, "batch_size", 1) < 1:
         raise UsageError("--batch-size must be at least 1")
-    if args.input_size is not None and args.input_size < 8:
-        raise UsageError(f"--input-size {args.input_size} is too small")
+    size = getattr(args, "input_size", None)
+    if size is not None:
+        if len(size) > 2:
+            raise UsageError(f"--input-size takes a side or a height and a width, not {len(size)} numbers")
+        if min(size) < 8:
+            raise UsageError(f"--input-size {' '.join(map(str, size))} is too small (at least 8 pixels a side)")
+    channels = getattr(args, "channels", None)
+    if channels is not None and not 1 <= channels <= 1024:
+        raise UsageError(f"--channels {channels}: give a count from 1 to 1024")
+    bands = getattr(args, "bands", None)
+    if bands is not None and min(bands) < 0:
+        raise UsageError("--bands are 0-based channel indices: none can be negative")
     if args.std is not None and any(v <= 0 for v in args.std):
         raise UsageError("--std values must be positive")
     if args.labels is not None and not Path(args.labels).is_file():
@@ -150,11 +178,13 @@ def spec_of(args: argparse.Namespace, name: str | None, weight_path: str | None)
         args.model or name or DEFAULT_NETWORK,
         weight_path,
         offline=True if args.offline else None,
-        input_size=args.input_size,
+        input_size=None if args.input_size is None else (args.input_size[0], args.input_size[-1]),
         mean=None if args.mean is None else tuple(args.mean),
         std=None if args.std is None else tuple(args.std),
         labels=labels,
         random_weights=bool(getattr(args, "random_weights", False)),
+        channels=getattr(args, "channels", None),
+        bands=None if getattr(args, "bands", None) is None else tuple(args.bands),
     )
 
 

@@ -71,23 +71,49 @@ class NetworkSpec:
     name: str = "efficientnet_lite0"
     weight_path: str | None = None
     offline: bool | None = None
-    input_size: int | None = None
-    mean: tuple[float, float, float] | None = None
-    std: tuple[float, float, float] | None = None
+    input_size: int | tuple[int, int] | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
     labels: tuple[str, ...] | None = None
     random_weights: bool = False
+    channels: int | None = None
+    bands: tuple[int, int, int] | None = None
 
     def build(self) -> Network:
-        """Load the network (weights included), with the overrides applied; the result remembers this spec."""
+        """Load the network (weights included), with the overrides applied; the result remembers this spec.
+
+        The channel count is ``channels``, or the model's first convolution's (:func:`camlens.zoo.network.
+        input_channels`); ``mean`` and ``std`` give one value per channel, or one for all of them (default:
+        ImageNet's for three channels, 0 and 1 otherwise, i.e. pixels in [0, 1])."""
+        from camlens.errors import UsageError
         from camlens.zoo import load_network
+        from camlens.zoo.network import input_channels
 
         network = load_network(self.name, self.weight_path, offline=self.offline, random_weights=self.random_weights)
         if self.input_size is not None:
-            network.input_size = (self.input_size, self.input_size)
-        if self.mean is not None:
-            network.mean = tuple(self.mean)
-        if self.std is not None:
-            network.std = tuple(self.std)
+            size = self.input_size
+            network.input_size = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+        network.channels = self.channels or input_channels(network.model)
+        count = network.channels
+        if count != 3:
+            network.mean, network.std = (0.0,) * count, (1.0,) * count
+        for option, given in (("mean", self.mean), ("std", self.std)):
+            if given is None:
+                continue
+            values = tuple(float(v) for v in given)
+            if len(values) == 1:
+                values *= count
+            if len(values) != count:
+                raise UsageError(
+                    f"--{option} has {len(values)} values; {network.name} takes {count} channels: give one per "
+                    "channel (or one for all)"
+                )
+            setattr(network, option, values)
+        if self.bands is not None:
+            if len(self.bands) != 3 or any(not 0 <= b < count for b in self.bands):
+                shown = " ".join(map(str, self.bands))
+                raise UsageError(f"--bands {shown}: give three of the {count} channels (0-based)")
+            network.bands = (int(self.bands[0]), int(self.bands[1]), int(self.bands[2]))
         if self.labels is not None:
             network.labels = list(self.labels)
         network.spec = self  # type: ignore[attr-defined]

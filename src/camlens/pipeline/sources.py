@@ -123,18 +123,21 @@ def decode(
 ) -> list[tuple[Path, str, Any, Any]]:
     """Read ``(path, stem)`` items: ``(path, stem, rgb or error text, network's input or None)``.
 
-    With ``network``, each image is also made into its input (``(1, 3, H, W)``), here rather than in the
-    thread that runs the model."""
-    from camlens.images import read_image, to_batch
+    With ``network``, each image is read with the network's channel count and also made into its input
+    (``(1, C, H, W)``; :meth:`camlens.zoo.Network.read`), here rather than in the thread that runs the model;
+    ``rgb`` is then the pictures' displayable background."""
+    from camlens.images import read_image
 
     t = time.perf_counter()
     items: list[tuple[Path, str, Any, Any]] = []
     for path, stem in batch:
         tensor = None
+        rgb: Any
         try:
-            rgb: Any = read_image(path) if max_side is None else read_image(path, max_side=max_side)
             if network is not None:
-                tensor = to_batch([rgb], network.input_size, network.mean, network.std)
+                rgb, tensor = network.read(path, max_side)
+            else:
+                rgb = read_image(path) if max_side is None else read_image(path, max_side=max_side)
         except UsageError as error:
             rgb = str(error)
         except OSError as error:  # e.g. no permission to read: a failed row, like a bad image

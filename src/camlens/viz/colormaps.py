@@ -25,8 +25,11 @@ def jet(values: np.ndarray) -> np.ndarray:
 def gradient_image(gradient: np.ndarray) -> np.ndarray:
     """Guided backprop shown as in the papers: standardise, scale by 0.1, centre on grey, clip.
 
-    ``gradient`` is H x W x 3 (float). A zero gradient is plain grey.
+    ``gradient`` is H x W x C (float). A zero gradient is plain grey. Other than three channels, the picture
+    shows one channel as grey (one or two channels: the first) or the first three as RGB (more than three).
     """
+    if gradient.ndim == 3 and gradient.shape[2] != 3:
+        gradient = gradient[..., [0, 0, 0] if gradient.shape[2] < 3 else [0, 1, 2]]
     g = np.array(gradient, dtype=np.float32, order="C")  # float32, in place (numpy's sums are pairwise)
     g -= g.mean()
     std = float(np.sqrt(np.mean(np.square(g))))

@@ -28,9 +28,23 @@ class Network:
     labels: list[str] = field(default_factory=list)
     weights: str = ""  # where the weights came from, for the report
     tokenizer: Any = None  # an image-text model's: list[str] -> token ids (None: open_clip's own)
+    channels: int = 3  # the input's channel count (1: grey, 4 or more: bands); images are read with this many
+    bands: tuple[int, int, int] | None = None  # the channels the pictures show as red, green, blue (0-based)
 
     def label(self, index: int) -> str:
         return self.labels[index] if 0 <= index < len(self.labels) else f"class {index}"
+
+    def read(self, path: str | Path, max_side: int | None) -> tuple[Any, torch.Tensor]:
+        """One image file as ``(picture background, model input)``: the displayable ``H x W x 3`` uint8 RGB the
+        pictures are drawn on, and the ``(1, C, H, W)`` input, read with :attr:`channels` channels
+        (:func:`camlens.images.read_pixels`; a 1-channel image is shown grey, a multi-band one by :attr:`bands`)."""
+        from camlens.images import display_rgb, read_image, read_pixels, to_batch
+
+        if self.channels == 3 and Path(path).suffix.lower() != ".npy":
+            rgb = read_image(path, max_side=max_side)
+            return rgb, to_batch([rgb], self.input_size, self.mean, self.std)
+        pixels = read_pixels(path, self.channels, max_side)
+        return display_rgb(pixels, self.bands), to_batch([pixels], self.input_size, self.mean, self.std)
 
     def preprocess(self, images: object) -> torch.Tensor:
         """The model's input batch ``(B, 3, H, W)`` from image paths, PIL images or arrays (one or a list):
@@ -43,6 +57,23 @@ class Network:
         batch = to_batch(as_rgbs(images), self.input_size, self.mean, self.std)
         parameter = next(self.model.parameters(), None)
         return batch if parameter is None else batch.to(parameter.device)
+
+
+def input_channels(model: nn.Module, default: int = 3) -> int:
+    """The channel count a model's input has: its first convolution's ``in_channels`` (in registration order;
+    a ViT's patch embedding is one), or ``default`` where the model has none.
+
+    Example:
+        >>> from torch import nn
+        >>> input_channels(nn.Sequential(nn.Conv2d(4, 8, 3), nn.ReLU(), nn.Conv2d(8, 2, 1)))
+        4
+    """
+    from torch.nn.modules.conv import _ConvNd
+
+    for module in model.modules():
+        if isinstance(module, _ConvNd):
+            return int(module.in_channels)
+    return default
 
 
 @lru_cache(maxsize=1)
