@@ -381,3 +381,25 @@ def test_bad_input_is_one_clear_error(vit, hf_clip):
     with pytest.raises(ValueError, match="reference has 7 dimensions"):
         explain_similarity(vit, x, torch.rand(7), "gradcam")
     assert {"gradcam", "gscorecam", "gradeclip", "legrad"} <= set(available_text_methods())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("arch", "layer"), [("RN50", "visual.layer4"), ("ViT-B-32", "visual.transformer.resblocks.11.ln_1")]
+)
+def test_open_clips_own_rn50_and_vit_b_32_with_random_weights(arch, layer):
+    """The issue's architectures as open_clip builds them (random weights, offline): the automatic layer and
+    Grad-CAM of each prompt's cosine against the hand-written hook."""
+    torch.manual_seed(0)
+    model = open_clip.create_model(arch, pretrained=None).eval()
+    tokenizer = open_clip.get_tokenizer(arch)
+    x = torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(4))
+    result = explain_text(model, x, TEXTS[:2], ["gradcam"], tokenizer=tokenizer)
+    assert result.target_layer == layer
+    module = dict(model.named_modules())[layer]
+    with torch.no_grad():
+        texts = model.encode_text(tokenizer(TEXTS[:2]))
+    for t in range(2):
+        raw, cosine = _oracle_gradcam(model.encode_image, module, x, texts[t], prefix=1)
+        torch.testing.assert_close(result.raw["gradcam"][:, t], raw, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(result.similarity[:, t], cosine, rtol=1e-5, atol=1e-6)
