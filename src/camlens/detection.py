@@ -181,12 +181,14 @@ def _yolo_head_name(model: nn.Module) -> str:
     return f"model.{len(model.model) - 1}"  # type: ignore[arg-type]
 
 
-def _yolo_forward(model: nn.Module, images: list[Tensor]) -> list[Mapping[str, Any]]:
+def _yolo_forward(
+    model: nn.Module, images: list[Tensor], confidence: float = YOLO_CONFIDENCE
+) -> list[Mapping[str, Any]]:
     """ultralytics YOLO (v8/11, anchor-free) explained through its raw head, before NMS.
 
     The images are padded (bottom and right, letterbox grey) to a common size that is a multiple of the largest
     stride, not resized. The head gives, per anchor, a box (centre x, centre y, w, h in input pixels) and the
-    sigmoid score of every class; a candidate's class is its best score, candidates above ``YOLO_CONFIDENCE`` go
+    sigmoid score of every class; a candidate's class is its best score, candidates above ``confidence`` go
     through class-aware NMS (torchvision's ``batched_nms``, IoU ``YOLO_NMS_IOU``), and a box's score is the class
     score of the anchor that produced it, read from the head's output: differentiable, one graph for all boxes.
     """
@@ -208,7 +210,7 @@ def _yolo_forward(model: nn.Module, images: list[Tensor]) -> list[Mapping[str, A
         boxes = torch.stack([centre_x - box_w / 2, centre_y - box_h / 2, centre_x + box_w / 2, centre_y + box_h / 2], 1)
         classes = raw[b, 4:]  # (classes, anchors)
         best, labels = classes.detach().max(dim=0)
-        candidates = (best > YOLO_CONFIDENCE).nonzero()[:, 0]
+        candidates = (best > confidence).nonzero()[:, 0] if confidence > 0 else torch.arange(best.numel())
         keep = batched_nms(boxes.detach()[candidates], best[candidates], labels[candidates], YOLO_NMS_IOU)
         anchors = candidates[keep[:YOLO_MAX_BOXES]]
         found.append(

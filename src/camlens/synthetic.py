@@ -18,7 +18,9 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -354,6 +356,114 @@ def trained_clip(steps: int = 100, seed: int = 0) -> TinyClip:
         same = (ids[pick][:, None] == ids[pick][None]).all(-1).float()
         target = same / same.sum(1, keepdim=True)
         loss = (-(target * logits.log_softmax(1)).sum(1).mean() - (target * logits.log_softmax(0)).sum(0).mean()) / 2
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    return model.eval()
+
+
+# ------------------------------------------------------------------------- detection: three coloured squares
+
+#: The side of :func:`square_scenes` and of its squares, and the stride of :class:`TinyCenterNet`'s heat map.
+SCENE_SIZE, SQUARE_SIDE, DETECTOR_STRIDE = 48, 12, 2
+#: The squares' colours: class ``c`` (red, green, blue) is a square of ``SQUARE_COLOURS[c]``.
+SQUARE_COLOURS = ((1.0, 0.1, 0.1), (0.1, 1.0, 0.1), (0.1, 0.1, 1.0))
+#: The class names of :class:`TinyCenterNet`.
+SQUARE_NAMES = ("red", "green", "blue")
+
+
+def square_scenes(count: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """``count`` scenes ``(count, 3, 48, 48)`` of three squares (red, green, blue: the class is the colour) on dark
+    noise, never overlapping (each in its own cell of a 3 x 3 grid of 16 px cells), and their boxes
+    ``(count, 3, 4)`` (x1, y1, x2, y2; class ``c``'s square is box ``c``)."""
+    size, side = SCENE_SIZE, SQUARE_SIDE
+    images = 0.1 * torch.rand(count, 3, size, size, generator=generator)
+    boxes = torch.zeros(count, 3, 4)
+    cells = size // 16
+    colours = torch.tensor(SQUARE_COLOURS)
+    for i in range(count):
+        where = torch.randperm(cells * cells, generator=generator)[:3]
+        for c in range(3):
+            row, col = divmod(int(where[c]), cells)
+            # even corners: the square's centre x + 6 is a cell corner of the stride-2 grid
+            y = row * 16 + 2 * int(torch.randint(0, (16 - side) // 2 + 1, (1,), generator=generator))
+            x = col * 16 + 2 * int(torch.randint(0, (16 - side) // 2 + 1, (1,), generator=generator))
+            images[i, :, y : y + side, x : x + side] = colours[c][:, None, None]
+            boxes[i, c] = torch.tensor([x, y, x + side, y + side], dtype=torch.float32)
+    return images, boxes
+
+
+def _heat_targets(boxes: Tensor) -> Tensor:
+    """Gaussian peaks (sigma one cell) at each square's centre cell of the stride-2 grid: ``(count, 3, 24, 24)``."""
+    grid = SCENE_SIZE // DETECTOR_STRIDE
+    centre = (boxes[..., :2] + boxes[..., 2:]) / 2 / DETECTOR_STRIDE  # (count, 3, 2) in cell units
+    ys = torch.arange(grid).view(1, 1, -1, 1).float()
+    xs = torch.arange(grid).view(1, 1, 1, -1).float()
+    d2 = (xs - centre[..., 0, None, None]) ** 2 + (ys - centre[..., 1, None, None]) ** 2
+    return torch.exp(-d2 / 2)
+
+
+class TinyCenterNet(nn.Module):
+    """A CenterNet-like detector of :func:`square_scenes`: a small CNN (``features``, receptive field 21 px) and a
+    stride-2 heat map with one channel per class (``heat``); a box is a local maximum (see :func:`decode_squares`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(8, 16, 3, stride=DETECTOR_STRIDE, padding=1), nn.ReLU(),
+            nn.Conv2d(16, 16, 3, padding=2, dilation=2), nn.ReLU(),
+            nn.Conv2d(16, 16, 3, padding=2, dilation=2), nn.ReLU(),
+        )  # fmt: skip
+        self.heat = nn.Conv2d(16, 3, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.heat(self.features(x))
+
+
+def decode_squares(model: nn.Module, images: list[Tensor], threshold: float = 0.3) -> list[Mapping[str, Any]]:
+    """A :class:`camlens.detection.DetectorAdapter`'s forward for :class:`TinyCenterNet`: the local maxima of the
+    sigmoid heat map above ``threshold`` are boxes (centre +- 6 px); a box's score is its class's heat there
+    (differentiable), its class-score vector the heat of every class there."""
+    same = all(im.shape == images[0].shape for im in images)
+    heats = [torch.sigmoid(model(torch.stack(images)))] if same else [torch.sigmoid(model(im[None])) for im in images]
+    found: list[Mapping[str, Any]] = []
+    for heat in (h[None] for batch in heats for h in batch):
+        peaks = heat == F.max_pool2d(heat, 3, stride=1, padding=1)
+        c, y, x = (peaks[0] & (heat[0] > threshold)).nonzero().unbind(1)
+        centre_x, centre_y, half = x.float() * DETECTOR_STRIDE, y.float() * DETECTOR_STRIDE, SQUARE_SIDE / 2
+        boxes = torch.stack([centre_x - half, centre_y - half, centre_x + half, centre_y + half], dim=1)
+        found.append(dict(boxes=boxes, labels=c, scores=heat[0, c, y, x], class_scores=heat[0, :, y, x].T))
+    return found
+
+
+def square_adapter() -> Any:
+    """The :class:`camlens.detection.DetectorAdapter` of :class:`TinyCenterNet` (:func:`decode_squares`, layer
+    ``features``)."""
+    from camlens.detection import DetectorAdapter
+
+    return DetectorAdapter(_decode_squares, target_layer="features", name="tiny centernet")
+
+
+def _decode_squares(model: nn.Module, images: list[Tensor]) -> list[Mapping[str, Any]]:
+    return decode_squares(model, images)
+
+
+def trained_detector(steps: int = 200, seed: int = 0) -> TinyCenterNet:
+    """A :class:`TinyCenterNet` trained on 256 :func:`square_scenes` (``steps`` of 16, Adam 5e-3, a focal-like
+    loss: the peaks weighted up, the background near them down); left in ``eval()`` (a few seconds on a CPU)."""
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    images, boxes = square_scenes(256, generator)
+    targets = _heat_targets(boxes)
+    model = TinyCenterNet()
+    optimiser = torch.optim.Adam(model.parameters(), lr=5e-3)
+    for _ in range(steps):
+        index = torch.randint(0, len(images), (16,), generator=generator)
+        logits = model(images[index])
+        target = targets[index]
+        weight = torch.where(target > 0.99, 20.0, (1 - target) ** 4)
+        loss = (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * weight).mean()
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()

@@ -3,123 +3,32 @@
 Each 48 x 48 scene holds three squares (red, green, blue: the class is the colour) at known boxes. The detector
 is CenterNet-like: a small CNN whose stride-2 heat map has one channel per class, a box being a local maximum
 (the square's size is fixed, so the box is its centre +- 6 px). It is trained in the test (a few seconds) and
-wrapped by a :class:`camlens.detection.DetectorAdapter`. For Grad-CAM and ODAM, each ground-truth box's map
-(matched to the detector's box by IoU and class) must put at least 70% of its mass inside its own box and less
-than 20% inside the other boxes; D-RISE's maps peak inside their box and keep < 20% on the others (its blur
-keeps it under 70% inside: see the test).
+wrapped by a :class:`camlens.detection.DetectorAdapter` (all in :mod:`camlens.synthetic`). For Grad-CAM and
+ODAM, each ground-truth box's map (matched to the detector's box by IoU and class) must put at least 70% of its
+mass inside its own box and less than 20% inside the other boxes; D-RISE's maps peak inside their box and keep
+< 20% on the others (its blur keeps it under 70% inside: see the test).
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from camlens.detection import DetectorAdapter, explain_detections
+from camlens.detection import explain_detections
 from camlens.metrics import boxes_to_masks, energy_pointing_game, pointing_game
+from camlens.synthetic import SCENE_SIZE, square_adapter, square_scenes, trained_detector
 
-SIZE = 48
-SIDE = 12
-STRIDE = 2
-COLOURS = torch.tensor([[1.0, 0.1, 0.1], [0.1, 1.0, 0.1], [0.1, 0.1, 1.0]])
-
-
-def scenes(count: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """``count`` scenes ``(count, 3, 48, 48)`` and their boxes ``(count, 3, 4)`` (class c's square is box c)."""
-    images = 0.1 * torch.rand(count, 3, SIZE, SIZE, generator=generator)
-    boxes = torch.zeros(count, 3, 4)
-    cells = SIZE // 16  # a 3 x 3 grid of 16 px cells: each square in its own cell, never overlapping
-    for i in range(count):
-        where = torch.randperm(cells * cells, generator=generator)[:3]
-        for c in range(3):
-            row, col = divmod(int(where[c]), cells)
-            # even corners: the square's centre x + 6 is a cell corner of the stride-2 grid
-            y = row * 16 + 2 * int(torch.randint(0, (16 - SIDE) // 2 + 1, (1,), generator=generator))
-            x = col * 16 + 2 * int(torch.randint(0, (16 - SIDE) // 2 + 1, (1,), generator=generator))
-            images[i, :, y : y + SIDE, x : x + SIDE] = COLOURS[c][:, None, None]
-            boxes[i, c] = torch.tensor([x, y, x + SIDE, y + SIDE], dtype=torch.float32)
-    return images, boxes
-
-
-def heat_targets(boxes: torch.Tensor) -> torch.Tensor:
-    """Gaussian peaks (sigma one cell) at each square's centre cell on the stride-2 grid: ``(count, 3, 24, 24)``.
-
-    The centre cell of a square whose centre is at pixel ``2c`` is cell ``c`` (the decoder's inverse)."""
-    grid = SIZE // STRIDE
-    centre = (boxes[..., :2] + boxes[..., 2:]) / 2 / STRIDE  # (count, 3, 2) in cell units
-    ys = torch.arange(grid).view(1, 1, -1, 1).float()
-    xs = torch.arange(grid).view(1, 1, 1, -1).float()
-    d2 = (xs - centre[..., 0, None, None]) ** 2 + (ys - centre[..., 1, None, None]) ** 2
-    return torch.exp(-d2 / 2)
-
-
-class TinyCenterNet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        # receptive field 21 px > the 12 px square: the centre cell sees all four edges
-        self.features = nn.Sequential(
-            nn.Conv2d(3, 8, 3, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(8, 16, 3, stride=STRIDE, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(16, 16, 3, padding=2, dilation=2),
-            nn.ReLU(),
-            nn.Conv2d(16, 16, 3, padding=2, dilation=2),
-            nn.ReLU(),
-        )
-        self.heat = nn.Conv2d(16, 3, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.heat(self.features(x))
-
-
-def decode(model: nn.Module, images: list[torch.Tensor], threshold: float = 0.3) -> list[dict]:
-    """The adapter's forward: local maxima of the sigmoid heat map above ``threshold`` are boxes."""
-    heat = torch.sigmoid(model(torch.stack(images)))  # (B, 3, 24, 24)
-    peaks = heat == F.max_pool2d(heat, 3, stride=1, padding=1)
-    found = []
-    for b in range(heat.shape[0]):
-        c, y, x = ((peaks[b] & (heat[b] > threshold)).nonzero()).unbind(1)
-        centre_x = x.float() * STRIDE
-        centre_y = y.float() * STRIDE
-        half = SIDE / 2
-        boxes = torch.stack([centre_x - half, centre_y - half, centre_x + half, centre_y + half], dim=1)
-        scores = heat[b, c, y, x]  # differentiable: the box's class score
-        class_scores = heat[b, :, y, x].T  # (n, 3)
-        found.append(dict(boxes=boxes, labels=c, scores=scores, class_scores=class_scores))
-    return found
-
-
-ADAPTER = DetectorAdapter(decode, target_layer="features", name="tiny centernet")
-
-
-def train() -> TinyCenterNet:
-    torch.manual_seed(0)
-    generator = torch.Generator().manual_seed(0)
-    images, boxes = scenes(256, generator)
-    targets = heat_targets(boxes)
-    model = TinyCenterNet()
-    optimiser = torch.optim.Adam(model.parameters(), lr=5e-3)
-    for _ in range(200):
-        index = torch.randint(0, len(images), (16,), generator=generator)
-        logits = model(images[index])
-        target = targets[index]
-        # penalty-reduced focal loss in spirit: positives weighted up, background near the peaks weighted down
-        weight = torch.where(target > 0.99, 20.0, (1 - target) ** 4)
-        loss = (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * weight).mean()
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-    return model.eval()
+SIZE = SCENE_SIZE
+ADAPTER = square_adapter()
+scenes = square_scenes
 
 
 @pytest.fixture(scope="module")
-def trained() -> TinyCenterNet:
+def trained():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # convolutions this small only lose to threads (several times over on a busy machine)
     try:
-        return train()
+        return trained_detector()
     finally:
         torch.set_num_threads(threads)
 

@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_optional_commands(sub: argparse._SubParsersAction) -> None:
     import importlib
 
-    for name in ("methods", "networks", "evaluate", "serve", "segment"):
+    for name in ("methods", "networks", "evaluate", "serve", "segment", "detect"):
         try:
             module = importlib.import_module(f"camlens.cli.{name}")
         except ModuleNotFoundError as error:

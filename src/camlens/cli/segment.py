@@ -92,9 +92,10 @@ def main(args: argparse.Namespace) -> int:
     return run_targets(args, methods, task_of, "class")
 
 
-def run_targets(args: argparse.Namespace, methods: tuple[str, ...], task_of: Any, noun: str) -> int:
+def run_targets(args: argparse.Namespace, methods: tuple[str, ...], task_of: Any, noun: str, report: Any = None) -> int:
     """Load the network, build the task (``task_of(network)``), run it over the images and print a report per
-    image (``noun``: what a target is called) and the summary; the exit status."""
+    image (``noun``: what a target is called; ``report(result)``: another report) and the summary; the exit
+    status."""
     from camlens.errors import UsageError
     from camlens.run import (
         RunOptions,
@@ -125,9 +126,10 @@ def run_targets(args: argparse.Namespace, methods: tuple[str, ...], task_of: Any
         colormap=args.colormap, overwrite=args.overwrite, fail_fast=args.fail_fast, resume=not args.no_resume,
         layout=getattr(args, "layout", None),
     )  # fmt: skip
+    on_result = report or (lambda r: _print_report(r, noun))
     try:
         summary = run(
-            network, sources, args.output_dir, options, task=task, on_result=lambda r: _print_report(r, noun),
+            network, sources, args.output_dir, options, task=task, on_result=on_result,
             progress=progress_printer(), recursive=args.recursive,
             on_note=lambda note: print(f"camlens: note: {note}", file=sys.stderr, flush=True),
         )  # fmt: skip

@@ -30,6 +30,7 @@ class Network:
     tokenizer: Any = None  # an image-text model's: list[str] -> token ids (None: open_clip's own)
     channels: int = 3  # the input's channel count (1: grey, 4 or more: bands); images are read with this many
     bands: tuple[int, int, int] | None = None  # the channels the pictures show as red, green, blue (0-based)
+    adapter: Any = None  # a detector's camlens.detection.DetectorAdapter (None: torchvision's or YOLO's, found)
 
     def label(self, index: int) -> str:
         return self.labels[index] if 0 <= index < len(self.labels) else f"class {index}"

@@ -104,6 +104,18 @@ def _load_segmenter(name: str, weight_path: str | None, offline: bool, random_we
     return load_segmenter(name, weight_path, offline, random_weights)
 
 
+def _knows_detector(name: str) -> str | None:
+    from camlens.zoo.detectors import knows_detector
+
+    return knows_detector(name)
+
+
+def _load_detector(name: str, weight_path: str | None, offline: bool, random_weights: bool) -> Network:
+    from camlens.zoo.detectors import load_detector
+
+    return load_detector(name, weight_path, offline, random_weights)
+
+
 def _knows_open_clip(name: str) -> str | None:
     from camlens.zoo.clip import knows_open_clip
 
@@ -121,6 +133,7 @@ SOURCES: tuple[Source, ...] = (
     Source("bundled with its weights (camlens.zoo.lite0)", _knows_bundled, _load_bundled),
     Source("torchvision", _knows_torchvision, _load_torchvision),
     Source("torchvision segmentation (camlens.zoo.segmenters)", _knows_segmenter, _load_segmenter),
+    Source("torchvision and ultralytics YOLO detectors (camlens.zoo.detectors)", _knows_detector, _load_detector),
     Source("open_clip architectures, open_clip:<arch> (camlens.zoo.clip)", _knows_open_clip, _load_open_clip),
     Source("timm", _knows_timm, _load_timm),
 )

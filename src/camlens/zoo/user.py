@@ -18,8 +18,11 @@ if TYPE_CHECKING:
 
 def load_user_model(spec: str, weight_path: str | None) -> Network:
     """Import ``file.py``, call ``factory()`` and check it returns a module (or a ``(module, tokenizer)`` pair for
-    an image-text model: the tokenizer maps ``list[str]`` to token ids); load ``weight_path`` if given."""
+    an image-text model: the tokenizer maps ``list[str]`` to token ids; or a ``(module, adapter)`` pair for a
+    detector camlens does not know: a :class:`camlens.detection.DetectorAdapter`); load ``weight_path`` if given."""
     from torch import nn
+
+    from camlens.detection import DetectorAdapter
 
     file, _, factory_name = spec.rpartition(":")
     if not file or not factory_name:
@@ -44,18 +47,20 @@ def load_user_model(spec: str, weight_path: str | None) -> Network:
         model = factory()
     except Exception as error:  # noqa: BLE001 - user code: report it in one line
         raise UsageError(f"{spec} raised {type(error).__name__}: {' '.join(str(error).split())[:200]}") from None
-    tokenizer = None
+    tokenizer = adapter = None
+    if isinstance(model, tuple) and len(model) == 2 and isinstance(model[1], DetectorAdapter):
+        model, adapter = model  # a detector and how to read its boxes
     if isinstance(model, tuple) and len(model) == 2 and isinstance(model[0], nn.Module) and callable(model[1]):
         model, tokenizer = model  # an image-text model and its tokenizer (list[str] -> token ids)
     if not isinstance(model, nn.Module):
         raise UsageError(
-            f"{spec} returned a {type(model).__name__}, not a torch.nn.Module (or a (module, tokenizer) pair)"
+            f"{spec} returned a {type(model).__name__}, not a torch.nn.Module (or a (module, tokenizer) pair); "
+            "a detector may also come as (module, camlens.detection.DetectorAdapter)"
         )
     source = "as built by the factory"
     if weight_path is not None:
         fit_state_dict(model, read_state_dict(weight_path), weight_path, spec)
         source = weight_path
     # the factory is part of the name: two factories of one file write different files and table rows
-    return Network(
-        f"{Path(file).stem}-{factory_name}", model.eval(), (224, 224), labels=[], weights=source, tokenizer=tokenizer
-    )
+    name = f"{Path(file).stem}-{factory_name}"
+    return Network(name, model.eval(), (224, 224), labels=[], weights=source, tokenizer=tokenizer, adapter=adapter)
