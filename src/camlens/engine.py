@@ -115,7 +115,6 @@ def capture(
     guided: bool = False,
     layout: LayoutSpec = None,
     head: HeadFunction | None = None,
-    head_layouts: tuple[str, ...] | None = None,
 ) -> Capture:
     """Run ``model`` once on ``x`` and collect what the requested methods need.
 
@@ -132,9 +131,9 @@ def capture(
             :class:`~camlens.targets.TargetScores`; it must differentiate with
             ``retain_graph=True`` and return detached tensors (finer-CAM's other classes, Shapley-CAM's
             Hessian-vector product). They land in ``Capture.extras``. It needs an explicit layer (not
-            ``AUTO``), and sees the layer output in its own layout (``Capture.layout`` converts it).
-        head_layouts: the layout kinds on which ``head`` runs (None: every layout; ``explain`` passes
-            ``("nchw",)``: it refuses its head methods on the others, so they are not differentiated there).
+            ``AUTO``), and sees the layer output in its own layout (``Capture.layout`` converts it). A head
+            whose ``second_order`` attribute is true differentiates twice: the forward then runs on the math
+            attention kernel (``sdpa_kernel(MATH)``; CPU flash attention has no second derivative).
     """
     check_input(model, x)
     batch = x.shape[0]
@@ -163,6 +162,11 @@ def capture(
                 if mode is not None:
                     stack.enter_context(mode)
                 stack.callback(heads.stop)  # innermost: it sees each call's final result
+                if getattr(head, "second_order", False):
+                    # CPU flash attention has no second derivative: the math kernel (same values) has
+                    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+                    stack.enter_context(sdpa_kernel([SDPBackend.MATH]))
                 if guided or auto or hook is None:
                     heads.start()
                 output = model(x_in)
@@ -181,8 +185,7 @@ def capture(
             picked = target_scores(output, targets, batch, heads.found(logits_of(output), batch))
             _check_connected(picked.scores, hook)
             extras = {}
-            wanted = head_layouts is None or (hook_layout is not None and hook_layout.kind in head_layouts)
-            if head is not None and hook_layout is not None and wanted:
+            if head is not None and hook_layout is not None:
                 assert hook is not None and hook.activations is not None  # hook_layout comes from them
                 extras = head(output, hook.activations, picked)
             if recorder is not None:

@@ -268,9 +268,7 @@ def explain(
         head = combined_head(specs, method_options, targets)
         try:
             with mixed_precision(x.device, precision):
-                cap = capture(
-                    eager, x, targets, layer, guided=needs_guided, layout=layout, head=head, head_layouts=("nchw",)
-                )  # (explain refuses its head methods on other layouts: the head is not differentiated there)
+                cap = capture(eager, x, targets, layer, guided=needs_guided, layout=layout, head=head)
         except UninformativeLayerError as error:
             raise UninformativeLayerError(f"{error}; {_better_layer(eager, x, layer)}") from None
         if precision != "float32":

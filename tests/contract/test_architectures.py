@@ -107,18 +107,18 @@ def test_tail_and_perturbation_methods_on_channels_first_families(family, source
 @pytest.mark.slow
 @pytest.mark.parametrize("family,source,name", VIT_SWEEP, ids=[e[0] for e in VIT_SWEEP])
 def test_legrad_and_the_perturbation_methods_on_tokens(family, source, name):
-    """On token layers (class and distillation tokens) LeGrad and the perturbation methods run; the
-    methods that differentiate the layer's own output on the recorded graph are refused, naming why."""
+    """On token layers (class and distillation tokens) LeGrad, the perturbation methods and the head methods
+    (finercam, shapleycam: derivatives of the layer's own output, laid on the grid) run."""
     model = build_sweep(source, name, {"img_size": 64})
     before = snapshot(model)
     x = torch.rand(1, 3, 64, 64)
     perturbation = ["ablationcam", "scorecam", "sscam", "iscam", "smoothgradcam++", "sess"]
-    result = camlens.explain(model, x, ["legrad", "gradcam", *perturbation], batch_size=64, num_samples=2)
+    head = ["finercam", "shapleycam"]
+    result = camlens.explain(model, x, ["legrad", "gradcam", *perturbation, *head], batch_size=64, num_samples=2)
     assert_untouched(model, before)
     assert result.layout.kind == "tokens"
-    for method in ["legrad", *perturbation]:
+    for method in ["legrad", *perturbation, *head]:
         assert result[method].shape == (1, 64, 64) and torch.isfinite(result[method]).all(), method
-    raw = result.raw["ablationcam"].flatten(1)
-    assert (raw.amax(dim=1) > raw.amin(dim=1)).all()
-    with pytest.raises(ValueError, match="channels-first"):
-        camlens.explain(model, x, ["shapleycam"])
+    for method in ("ablationcam", "finercam", "shapleycam"):
+        raw = result.raw[method].flatten(1)
+        assert (raw.amax(dim=1) > raw.amin(dim=1)).all(), method

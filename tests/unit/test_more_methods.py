@@ -490,9 +490,19 @@ def test_ablation_and_score_cam_on_token_and_channels_last_layers_follow_the_han
         )
 
 
-def test_methods_on_the_recorded_graph_still_need_a_channels_first_layer():
+def test_a_method_registered_for_channels_first_layers_is_refused_on_tokens():
+    """finercam and shapleycam run on every layout (tests/unit/test_head_methods_layouts.py); a method
+    registered without ``any_layout`` is still refused on a token layer, naming why."""
+    from camlens.methods import CONTEXT_METHODS, register_method
     from camlens.synthetic import TinyViT
 
+    @register_method("test_native_only", perturbation=True)
+    def native_only(context):
+        return context.activations[:, 0]
+
     vit = TinyViT(size=16, patch=4, dim=8, depth=2).eval()
-    with pytest.raises(ValueError, match="finercam need a channels-first"):
-        camlens.explain(vit, torch.rand(1, 3, 16, 16), ["finercam"], target_layer="blocks.1.norm1")
+    try:
+        with pytest.raises(ValueError, match="test_native_only need a channels-first"):
+            camlens.explain(vit, torch.rand(1, 3, 16, 16), ["test_native_only"], target_layer="blocks.1.norm1")
+    finally:
+        del CONTEXT_METHODS["test_native_only"]

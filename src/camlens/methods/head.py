@@ -100,6 +100,13 @@ def cam(context: MethodContext) -> Tensor:
     return weighted_sum(weights.to(context.activations.dtype), context.activations)
 
 
+def _spatial(context: MethodContext, native: Tensor) -> Tensor:
+    """A head's derivative, taken on the layer's own output (tokens, channels-last...), as the ``(B, K, u, v)``
+    maps the activations and gradients are (the layout's own conversion)."""
+    layout = context.capture.layout
+    return native if layout is None else layout.to_spatial(native)
+
+
 def finer_head(options: MethodOptions, targets: Targets) -> Any:
     def head(output: Any, activations: Tensor, picked: TargetScores) -> dict[str, Tensor]:
         logits = picked.logits
@@ -132,7 +139,7 @@ def finercam(context: MethodContext) -> Tensor:
     recorded for Grad-CAM (no second forward). pytorch-grad-cam always compares against the classes
     nearest to the *predicted* class's logit; here the explained class (per-image targets) is used.
     """
-    gradient = context.capture.extras["finercam"]
+    gradient = _spatial(context, context.capture.extras["finercam"])
     return weighted_sum(gradient.mean(dim=(2, 3)), context.activations)
 
 
@@ -148,6 +155,7 @@ def shapley_head(options: MethodOptions, targets: Targets) -> Any:
         )
         return {"shapleycam_hvp": (torch.zeros_like(activations) if hvp is None else hvp).detach()}
 
+    head.second_order = True  # type: ignore[attr-defined]
     return head
 
 
@@ -159,5 +167,5 @@ def shapleycam(context: MethodContext) -> Tensor:
     piecewise linear in ``A`` (GAP + linear, ReLU MLPs) the Hessian vanishes and ShapleyCAM equals
     Grad-CAM.
     """
-    weights = (context.gradients - 0.5 * context.capture.extras["shapleycam_hvp"]).mean(dim=(2, 3))
+    weights = (context.gradients - 0.5 * _spatial(context, context.capture.extras["shapleycam_hvp"])).mean(dim=(2, 3))
     return weighted_sum(weights, context.activations)

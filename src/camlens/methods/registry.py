@@ -103,6 +103,8 @@ def combined_head(specs: list[MethodSpec], options: Any, targets: Any) -> Any:
             extras.update(one(output, activations, picked))
         return extras
 
+    # a head that differentiates twice needs a forward whose operations all have second derivatives
+    run.second_order = any(getattr(one, "second_order", False) for one in heads)  # type: ignore[attr-defined]
     return run
 
 
