@@ -43,7 +43,8 @@ from camlens.targets import Targets, TargetScores, logits_of, target_scores
 
 @dataclass(frozen=True)
 class Capture:
-    """What one forward/backward of the engine produced (all tensors detached)."""
+    """What one forward/backward of the engine produced (all tensors detached; with ``create_graph`` the
+    activations and gradients stay in the autograd graph)."""
 
     output: Any  # the model's raw output
     logits: Tensor | None  # (B, N) when there are classification logits
@@ -68,9 +69,12 @@ HeadFunction = Callable[[Any, Tensor, TargetScores], dict[str, Tensor]]
 class _LayerHook:
     """Forward hook: keep the layer's own output and pass a copy downstream."""
 
-    def __init__(self, name: str, start_recording: bool, heads: HeadRecorder | None = None) -> None:
+    def __init__(
+        self, name: str, start_recording: bool, heads: HeadRecorder | None = None, keep_graph: bool = False
+    ) -> None:
         self.name = name
         self.start_recording = start_recording
+        self.keep_graph = keep_graph  # create_graph: the output stays in the graph of the parameters and input
         self.heads = heads  # watched from here on: only the part after the layer can end in the head
         self.activations: Tensor | None = None
         self.calls = 0
@@ -87,7 +91,10 @@ class _LayerHook:
             return None
         if self.heads is not None:
             self.heads.start()
-        if self.start_recording:
+        if self.keep_graph:
+            if not output.requires_grad:  # nothing before the layer has a gradient: the map depends on the head only
+                output = output.detach().requires_grad_(True)
+        elif self.start_recording:
             torch.set_grad_enabled(True)  # restored when the caller's no_grad block exits
             output = output.detach().requires_grad_(True)
         self.activations = output
@@ -115,6 +122,7 @@ def capture(
     guided: bool = False,
     layout: LayoutSpec = None,
     head: HeadFunction | None = None,
+    create_graph: bool = False,
 ) -> Capture:
     """Run ``model`` once on ``x`` and collect what the requested methods need.
 
@@ -134,13 +142,19 @@ def capture(
             ``AUTO``), and sees the layer output in its own layout (``Capture.layout`` converts it). A head
             whose ``second_order`` attribute is true differentiates twice: the forward then runs on the math
             attention kernel (``sdpa_kernel(MATH)``; CPU flash attention has no second derivative).
+        create_graph: record the whole forward and differentiate ``S`` with ``create_graph=True``:
+            ``activations`` and ``gradients`` stay in the autograd graph of the model's parameters and of
+            ``x`` (not detached), so maps computed from them can be differentiated again (a CAM loss). Needs an
+            explicit layer, no ``guided`` and no ``head``. Nothing is written to any ``.grad``.
     """
     check_input(model, x)
+    if create_graph and (guided or head is not None or not isinstance(layer, tuple)):
+        raise ValueError("create_graph needs an explicit target layer, and no guided gradient or head")
     batch = x.shape[0]
     size = (int(x.shape[-2]), int(x.shape[-1]))
     auto = isinstance(layer, AutoLayer)
     with torch.inference_mode(False):
-        x_in = x.detach()
+        x_in = x if create_graph else x.detach()  # create_graph: the maps depend on x through the graph
         if x_in.is_inference():
             x_in = x_in.clone()
         if guided or auto:
@@ -152,11 +166,11 @@ def capture(
         if auto:
             recorder = CandidateRecorder(model, batch)
         elif isinstance(layer, tuple):
-            hook = _LayerHook(layer[0], start_recording=not guided, heads=heads)
+            hook = _LayerHook(layer[0], start_recording=not guided, heads=heads, keep_graph=create_graph)
             handle = layer[1].register_forward_hook(hook)
         try:
             with contextlib.ExitStack() as stack:
-                stack.enter_context(torch.enable_grad() if guided or auto else torch.no_grad())
+                stack.enter_context(torch.enable_grad() if guided or auto or create_graph else torch.no_grad())
                 if recorder is not None:
                     stack.enter_context(recorder)
                 if mode is not None:
@@ -194,10 +208,12 @@ def capture(
                     remember_default(model, size, choice.name)
                 layer_name, found_layout = choice.name, choice.layout
                 activations, gradients = choice.activations, choice.gradients
-            gradients, input_gradient = _differentiate(picked.scores, hook, x_in if guided else None, switch, gradients)
+            gradients, input_gradient = _differentiate(
+                picked.scores, hook, x_in if guided else None, switch, gradients, create_graph
+            )
         if hook is not None and hook.activations is not None:
             assert gradients is not None
-            layer_name, activations = hook.name, hook.activations.detach()
+            layer_name, activations = hook.name, hook.activations if create_graph else hook.activations.detach()
             found_layout = hook_layout
         if found_layout is not None:
             assert activations is not None and gradients is not None
@@ -273,11 +289,15 @@ def _differentiate(
     x_in: Tensor | None,
     switch: GuidedSwitch,
     gradients: Tensor | None = None,
+    create_graph: bool = False,
 ) -> tuple[Tensor | None, Tensor | None]:
     total = scores.sum()
     input_gradient = None
     if hook is not None and hook.activations is not None:
-        (gradients,) = torch.autograd.grad(total, [hook.activations], retain_graph=x_in is not None, allow_unused=True)
+        (gradients,) = torch.autograd.grad(
+            total, [hook.activations], retain_graph=x_in is not None or create_graph, create_graph=create_graph,
+            allow_unused=True,
+        )  # fmt: skip
         if gradients is None:
             raise ValueError(
                 f"no gradient reaches the target layer {hook.name!r}: the target score does not depend on its "

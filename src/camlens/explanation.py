@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import warnings as _warnings
@@ -9,6 +10,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor, nn
 
 from camlens.costs import COUNTED_METHODS, Cost, method_cost
@@ -167,6 +169,7 @@ def explain(
     aug_smooth: bool = False,
     precision: str = "float32",
     progress: Any = None,
+    create_graph: bool = False,
     **options: Any,
 ) -> Explanation:
     """Explain ``model``'s scores on ``x`` with several methods from one forward pass.
@@ -206,6 +209,13 @@ def explain(
             instead; None (default) follows an enclosing :func:`camlens.progress.reporting` block, else
             shows nothing (see :mod:`camlens.progress`; :func:`camlens.cost` tells the cost
             without running anything long).
+        create_graph: return maps and raw maps that are differentiable with respect to the model's
+            parameters and ``x`` (when it requires grad), for a loss on the map (attention-guided training,
+            "right for the right reasons"): the forward is recorded whole and ``dS/dA`` is taken with
+            ``create_graph=True``. Nothing is written to any ``.grad`` by the call; ``loss.backward()`` on a
+            map does that. For the methods computed from ``(A, dS/dA)`` alone (:data:`DIFFERENTIABLE_METHODS`),
+            at an explicit or automatic layer, in float32 (or the model's own dtype), without ``aug_smooth``,
+            ``eigen_smooth`` or a list of layers; anything else is refused with a ``ValueError``.
 
     A list of target layers computes every map at each layer and fuses the image maps: LayerCAM by
     their maximum (Jiang et al. 2021, section 3.3), Refine-CAM by their product, the others by their mean
@@ -223,16 +233,19 @@ def explain(
         with reporting(progress):
             return explain(
                 model, x, names, target_layer, targets, counterfactual=counterfactual, layout=layout,
-                eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, precision=precision, **options,
+                eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, precision=precision, create_graph=create_graph,
+                **options,
             )  # fmt: skip
     check_input(model, x)
+    if create_graph:
+        _check_differentiable(names, aug_smooth, eigen_smooth, target_layer, precision)
     labels = multi_labels(targets, int(x.shape[0]))
     if labels is not None:  # several labels per image: a row per image and label, each explained as one image
         image_index, classes = labels
         rows = explain(
             model, x[image_index.to(x.device)], names, target_layer, classes.to(x.device),
             counterfactual=counterfactual, layout=layout, eigen_smooth=eigen_smooth, aug_smooth=aug_smooth,
-            precision=precision, **options,
+            precision=precision, create_graph=create_graph, **options,
         )  # fmt: skip
         return dataclasses.replace(rows, image_index=image_index)
     method_options = _method_options(options)
@@ -263,12 +276,14 @@ def explain(
         eager = guarded.model
         # a list of layers returned above (fuse_layers): one layer is left
         layer = _layer_for(eager, x, target_layer) if needs_layer else None  # type: ignore[arg-type]
-        if isinstance(layer, AutoLayer) and any(spec.uses_layer for spec in specs):
+        if isinstance(layer, AutoLayer) and (create_graph or any(spec.uses_layer for spec in specs)):
             layer = default_layer(eager, x)  # methods that re-run the layer's tail need its module up front
         head = combined_head(specs, method_options, targets)
         try:
             with mixed_precision(x.device, precision):
-                cap = capture(eager, x, targets, layer, guided=needs_guided, layout=layout, head=head)
+                cap = capture(
+                    eager, x, targets, layer, guided=needs_guided, layout=layout, head=head, create_graph=create_graph
+                )
         except UninformativeLayerError as error:
             raise UninformativeLayerError(f"{error}; {_better_layer(eager, x, layer)}") from None
         if precision != "float32":
@@ -276,7 +291,8 @@ def explain(
         _check_native_layout(specs, cap)
         context = MethodContext(eager, x, targets, layer if isinstance(layer, tuple) else None, cap, method_options)
         extra = {spec.name: _run_method(spec, context) for spec in specs}
-    result = _assemble(cap, names, x.shape[-2:], counterfactual, extra, eigen_smooth, guarded.compiled)
+    with torch.enable_grad() if create_graph else contextlib.nullcontext():  # the maps join the graph
+        result = _assemble(cap, names, x.shape[-2:], counterfactual, extra, eigen_smooth, guarded.compiled)
     if target_layer is None and cap.layer_name is not None and is_dense(cap.output, int(x.shape[0])):
         note = (
             f"the automatic layer {cap.layer_name!r} is chosen for classifiers: on this dense (B, C, H, W) class "
@@ -288,6 +304,36 @@ def explain(
             result, warnings=(*result.warnings, note), image_warnings=tuple((*w, note) for w in result.image_warnings)
         )
     return result
+
+
+DIFFERENTIABLE_METHODS = tuple(name for name in CAM_METHODS if name not in EIGEN_METHODS)
+"""The methods ``explain(..., create_graph=True)`` returns differentiable maps of: the weightings of
+``(A, dS/dA)`` (the eigen-based maps are left out: an eigenvector's sign and its derivative at a repeated
+eigenvalue are not smooth)."""
+
+
+def _check_differentiable(
+    names: list[str], aug_smooth: bool, eigen_smooth: bool, target_layer: Any, precision: str
+) -> None:
+    """Refuse, with one line, what ``create_graph=True`` does not make differentiable."""
+    others = [n for n in names if n not in DIFFERENTIABLE_METHODS]
+    if others:
+        raise ValueError(
+            f"create_graph=True makes the maps of {', '.join(DIFFERENTIABLE_METHODS)} differentiable, not of "
+            f"{', '.join(others)}"
+        )
+    refused = [
+        what
+        for what, on in (
+            ("aug_smooth", aug_smooth),
+            ("eigen_smooth", eigen_smooth),
+            ("a list of target layers", isinstance(target_layer, list | tuple)),
+            (f"precision={precision!r}", precision != "float32"),
+        )
+        if on
+    ]
+    if refused:
+        raise ValueError(f"create_graph=True does not support {', '.join(refused)}")
 
 
 def _run_method(spec: Any, context: MethodContext) -> Tensor:
