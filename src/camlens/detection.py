@@ -229,6 +229,78 @@ def _yolo_forward(
 ULTRALYTICS = DetectorAdapter(_yolo_forward, target_layer=_yolo_head_name, name="ultralytics", layer_input=True)
 
 
+HF_MEAN = (0.485, 0.456, 0.406)  # DetrImageProcessor's normalisation (RT-DETR's processor only rescales)
+HF_STD = (0.229, 0.224, 0.225)
+
+
+def _hf_kind(model: nn.Module) -> str | None:
+    name = type(model).__name__
+    if not type(model).__module__.startswith("transformers"):
+        return None
+    if name in ("DetrForObjectDetection", "ConditionalDetrForObjectDetection", "DeformableDetrForObjectDetection"):
+        return "detr"
+    if name in ("RTDetrForObjectDetection", "RTDetrV2ForObjectDetection"):
+        return "rtdetr"
+    return None
+
+
+def _hf_forward(model: nn.Module, images: list[Tensor]) -> list[Mapping[str, Any]]:
+    """Hugging Face DETR / RT-DETR: one box per query, explained through the query that produced it.
+
+    The images are padded (bottom and right; DETR gets a ``pixel_mask``, RT-DETR a size that is a multiple of
+    32) and not resized; DETR's input is normalised as its image processor does, RT-DETR's is in [0, 1]. A
+    query's label is its best class: DETR's softmax over the classes without the no-object one, RT-DETR's
+    sigmoid (focal) score; its score is that probability, differentiable; boxes (centre, size, relative) are
+    scaled to the image's pixels (DETR's to the image, RT-DETR's to the padded input it saw).
+    """
+    kind = _hf_kind(model)
+    multiple = 32 if kind == "rtdetr" else 1
+    height = max(int(im.shape[-2]) for im in images)
+    width = max(int(im.shape[-1]) for im in images)
+    grid_h, grid_w = math.ceil(height / multiple) * multiple, math.ceil(width / multiple) * multiple
+    rows = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
+    batch = torch.stack([F.pad(im, (0, grid_w - w, 0, grid_h - h)) for im, (h, w) in zip(images, rows, strict=True)])
+    if kind == "rtdetr":
+        output = model(pixel_values=batch)
+        probabilities = output.logits.sigmoid()
+    else:
+        mean = torch.tensor(HF_MEAN, dtype=batch.dtype, device=batch.device).view(1, 3, 1, 1)
+        std = torch.tensor(HF_STD, dtype=batch.dtype, device=batch.device).view(1, 3, 1, 1)
+        mask = torch.zeros(len(images), grid_h, grid_w, dtype=torch.long, device=batch.device)
+        for b, (h, w) in enumerate(rows):
+            mask[b, :h, :w] = 1
+        output = model(pixel_values=(batch - mean) / std, pixel_mask=mask)
+        probabilities = output.logits.softmax(-1)[..., :-1]  # the last class is "no object"
+    found: list[Mapping[str, Any]] = []
+    for b, (h, w) in enumerate(rows):
+        scale_h, scale_w = (grid_h, grid_w) if kind == "rtdetr" else (h, w)
+        cx, cy, bw, bh = output.pred_boxes[b].unbind(-1)
+        boxes = torch.stack([(cx - bw / 2) * scale_w, (cy - bh / 2) * scale_h, (cx + bw / 2) * scale_w,
+                             (cy + bh / 2) * scale_h], dim=1)  # fmt: skip
+        labels = probabilities[b].detach().argmax(dim=-1)
+        queries = torch.arange(labels.numel(), device=labels.device)
+        found.append(
+            dict(
+                boxes=boxes,
+                labels=labels,
+                scores=probabilities[b][queries, labels],
+                class_scores=probabilities[b],
+                frame=(h, w, grid_h, grid_w),
+                queries=queries,
+            )
+        )
+    return found
+
+
+def _hf_layer(model: nn.Module) -> str:
+    # DETR: the projection of the backbone's last map that the encoder reads (every query attends to it);
+    # RT-DETR: the hybrid encoder's input projections' deepest level
+    return "model.input_projection" if _hf_kind(model) == "detr" else "model.encoder_input_proj.2"
+
+
+HUGGING_FACE = DetectorAdapter(_hf_forward, target_layer=_hf_layer, name="huggingface")
+
+
 def adapter_for(model: nn.Module, adapter: DetectorAdapter | None = None) -> DetectorAdapter:
     """The adapter for ``model``: the one given, torchvision's for its detectors, else a clear error."""
     if adapter is not None:
@@ -244,6 +316,10 @@ def adapter_for(model: nn.Module, adapter: DetectorAdapter | None = None) -> Det
         return TORCHVISION
     if _is_ultralytics(model):
         return ULTRALYTICS
+    if _hf_kind(model) is not None:
+        if model.training:
+            raise ValueError(f"the {type(model).__name__} is in training mode: call model.eval() first")
+        return HUGGING_FACE
     raise ValueError(
         f"camlens does not know how to read boxes from a {type(model).__name__}: pass "
         "adapter=camlens.detection.DetectorAdapter(forward) with forward(model, images) returning a dict of "
