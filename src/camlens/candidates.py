@@ -6,6 +6,7 @@ The rule itself is described in :mod:`camlens.layers`. This module is what the e
 
 from __future__ import annotations
 
+import math
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,7 @@ from camlens.layouts import Layout, LayoutError, LayoutSpec, resolve_layout
 from camlens.postprocess import rounding
 
 _PASSTHROUGH = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity, nn.Flatten)
-_default_cache: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, int], str]] = weakref.WeakKeyDictionary()
+_default_cache: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], str]] = weakref.WeakKeyDictionary()
 
 
 class UninformativeLayerError(ValueError):
@@ -102,7 +103,7 @@ class CandidateRecorder:
             return None
         source = self._source(output)
         pooled = _is_pool(module) or (source is not None and source.pooled)
-        if output.dim() not in (3, 4) or output.shape[0] != self.batch or not output.is_floating_point():
+        if output.dim() not in (3, 4, 5) or output.shape[0] != self.batch or not output.is_floating_point():
             return None
         projection = isinstance(module, nn.Linear) and any(self._source(i) is not None for i in inputs)
         hint = source.hint if source is not None else module
@@ -112,7 +113,7 @@ class CandidateRecorder:
         self._handed[id(handed)] = (handed, record)
         return handed
 
-    def candidates(self, size: tuple[int, int], spec: LayoutSpec = None) -> list[tuple[_Record, Layout]]:
+    def candidates(self, size: tuple[int, ...], spec: LayoutSpec = None) -> list[tuple[_Record, Layout]]:
         """The recorded outputs the automatic rule may choose, in the order their modules completed, each with
         its layout: not pooled, not a pass-through, run once, recorded by autograd, with a spatial layout of at
         least 2 positions (the rule's conditions that need no gradient)."""
@@ -129,19 +130,19 @@ class CandidateRecorder:
                 layout = resolve_layout(tuple(record.output.shape), size, self.model, record.hint, spec)
             except LayoutError:
                 continue
-            if layout.kind != "custom" and layout.grid[0] * layout.grid[1] < 2:
+            if layout.kind != "custom" and math.prod(layout.grid) < 2:
                 continue
             try:
                 a = layout.to_spatial(record.output.detach())
             except RuntimeError:
                 continue
-            if a.dim() != 4 or a.shape[-2] * a.shape[-1] < 2:
+            if a.dim() != len(size) + 2 or a.shape[2:].numel() < 2:
                 continue
             candidates.append((record, layout))
         return candidates
 
     def choose(
-        self, total: Tensor, size: tuple[int, int], spec: LayoutSpec = None, *, retain_graph: bool = False
+        self, total: Tensor, size: tuple[int, ...], spec: LayoutSpec = None, *, retain_graph: bool = False
     ) -> AutoChoice:
         """Differentiate ``total`` at every candidate once and pick the automatic layer (see the module doc)."""
         candidates = self.candidates(size, spec)
@@ -179,13 +180,14 @@ def _varies(a: Tensor) -> bool:
     than 64 ulps of the image's largest activation (the flatness rule of
     :func:`~camlens.postprocess.normalize_per_image`). A stage whose tokens all carry the same vector up to
     rounding (LeViT's later stages at random init) shows nothing."""
-    span = a.amax(dim=(2, 3)) - a.amin(dim=(2, 3))
+    flat = a.flatten(2)
+    span = flat.amax(dim=2) - flat.amin(dim=2)
     return bool((span > rounding(a.abs().flatten(1).amax(dim=1, keepdim=True))).any())
 
 
 def cached_default(model: nn.Module, size: tuple[int, ...]) -> tuple[str, nn.Module] | None:
     """The automatic layer chosen before for this model and input size, if any."""
-    name = _default_cache.get(model, {}).get((int(size[0]), int(size[1])))
+    name = _default_cache.get(model, {}).get(tuple(int(s) for s in size))
     if name is None:
         return None
     modules = dict(model.named_modules())
@@ -194,4 +196,4 @@ def cached_default(model: nn.Module, size: tuple[int, ...]) -> tuple[str, nn.Mod
 
 def remember_default(model: nn.Module, size: tuple[int, ...], name: str) -> None:
     """Keep the automatic choice for later calls with the same input size."""
-    _default_cache.setdefault(model, {})[(int(size[0]), int(size[1]))] = name
+    _default_cache.setdefault(model, {})[tuple(int(s) for s in size)] = name

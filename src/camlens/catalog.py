@@ -62,6 +62,8 @@ class MethodRow:
         eigen: the method is a principal-component decomposition itself: ``eigen_smooth`` leaves it alone.
         fuse: how its image maps at several target layers are combined.
         vit_only: only vision transformers have what it needs (``--methods all`` leaves it out).
+        planar: why the method is defined on 2-D images only (``explain`` refuses it on clips and volumes
+            ``(B, C, T, H, W)`` with this reason); ``""``: it carries over to a 3-D layer.
         seed: one of the methods ``explain`` runs by default.
     """
 
@@ -80,6 +82,7 @@ class MethodRow:
     eigen: bool = False
     fuse: str = "mean"
     vit_only: bool = False
+    planar: str = ""
     seed: bool = False
 
     def __post_init__(self) -> None:
@@ -131,7 +134,7 @@ ROWS: tuple[MethodRow, ...] = (
     _cam("refinecam", "Refine-CAM", "Domeniconi et al. 2026", "refine:refinecam", "RefineCAM", fuse="product"),
     # functions of a MethodContext
     _context("fullgrad", "whole graph", "FullGrad", "Srinivas & Fleuret 2019", "fullgrad:fullgrad", "FullGrad",
-             uses_layer=False),
+             uses_layer=False, planar="its bias-gradient maps are post-processed in 2-D"),
     _context("cam", "classifier CAM", "CAM", "Zhou et al. 2016", "head:cam", "CAM", note="GAP + linear heads"),
     _context("finercam", "gradient CAM", "Finer-CAM", "Zhang et al. 2025", "head:finercam", "FinerCAM",
              head="head:finer_head", any_layout=True),
@@ -160,7 +163,7 @@ ROWS: tuple[MethodRow, ...] = (
     _context("smoothgradcam++", "smoothed CAM", "Smooth Grad-CAM++", "Omeiza et al. 2019",
              "score:smooth_gradcam_plus_plus", "SmoothGradCAMPlusPlus", **_SCORE),
     _context("sess", "smoothed CAM", "SESS", "Tyagi et al. 2022", "sess:sess", "SESS", note="scales and windows",
-             **_SCORE),
+             planar="its scales and sliding windows are 2-D", **_SCORE),
     # the guided-backprop input gradient, recorded by the engine in the same pass
     MethodRow("guided_backprop", "guided", "pixel gradient", False, "guided backprop", "Springenberg et al. 2015", "",
               "GuidedBackprop", fuse="first", seed=True),

@@ -13,7 +13,8 @@ with respect to the input.
   input gradient: four methods, one forward.
 
 The target layer may output a channels-first map, a channels-last map or tokens; it is read as
-``(B, K, u, v)`` after the pass (:mod:`camlens.layouts`), the gradients identically. With ``layer=AUTO``
+``(B, K, u, v)`` after the pass (:mod:`camlens.layouts`), the gradients identically. A clip or volume input
+``(B, C, T, H, W)`` is explained at a 3-D layer, read as ``(B, K, t, u, v)``. With ``layer=AUTO``
 the layer is chosen inside the same forward (:class:`camlens.candidates.CandidateRecorder`), so the model
 runs once per call either way.
 
@@ -51,9 +52,9 @@ class Capture:
     scores: Tensor  # (B,) the explained pre-softmax scores
     classes: Tensor | None  # (B,) the explained classes (None for a callable target)
     layer_name: str | None
-    activations: Tensor | None  # (B, K, u, v)
-    gradients: Tensor | None  # (B, K, u, v) dS/dA
-    input_gradient: Tensor | None  # (B, C, H, W) guided dS/dx
+    activations: Tensor | None  # (B, K, u, v); (B, K, t, u, v) for a clip or volume
+    gradients: Tensor | None  # (B, K, u, v) dS/dA (as the activations)
+    input_gradient: Tensor | None  # (B, C, H, W) guided dS/dx (the input's shape)
     layout: Layout | None = None  # how the layer's output was read as (B, K, u, v)
     guided_rule: dict[str, int] | None = None  # activations routed by the guided rule, by kind
     extras: dict[str, Tensor] = field(default_factory=dict)  # what the ``head`` callable computed
@@ -82,7 +83,7 @@ class _LayerHook:
 
     def __call__(self, _module: nn.Module, _inputs: Any, output: Any) -> Any:
         self.calls += 1
-        if not isinstance(output, Tensor) or output.dim() not in (3, 4):
+        if not isinstance(output, Tensor) or output.dim() not in (3, 4, 5):
             self.bad_output = (
                 f"{type(output).__name__} of shape {tuple(output.shape)}"
                 if isinstance(output, Tensor)
@@ -101,13 +102,16 @@ class _LayerHook:
         return output.clone()
 
 
-def check_input(model: Any, x: Any) -> None:
+def check_input(model: Any, x: Any, *, volumes: bool = False) -> None:
+    """A one-line error unless ``model`` is a module and ``x`` a floating-point batch of images ``(B, C, H, W)``
+    (or, with ``volumes``, of clips or volumes ``(B, C, T, H, W)``)."""
+    what = "images (B, C, H, W)" + (" or clips / volumes (B, C, T, H, W)" if volumes else "")
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, not {type(model).__name__}")
     if not isinstance(x, Tensor):
-        raise TypeError(f"x must be a tensor of images (B, C, H, W), not {type(x).__name__}")
-    if x.dim() != 4:
-        raise ValueError(f"x must be a batch of images (B, C, H, W), got shape {tuple(x.shape)}")
+        raise TypeError(f"x must be a tensor of {what}, not {type(x).__name__}")
+    if x.dim() not in ((4, 5) if volumes else (4,)):
+        raise ValueError(f"x must be a batch of {what}, got shape {tuple(x.shape)}")
     if not x.is_floating_point():
         raise TypeError(f"x must be a floating-point tensor, not {x.dtype}")
 
@@ -128,7 +132,8 @@ def capture(
 
     Args:
         model: any ``nn.Module``; left exactly as found (see :mod:`camlens.guard`).
-        x: input batch ``(B, C, H, W)``; not modified.
+        x: input batch ``(B, C, H, W)``, or clips / volumes ``(B, C, T, H, W)`` (explained at a 3-D layer);
+            not modified.
         targets: see :mod:`camlens.targets`.
         layer: ``(name, module)`` of the target layer, ``camlens.layers.AUTO`` to choose it in this
             forward pass, or None when no CAM is wanted.
@@ -147,11 +152,11 @@ def capture(
             ``x`` (not detached), so maps computed from them can be differentiated again (a CAM loss). Needs an
             explicit layer, no ``guided`` and no ``head``. Nothing is written to any ``.grad``.
     """
-    check_input(model, x)
+    check_input(model, x, volumes=True)
     if create_graph and (guided or head is not None or not isinstance(layer, tuple)):
         raise ValueError("create_graph needs an explicit target layer, and no guided gradient or head")
     batch = x.shape[0]
-    size = (int(x.shape[-2]), int(x.shape[-1]))
+    size = tuple(int(s) for s in x.shape[2:])  # (H, W), or (T, H, W) for a clip or volume
     auto = isinstance(layer, AutoLayer)
     with torch.inference_mode(False):
         x_in = x if create_graph else x.detach()  # create_graph: the maps depend on x through the graph
@@ -217,7 +222,7 @@ def capture(
             found_layout = hook_layout
         if found_layout is not None:
             assert activations is not None and gradients is not None
-            activations, gradients = _to_spatial(found_layout, activations, gradients, layer_name)
+            activations, gradients = _to_spatial(found_layout, activations, gradients, layer_name, len(size))
 
     return Capture(
         output=_detach(output),
@@ -235,16 +240,19 @@ def capture(
     )
 
 
-def _to_spatial(layout: Layout, activations: Tensor, gradients: Tensor, name: str | None) -> tuple[Tensor, Tensor]:
+def _to_spatial(
+    layout: Layout, activations: Tensor, gradients: Tensor, name: str | None, spatial_dims: int = 2
+) -> tuple[Tensor, Tensor]:
     a, g = layout.to_spatial(activations), layout.to_spatial(gradients)
     # A gradient that is zero everywhere (a dead target, dead units) gives a zero map, which explain reports
     # as a warning; zero at the positions but not at the prefix tokens is the layer's structure: an error.
-    if a.dim() != 4 or a.shape != g.shape:
-        raise ValueError(f"layout for layer {name!r} must give (B, K, u, v) maps, got shape {tuple(a.shape)}")
-    if a.shape[-2] * a.shape[-1] < 2:
+    if a.dim() != spatial_dims + 2 or a.shape != g.shape:
+        wanted = "(B, K, u, v)" if spatial_dims == 2 else "(B, K, t, u, v)"
+        raise ValueError(f"layout for layer {name!r} must give {wanted} maps, got shape {tuple(a.shape)}")
+    if a.shape[2:].numel() < 2:
         raise UninformativeLayerError(
-            f"the target layer {name!r} gives a {a.shape[-2]} x {a.shape[-1]} map (it comes after the global "
-            "pooling): every CAM there is constant"
+            f"the target layer {name!r} gives a {' x '.join(str(s) for s in a.shape[2:])} map (it comes after the "
+            "global pooling): every CAM there is constant"
         )
     if not bool(g.any()) and bool(gradients.any()):
         raise UninformativeLayerError(
@@ -265,7 +273,8 @@ def _check_hook(hook: _LayerHook) -> None:
     if hook.bad_output is not None:
         raise ValueError(
             f"the target layer {hook.name!r} outputs a {hook.bad_output}; CAM methods need a spatial map "
-            "(B, C, H, W) / (B, H, W, C) or tokens (B, N, C): pick a layer before the global pooling"
+            "(B, C, H, W) / (B, H, W, C) (5-D for a clip or volume) or tokens (B, N, C): pick a layer before the "
+            "global pooling"
         )
     if hook.calls > 1:
         raise ValueError(

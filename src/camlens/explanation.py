@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from camlens.catalog import ROW
 from camlens.costs import COUNTED_METHODS, Cost, method_cost
 from camlens.device import capture_in_float32, mixed_precision
 from camlens.engine import Capture, capture, check_input
@@ -71,7 +72,9 @@ class Explanation(MethodMaps):
 
     ``result["gradcam"]`` is ``(B, H, W)`` in [0, 1]; ``result["guided_backprop"]`` and
     ``result["guided_gradcam"]`` are ``(B, C, H, W)``. ``raw[name]`` is the signed layer-resolution map
-    ``sum_k w_k A_k`` before the ReLU, for each CAM method.
+    ``sum_k w_k A_k`` before the ReLU, for each CAM method. For clips or volumes ``x`` ``(B, C, T, H, W)``
+    the maps are ``(B, T, H, W)`` (trilinear upsampling, each clip normalised over all its frames) and
+    ``raw[name]`` is at the 3-D layer's ``(t, u, v)``; guided maps have ``x``'s shape.
 
     ``layout`` says how the layer's output was read as ``(B, K, u, v)`` (``layout.describe()``:
     channels-first, channels-last, or tokens with the prefix tokens dropped and the grid).
@@ -176,7 +179,10 @@ def explain(
 
     Args:
         model: any ``nn.Module``; left exactly as found (mode, flags, hooks, ``.grad``, weights).
-        x: images ``(B, C, H, W)``, already preprocessed as the model expects.
+        x: images ``(B, C, H, W)``, already preprocessed as the model expects; or clips / volumes
+            ``(B, C, T, H, W)`` (a video network, a 3-D CNN), explained at a 3-D layer: every CAM weighting
+            averages or sums over all its ``(t, u, v)`` positions, and methods defined on 2-D images only
+            (fullgrad, sess, the vision-transformer methods) are refused (see ``docs/guide/video.md``).
         methods: names from :func:`available_methods`.
         target_layer: a module or dotted name (``"layer4"``, ``"features.29"``); None picks the
             deepest spatial layer whose gradient at the spatial positions is not identically zero
@@ -236,7 +242,9 @@ def explain(
                 eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, precision=precision, create_graph=create_graph,
                 **options,
             )  # fmt: skip
-    check_input(model, x)
+    check_input(model, x, volumes=True)
+    if x.dim() == 5:
+        _check_volume_methods(names)
     if create_graph:
         _check_differentiable(names, aug_smooth, eigen_smooth, target_layer, precision)
     labels = multi_labels(targets, int(x.shape[0]))
@@ -292,7 +300,7 @@ def explain(
         context = MethodContext(eager, x, targets, layer if isinstance(layer, tuple) else None, cap, method_options)
         extra = {spec.name: _run_method(spec, context) for spec in specs}
     with torch.enable_grad() if create_graph else contextlib.nullcontext():  # the maps join the graph
-        result = _assemble(cap, names, x.shape[-2:], counterfactual, extra, eigen_smooth, guarded.compiled)
+        result = _assemble(cap, names, x.shape[2:], counterfactual, extra, eigen_smooth, guarded.compiled)
     if target_layer is None and cap.layer_name is not None and is_dense(cap.output, int(x.shape[0])):
         note = (
             f"the automatic layer {cap.layer_name!r} is chosen for classifiers: on this dense (B, C, H, W) class "
@@ -397,6 +405,20 @@ def _check_native_layout(specs: list[Any], cap: Capture) -> None:
         )
 
 
+def _check_volume_methods(names: list[str]) -> None:
+    """Refuse, in one line, the methods defined on 2-D images only for a clip or volume input."""
+    for name in names:
+        row = ROW.get(name)
+        if row is None:
+            continue
+        why = row.planar or ("it reads a 2-D vision transformer's tokens" if row.vit_only else "")
+        if why:
+            raise ValueError(
+                f"{name} is not defined on clips or volumes (B, C, T, H, W): {why}; use a CAM method "
+                "(gradcam, gradcam++, layercam, ...), scorecam / ablationcam or guided_backprop"
+            )
+
+
 def _method_options(options: dict[str, Any]) -> MethodOptions:
     known = [f.name for f in dataclasses.fields(MethodOptions)]
     for key in options:
@@ -410,7 +432,7 @@ def _method_options(options: dict[str, Any]) -> MethodOptions:
 
 def _layer_for(model: nn.Module, x: Tensor, target_layer: LayerSpec) -> tuple[str, nn.Module] | AutoLayer:
     if target_layer is None:
-        return cached_default(model, x.shape[-2:]) or AUTO
+        return cached_default(model, x.shape[2:]) or AUTO
     return resolve_layer(model, target_layer)
 
 
@@ -434,7 +456,7 @@ def _assemble(
     eigen_smooth: bool = False,
     compiled: bool = False,
 ) -> Explanation:
-    size = (int(size[0]), int(size[1]))
+    size = tuple(int(s) for s in size)  # (H, W), or (T, H, W) for a clip or volume
     maps: dict[str, Tensor] = {}
     raw: dict[str, Tensor] = {}
     wanted_cams = [n for n in names if n in CAM_METHODS]
@@ -444,10 +466,8 @@ def _assemble(
         assert cap.activations is not None and cap.gradients is not None
         gradients = -cap.gradients if counterfactual else cap.gradients
         for name in wanted_cams:
-            if eigen_smooth and name not in EIGEN_METHODS:
-                raw[name] = eigen_smooth_map(CAM_METHODS[name], cap.activations, gradients)
-            else:
-                raw[name] = CAM_METHODS[name](cap.activations, gradients)
+            smooth = eigen_smooth and name not in EIGEN_METHODS
+            raw[name] = _cam_map(CAM_METHODS[name], cap.activations, gradients, smooth)
             maps[name] = cam_to_image(raw[name], size).to(cap.activations.dtype)
     for name, value in (extra or {}).items():
         raw[name] = value
@@ -489,6 +509,23 @@ def _assemble(
         image_warnings=tuple(tuple(own + shared) for own in per_image),
         head=cap.head,
     )
+
+
+def _cam_map(function: Any, activations: Tensor, gradients: Tensor, smooth: bool) -> Tensor:
+    """One ``(A, g)`` method's signed map (``eigen_smooth``: of its terms' first principal component).
+
+    A clip's or volume's layer ``(B, K, t, u, v)`` reaches the ``(B, K, u, v)`` function with its positions
+    folded as ``(B, K, t u, v)`` and the map unfolded to ``(B, t, u, v)``. Every built-in weighting either
+    reduces over all the positions (Grad-CAM's ``w_k`` is the mean of ``g_k`` over ``t, u, v``; the principal
+    components of Eigen-CAM are over all of them) or works position by position, so this is the 3-D
+    definition exactly; a run-time ``register_cam`` function sees the same folded layer.
+    """
+    positions = activations.shape[2:]
+    if len(positions) == 3:
+        t, u, v = positions
+        a, g = (m.reshape(*m.shape[:2], t * u, v) for m in (activations, gradients))
+        return _cam_map(function, a, g, smooth).reshape(-1, t, u, v)
+    return eigen_smooth_map(function, activations, gradients) if smooth else function(activations, gradients)
 
 
 def _map_notes(raw: dict[str, Tensor], layer: str | None, batch: int) -> tuple[list[str], list[list[str]]]:

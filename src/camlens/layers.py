@@ -70,7 +70,7 @@ def default_layer(model: nn.Module, x: Tensor) -> tuple[str, nn.Module]:
     The first call for a model and input size runs one forward and backward of the predicted class
     (see the module doc); ``explain`` makes the same choice inside its own forward instead.
     """
-    found = cached_default(model, x.shape[-2:])
+    found = cached_default(model, x.shape[2:])
     if found is not None:
         return found
     cap = capture(model, x[:1], None, AUTO)  # the engine makes the choice
@@ -96,8 +96,8 @@ def candidate_layers(model: nn.Module, x: Tensor, layout: LayoutSpec = None) -> 
         >>> candidate_layers(model, torch.rand(1, 3, 16, 16))
         ['0', '1']
     """
-    check_input(model, x)
-    size = (int(x.shape[-2]), int(x.shape[-1]))
+    check_input(model, x, volumes=True)
+    size = tuple(int(s) for s in x.shape[2:])
     with guard(model) as guarded, torch.inference_mode(False), torch.enable_grad():
         x_in = x[:1].detach().clone().requires_grad_(True)
         with CandidateRecorder(guarded.model, 1) as recorder:

@@ -1,9 +1,12 @@
-"""Layer output layouts: channels-first maps, channels-last maps and tokens, all seen as ``(B, K, u, v)``.
+"""Layer output layouts: channels-first maps, channels-last maps and tokens, all seen as ``(B, K, u, v)``
+(``(B, K, t, u, v)`` for a clip or volume input ``(B, C, T, H, W)``).
 
 A target layer may output
 
-* ``nchw``: a channels-first map ``(B, C, H, W)`` (convolutional networks);
-* ``nhwc``: a channels-last map ``(B, H, W, C)`` (Swin and MaxViT stages, ConvNeXt block internals);
+* ``nchw``: a channels-first map ``(B, C, H, W)`` (convolutional networks), ``(B, C, T, H, W)`` for a clip or
+  volume (3-D convolutional networks: torchvision's r3d_18, mc3_18, r2plus1d_18, s3d);
+* ``nhwc``: a channels-last map ``(B, H, W, C)`` (Swin and MaxViT stages, ConvNeXt block internals),
+  ``(B, T, H, W, C)`` for a clip (Video Swin, torchvision's swin3d_t);
 * ``tokens``: ``(B, N, C)``, patch tokens after any prefix tokens (class, distillation, register tokens).
   The prefix tokens are dropped and the patch tokens laid out row by row on the patch grid.
 
@@ -17,7 +20,9 @@ it and both axes have about the same stride (``H/u`` and ``W/v`` within a factor
 is ``nchw`` when only its last two axes form a plausible grid, ``nhwc`` when only its middle two do;
 when both do (e.g. ``(B, 7, 7, 7)``), the module decides (a convolution or 2-d norm: ``nchw``; a
 ``LayerNorm`` or ``Linear`` over the last axis: ``nhwc``); otherwise channels-first is assumed and the
-layout says so (``Layout.assumed``; ``explain`` records a warning naming ``layout=``). Tokens that lay
+layout says so (``Layout.assumed``; ``explain`` records a warning naming ``layout=``). For a clip or volume
+input ``(T, H, W)`` a 5-D output is read the same way on its spatial axes, with its time axis at most ``T``
+long (the temporal stride of a video network often differs from its spatial one); tokens are 2-D only. Tokens that lay
 out on no grid are an error that says how to state the layout. Tokens take the prefix count from the
 model, else the count (0 to 8) whose grid best fits the input's aspect (on a tie, the smallest).
 """
@@ -44,11 +49,11 @@ class LayoutError(ValueError):
 
 @dataclass(frozen=True)
 class Layout:
-    """How a layer's output was read as ``(B, K, u, v)``.
+    """How a layer's output was read as ``(B, K, u, v)`` (``(B, K, t, u, v)`` for a clip or volume).
 
     Attributes:
         kind: ``"nchw"``, ``"nhwc"``, ``"tokens"`` or ``"custom"`` (a user callable).
-        grid: the spatial grid ``(u, v)``.
+        grid: the spatial grid ``(u, v)``, ``(t, u, v)`` for a clip or volume.
         prefix_tokens: the number of leading tokens dropped (tokens only).
         shape: the layer's own output shape.
         reshape: the user's callable for ``"custom"``.
@@ -65,21 +70,20 @@ class Layout:
     """
 
     kind: str
-    grid: tuple[int, int]
+    grid: tuple[int, ...]
     prefix_tokens: int = 0
     shape: tuple[int, ...] = ()
     reshape: Callable[[Tensor], Tensor] | None = field(default=None, compare=False, repr=False)
     assumed: bool = False
 
     def to_spatial(self, t: Tensor) -> Tensor:
-        """The layer output (or its gradient) as ``(B, K, u, v)``; a view where possible."""
+        """The layer output (or its gradient) as ``(B, K, u, v)`` (``(B, K, t, u, v)``); a view where possible."""
         if self.kind == "nchw":
             return t
         if self.kind == "nhwc":
-            return t.permute(0, 3, 1, 2)
+            return t.movedim(-1, 1)
         if self.kind == "tokens":
-            u, v = self.grid
-            return t[:, self.prefix_tokens :, :].reshape(t.shape[0], u, v, t.shape[-1]).permute(0, 3, 1, 2)
+            return t[:, self.prefix_tokens :, :].reshape(t.shape[0], *self.grid, t.shape[-1]).movedim(-1, 1)
         assert self.reshape is not None
         return self.reshape(t)
 
@@ -92,10 +96,10 @@ class Layout:
         if self.kind == "nchw":
             return spatial
         if self.kind == "nhwc":
-            return spatial.permute(0, 2, 3, 1)
+            return spatial.movedim(1, -1)
         if self.kind == "tokens":
             n, channels = spatial.shape[:2]
-            patches = spatial.permute(0, 2, 3, 1).reshape(n, -1, channels)
+            patches = spatial.movedim(1, -1).reshape(n, -1, channels)
             prefix = native[:, : self.prefix_tokens, :].expand(n, -1, -1).to(patches.dtype)
             return torch.cat([prefix, patches], dim=1)
         raise ValueError("a layer read through a reshape callable cannot be written back: pick the layer's layout")
@@ -109,7 +113,7 @@ class Layout:
             text += f": {self.prefix_tokens} prefix token{s} dropped,"
         else:
             text += ":"
-        text = f"{text} {self.grid[0]} x {self.grid[1]} grid"
+        text = f"{text} {' x '.join(str(g) for g in self.grid)} grid"
         return text + (" (assumed channels-first: the shape reads both ways)" if self.assumed else "")
 
 
@@ -174,7 +178,7 @@ def _module_hint(module: nn.Module | None, channels_last: int, channels_first: i
     if module is None:
         return None
     name = type(module).__name__.lower()
-    if isinstance(module, nn.modules.conv._ConvNd | nn.modules.batchnorm._BatchNorm) or "2d" in name:
+    if isinstance(module, nn.modules.conv._ConvNd | nn.modules.batchnorm._BatchNorm) or "2d" in name or "3d" in name:
         return "nchw"
     if isinstance(module, nn.LayerNorm) and tuple(module.normalized_shape) == (channels_last,):
         return "nhwc"
@@ -217,7 +221,7 @@ def _how_to_state(shape: tuple[int, ...]) -> str:
 
 def resolve_layout(
     shape: tuple[int, ...],
-    size: tuple[int, int],
+    size: tuple[int, ...],
     model: nn.Module | None = None,
     module: nn.Module | None = None,
     spec: LayoutSpec = None,
@@ -225,8 +229,8 @@ def resolve_layout(
     """Decide how a layer output of ``shape`` (for an input of ``size = (H, W)``) is laid out.
 
     Args:
-        shape: the layer output's shape, 3-D or 4-D.
-        size: the input's spatial size ``(H, W)``.
+        shape: the layer output's shape, 3-D or 4-D (5-D for a clip or volume).
+        size: the input's spatial size ``(H, W)``, or ``(T, H, W)`` for a clip or volume ``(B, C, T, H, W)``.
         model: the whole model (prefix tokens, patch grid), optional.
         module: the layer (a type hint when a 4-D shape reads both ways), optional.
         spec: None (automatic), ``"nchw"``, ``"nhwc"``, ``"tokens"``, or a callable ``t -> (B, K, u, v)``.
@@ -241,11 +245,13 @@ def resolve_layout(
         'tokens (2, 197, 384): 1 prefix token dropped, 14 x 14 grid'
     """
     shape = tuple(int(s) for s in shape)
-    size = (int(size[0]), int(size[1]))
     if callable(spec):
         return Layout("custom", (0, 0), 0, shape, reshape=spec)
     if spec is not None and spec not in LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, a callable or None, not {spec!r}")
+    if len(size) == 3:
+        return _volume_layout(shape, (int(size[0]), int(size[1]), int(size[2])), module, spec)
+    size = (int(size[0]), int(size[1]))
     if len(shape) == 3:
         if spec not in (None, "tokens"):
             raise LayoutError(f"layout={spec!r} needs a 4-D layer output, got {shape}; {_how_to_state(shape)}")
@@ -276,3 +282,33 @@ def resolve_layout(
     if as_last:
         return Layout("nhwc", last, 0, shape)
     return Layout("nchw", first, 0, shape)  # also a grid that fits neither reading: the torch default
+
+
+def _volume_layout(
+    shape: tuple[int, ...], size: tuple[int, int, int], module: nn.Module | None, spec: LayoutSpec
+) -> Layout:
+    """A clip's or volume's layer output ``(B, C, t, u, v)`` or ``(B, t, u, v, C)`` for an input of ``size``
+    ``(T, H, W)``: the 4-D rule on the spatial axes, with the time axis at most ``T`` long."""
+    if len(shape) != 5:
+        raise LayoutError(
+            f"on a clip or volume input (B, C, T, H, W) the target layer must output a 5-D map (B, C, T, H, W) "
+            f"or (B, T, H, W, C), got {shape}: pick a layer before the global pooling"
+            + (" (token layers of video transformers are not supported)" if len(shape) == 3 else "")
+        )
+    first, last = shape[2:], shape[1:4]
+    if spec == "nchw":
+        return Layout("nchw", first, 0, shape)
+    if spec == "nhwc":
+        return Layout("nhwc", last, 0, shape)
+    if spec == "tokens":
+        raise LayoutError(f"layout='tokens' needs a 3-D layer output, got {shape}; {_how_to_state(shape)}")
+    as_first = first[0] <= size[0] and _plausible(first[1:], size[1:])
+    as_last = last[0] <= size[0] and _plausible(last[1:], size[1:])
+    if as_first and as_last:
+        hint = _module_hint(module, shape[4], shape[1])
+        if hint is None:
+            return Layout("nchw", first, 0, shape, assumed=True)
+        return Layout(hint, first if hint == "nchw" else last, 0, shape)
+    if as_last:
+        return Layout("nhwc", last, 0, shape)
+    return Layout("nchw", first, 0, shape)

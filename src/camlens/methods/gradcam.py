@@ -14,8 +14,8 @@ from torch import Tensor
 
 
 def weighted_sum(weights: Tensor, activations: Tensor) -> Tensor:
-    """``sum_k w_k A_k`` for channel weights ``(B, K)`` and activations ``(B, K, u, v)``."""
-    return torch.einsum("bk,bkij->bij", weights, activations)
+    """``sum_k w_k A_k`` for channel weights ``(B, K)`` and activations ``(B, K, u, v)`` (or ``(B, K, t, u, v)``)."""
+    return torch.einsum("bk,bk...->b...", weights, activations)
 
 
 def gradcam(activations: Tensor, gradients: Tensor) -> Tensor:

@@ -59,8 +59,8 @@ def find_classifier(model: nn.Module, x: Tensor, layer: tuple[str, nn.Module]) -
     logits = logits_of(output)
     activations = seen.get("A")
     found = None
-    if isinstance(activations, Tensor) and activations.dim() == 4 and logits is not None:
-        pooled = activations.mean(dim=(2, 3))
+    if isinstance(activations, Tensor) and activations.dim() in (4, 5) and logits is not None:
+        pooled = activations.flatten(2).mean(dim=2)  # (B, K, u, v) or a clip's (B, K, t, u, v)
         for n, _ in linears:
             if n not in seen:
                 continue
@@ -140,7 +140,7 @@ def finercam(context: MethodContext) -> Tensor:
     nearest to the *predicted* class's logit; here the explained class (per-image targets) is used.
     """
     gradient = _spatial(context, context.capture.extras["finercam"])
-    return weighted_sum(gradient.mean(dim=(2, 3)), context.activations)
+    return weighted_sum(gradient.flatten(2).mean(dim=2), context.activations)
 
 
 def shapley_head(options: MethodOptions, targets: Targets) -> Any:
@@ -167,5 +167,6 @@ def shapleycam(context: MethodContext) -> Tensor:
     piecewise linear in ``A`` (GAP + linear, ReLU MLPs) the Hessian vanishes and ShapleyCAM equals
     Grad-CAM.
     """
-    weights = (context.gradients - 0.5 * _spatial(context, context.capture.extras["shapleycam_hvp"])).mean(dim=(2, 3))
+    hvp = _spatial(context, context.capture.extras["shapleycam_hvp"])
+    weights = (context.gradients - 0.5 * hvp).flatten(2).mean(dim=2)
     return weighted_sum(weights, context.activations)

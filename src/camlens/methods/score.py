@@ -28,12 +28,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from camlens.methods.context import MethodContext
 from camlens.methods.gradcam import weighted_sum
 from camlens.methods.tail import layer_tail
+from camlens.postprocess import resize
 from camlens.progress import Counter
 
 
@@ -168,7 +168,7 @@ def ablationcam(context: MethodContext) -> Tensor:
         own = None if natives is None else natives[b : b + 1]
         for part in _chunks(len(channels_b), size):
             ks = channels_b[part]
-            ablated = activations[b].expand(len(ks), -1, -1, -1).clone()
+            ablated = activations[b].expand(len(ks), *activations.shape[1:]).clone()
             ablated[torch.arange(len(ks)), ks] = 0
             if layout is not None and own is not None:
                 ablated = layout.to_native(ablated, own)  # e.g. tokens: the class token kept, channel k zeroed
@@ -180,7 +180,8 @@ def ablationcam(context: MethodContext) -> Tensor:
 
 
 def _upsampled(context: MethodContext, image: int, channels: Tensor, normalise_first: bool) -> Tensor:
-    """Per-channel min-max masks in [0, 1] at input size, ``(n, 1, H, W)``, for one chunk of channels.
+    """Per-channel min-max masks in [0, 1] at input size, ``(n, 1, H, W)`` (``(n, 1, T, H, W)`` for a clip or
+    volume: trilinear), for one chunk of channels.
 
     ``normalise_first=False``: upsample, then normalise (the Score-CAM authors' code);
     ``True``: normalise at layer resolution, then upsample (torchcam).
@@ -188,16 +189,17 @@ def _upsampled(context: MethodContext, image: int, channels: Tensor, normalise_f
     maps = context.activations[image, channels][:, None]
 
     def normalise(m: Tensor) -> Tensor:
-        low = m.flatten(1).amin(dim=1).view(-1, 1, 1, 1)
-        high = m.flatten(1).amax(dim=1).view(-1, 1, 1, 1)
+        shape = (-1,) + (1,) * (m.dim() - 1)
+        low = m.flatten(1).amin(dim=1).view(shape)
+        high = m.flatten(1).amax(dim=1).view(shape)
         if normalise_first:
             return (m - low) / (high - low + 1e-8)  # torchcam's normalisation
         return (m - low) / torch.where(high > low, high - low, torch.ones_like(high))
 
-    size = tuple(context.x.shape[-2:])
+    size = tuple(int(s) for s in context.x.shape[2:])
     if normalise_first:
-        return F.interpolate(normalise(maps), size=size, mode="bilinear", align_corners=False)
-    return normalise(F.interpolate(maps, size=size, mode="bilinear", align_corners=False))
+        return resize(normalise(maps), size)
+    return normalise(resize(maps, size))
 
 
 def _masked_scores(
@@ -328,10 +330,11 @@ def smooth_gradcam_plus_plus(context: MethodContext) -> Tensor:
         )
     assert d1 is not None and d2 is not None and d3 is not None
     d1, d2, d3 = d1 / samples, d2 / samples, d3 / samples
-    denominator = 2 * d2 + context.activations.sum(dim=(2, 3), keepdim=True) * d3
+    positions = tuple(range(2, context.activations.dim()))  # (u, v), or a clip's (t, u, v)
+    denominator = 2 * d2 + context.activations.sum(dim=positions, keepdim=True) * d3
     nonzero = denominator != 0
     alpha = torch.where(nonzero, d2 / torch.where(nonzero, denominator, torch.ones_like(denominator)), 0.0)
-    weights = (alpha * torch.relu(d1)).sum(dim=(2, 3))
+    weights = (alpha * torch.relu(d1)).sum(dim=positions)
     return weighted_sum(weights, context.activations)
 
 

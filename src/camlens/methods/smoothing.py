@@ -32,9 +32,10 @@ def augmented(again: Again, x: Tensor, target_layer: Any, targets: Targets) -> A
 
     The test-time augmentation of pytorch-grad-cam's ``aug_smooth`` uses flips and intensity factors;
     here scales (resizes of the input) stand in for the latter, as the issue asks. CAM maps are
-    renormalised to [0, 1] after averaging; guided maps are averaged as they are.
+    renormalised to [0, 1] after averaging; guided maps are averaged as they are. A clip or volume
+    ``(B, C, T, H, W)`` is flipped and scaled in its height and width only.
     """
-    size = (int(x.shape[-2]), int(x.shape[-1]))
+    size = tuple(int(s) for s in x.shape[2:])
     base = again(x, target_layer=target_layer, targets=targets)
     fixed = _fixed_targets(base, targets)
     sums = {name: value.clone() for name, value in base.maps.items()}
@@ -45,7 +46,7 @@ def augmented(again: Again, x: Tensor, target_layer: Any, targets: Targets) -> A
                 continue
             view = torch.flip(x, dims=[-1]) if flip else x
             if scale != 1.0:
-                view = resize(view, (round(size[0] * scale), round(size[1] * scale)))
+                view = resize(view, (*size[:-2], round(size[-2] * scale), round(size[-1] * scale)))
             result = again(view, target_layer=target_layer, targets=fixed)
             for name, value in result.maps.items():
                 back = resize(value, size)
