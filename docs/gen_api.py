@@ -31,6 +31,7 @@ MODULES = (
     "camlens.explainers",
     "camlens.names",
     "camlens.catalog",
+    "camlens.auto",
     "camlens.detection",
     "camlens.segmentation",
     "camlens.text",

@@ -173,6 +173,20 @@ ROWS: tuple[MethodRow, ...] = (
 ROW: dict[str, MethodRow] = {row.name: row for row in ROWS}
 
 
+#: The method name that picks a method per architecture family (:mod:`camlens.auto`).
+AUTO_METHOD = "auto"
+#: ``auto``'s choice per architecture family: the method ``benchmarks/synthetic_meaning.py`` ranks best (the
+#: highest mean share of maps peaking in the evidence over the training seeds) among the one-pass methods,
+#: a tie going to Grad-CAM; families not measured take the nearest measured one's choice. The figures are
+#: in ``docs/guide/attention.md`` (section "auto") and ``docs/evaluation/synthetic_meaning.md``.
+AUTO_CHOICE: dict[str, str] = {
+    "vit": "attention_rollout",  # class-token ViTs: measured on the tiny ViT (10 seeds)
+    "vit_pooled": "attention_rollout",  # no class token (the mean row): not measured, the ViTs' choice
+    "hybrid": "gradcam",  # Swin, PVT, MobileViT, CoAtNet (the attention methods refuse them): not measured
+    "cnn": "gradcam",  # no attention: measured on the tiny CNN (5 seeds; the one-pass CAMs tie there)
+}
+
+
 def resolve(entry: str) -> Any:
     """The object an entry ``"package.module:name"`` names (its module imported now).
 
@@ -197,4 +211,4 @@ def markdown_table() -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["FUSIONS", "KINDS", "ROW", "ROWS", "MethodRow", "markdown_table", "resolve"]
+__all__ = ["AUTO_CHOICE", "AUTO_METHOD", "FUSIONS", "KINDS", "ROW", "ROWS", "MethodRow", "markdown_table", "resolve"]

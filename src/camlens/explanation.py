@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from camlens.catalog import ROW
+from camlens.catalog import AUTO_METHOD, ROW
 from camlens.costs import COUNTED_METHODS, Cost, method_cost
 from camlens.device import capture_in_float32, mixed_precision
 from camlens.engine import Capture, capture, check_input
@@ -116,6 +116,7 @@ class Explanation(MethodMaps):
     image_warnings: tuple[tuple[str, ...], ...] = ()  # per image: the warnings that concern it, without indices
     head: str | None = None
     image_index: Tensor | None = None  # multi-label targets: the image of ``x`` each row explains
+    auto_method: str | None = None  # the method ``"auto"`` ran (``result["auto"]`` is its map)
 
     @property
     def probabilities(self) -> Tensor | None:
@@ -156,7 +157,7 @@ class Explanation(MethodMaps):
 def check_methods(methods: Sequence[str] | str) -> list[str]:
     """The method names asked for, once each in their order, or a ValueError naming an unknown one and the
     closest known names (what :func:`explain` accepts: :func:`available_methods`)."""
-    return check_names(methods, available_methods())
+    return check_names(methods, [*available_methods(), AUTO_METHOD])
 
 
 def explain(
@@ -183,7 +184,8 @@ def explain(
             ``(B, C, T, H, W)`` (a video network, a 3-D CNN), explained at a 3-D layer: every CAM weighting
             averages or sums over all its ``(t, u, v)`` positions, and methods defined on 2-D images only
             (fullgrad, sess, the vision-transformer methods) are refused (see ``docs/guide/video.md``).
-        methods: names from :func:`available_methods`.
+        methods: names from :func:`available_methods`, or ``"auto"``: the method the ground-truth benchmark
+            ranks best for the model's architecture family (:mod:`camlens.auto`; ``result.auto_method``).
         target_layer: a module or dotted name (``"layer4"``, ``"features.29"``); None picks the
             deepest spatial layer whose gradient at the spatial positions is not identically zero
             (see :mod:`camlens.layers`; chosen inside this call's own forward pass, then cached; its
@@ -247,6 +249,20 @@ def explain(
         _check_volume_methods(names)
     if create_graph:
         _check_differentiable(names, aug_smooth, eigen_smooth, target_layer, precision)
+    if AUTO_METHOD in names:
+        from camlens.auto import auto_method
+
+        with guard(model) as guarded:
+            chosen = auto_method(guarded.model, x)
+        inner = list(dict.fromkeys(chosen if n == AUTO_METHOD else n for n in names))
+        found = explain(
+            model, x, inner, target_layer, targets, counterfactual=counterfactual, layout=layout,
+            eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, precision=precision, create_graph=create_graph,
+            **options,
+        )  # fmt: skip
+        maps = {n: found.maps[chosen if n == AUTO_METHOD else n] for n in names}
+        raw = {**found.raw, **({AUTO_METHOD: found.raw[chosen]} if chosen in found.raw else {})}
+        return dataclasses.replace(found, maps=maps, raw=raw, auto_method=chosen)
     labels = multi_labels(targets, int(x.shape[0]))
     if labels is not None:  # several labels per image: a row per image and label, each explained as one image
         image_index, classes = labels

@@ -102,16 +102,17 @@ def images_of(args: argparse.Namespace) -> list[str]:
 
 def methods_of(args: argparse.Namespace) -> tuple[str, ...]:
     """The methods asked for, checked against the registry (``all`` expands to every method)."""
+    from camlens.catalog import AUTO_METHOD
     from camlens.names import METHODS, SEED_METHODS, VIT_ONLY_METHODS
 
     asked = list(args.methods or SEED_METHODS)
     if "all" in asked:  # every built-in method that applies to any network (legrad: ViTs only, name it)
         asked = [m for m in METHODS if m not in VIT_ONLY_METHODS]
     for name in asked:
-        if name not in METHODS:  # checked against the torch-free names: a typo costs no torch import
+        if name not in (*METHODS, AUTO_METHOD):  # checked against the torch-free names: a typo costs no torch import
             import difflib
 
-            close = difflib.get_close_matches(name, METHODS, n=3, cutoff=0.0)
+            close = difflib.get_close_matches(name, [*METHODS, AUTO_METHOD], n=3, cutoff=0.0)
             raise UsageError(f"unknown method {name!r}; closest: {', '.join(close)}")
     return tuple(dict.fromkeys(asked))
 

@@ -130,6 +130,8 @@ def main(args: argparse.Namespace) -> int:
     check_layer(network, args.layer_name)
     if not args.json:
         print(f"[{network.name}, weights: {network.weights}]", flush=True)
+    if "gradcam" in methods:
+        _note_gradcam(network, args.layer_name)
     if args.model and not args.weight_path:
         print(
             f"camlens: warning: no --weight-path: {network.name} runs with the weights its factory gives it "
@@ -273,6 +275,22 @@ def progress_of(args: argparse.Namespace) -> Any:
         return False
     bars = bool(args.progress) or sys.stderr.isatty()
     return TqdmProgress(bars=bars)
+
+
+def _note_gradcam(network: Any, layer: str | None) -> None:
+    """One note naming ``auto`` where Grad-CAM is known to mislead (a class-token ViT's LayerNorm)."""
+    import torch
+
+    from camlens.auto import gradcam_note
+
+    parameter = next(network.model.parameters(), None)
+    x = torch.zeros(1, network.channels, *network.input_size, device=None if parameter is None else parameter.device)
+    try:
+        note = gradcam_note(network.model, x, layer)
+    except (RuntimeError, ValueError):  # the model fails on this input: the run itself says so, per image
+        return
+    if note:
+        print(f"camlens: note: {note}", file=sys.stderr, flush=True)
 
 
 def _print_report(result: Any) -> None:
