@@ -236,3 +236,47 @@ def test_detect_task_leaves_the_model_untouched(folder, tmp_path):
         run(network, [root / "in" / "p0.png"], tmp_path / "bad", bad, task=task)
     assert_untouched(model, before)
     assert (model.transform.min_size, model.transform.max_size, model.roi_heads.score_thresh) == found
+
+
+DETR_FACTORY = textwrap.dedent(
+    """
+    import torch
+    import transformers
+
+    def detr():
+        transformers.logging.set_verbosity_error()
+        torch.manual_seed(0)
+        config = transformers.DetrConfig(
+            use_timm_backbone=True, backbone="resnet18", use_pretrained_backbone=False, num_queries=6, d_model=32,
+            encoder_layers=1, decoder_layers=1, encoder_ffn_dim=64, decoder_ffn_dim=64, encoder_attention_heads=2,
+            decoder_attention_heads=2, num_labels=3,
+        )
+        return transformers.DetrForObjectDetection(config).eval()
+    """
+)
+
+
+def test_detect_takes_a_hugging_face_detr_from_a_factory(folder, run):
+    """A DETR needs no adapter: a row per query box, with its score and map files, the library's own numbers."""
+    pytest.importorskip("transformers")
+    root, _ = folder
+    (root / "detr.py").write_text(DETR_FACTORY, encoding="utf-8")
+    out = root / "detr-out"
+    done = run("detect", str(root / "in" / "p0.png"), "--model", "detr.py:detr", "--score-threshold", "0",
+               "--max-detections", "2", "--input-size", "48", "--methods", "gradcam", "--output-dir", str(out),
+               cwd=root)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    listed = _csv(out / "boxes.csv")
+    assert [int(r["box"]) for r in listed] == [0, 1]
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("detr_factory", root / "detr.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    from camlens.detection import explain_detections
+
+    expected = explain_detections(module.detr(), [_photo(root / "in" / "p0.png")], ["gradcam"], score_threshold=0.0,
+                                  max_detections=2).detections[0]  # fmt: skip
+    for row, d in zip(listed, expected, strict=True):
+        assert float(row["score"]) == pytest.approx(d.score, abs=1e-5)
+        assert (out / f"p0-detr-detr-box{row['box']}-gradcam.jpg").is_file()

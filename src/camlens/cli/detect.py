@@ -129,9 +129,9 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _is_detector(model: Any) -> bool:
-    from camlens.detection import _is_ultralytics, _torchvision_detector_types
+    from camlens.detection import _hf_kind, _is_ultralytics, _torchvision_detector_types
 
-    return isinstance(model, _torchvision_detector_types()) or _is_ultralytics(model)
+    return isinstance(model, _torchvision_detector_types()) or _is_ultralytics(model) or _hf_kind(model) is not None
 
 
 def print_boxes(result: Any) -> None:
