@@ -35,7 +35,9 @@ def draw_boxes(
 ) -> np.ndarray:
     """``rgb`` ``(H, W, 3)`` uint8 with each box (x1, y1, x2, y2 in its pixels) drawn as a rectangle in its class's
     colour (``labels``; default: the box's index) and its caption on a filled strip at its top left corner
-    (inside the picture: below the box's top edge where there is no room above it). A new array."""
+    (inside the picture: below the box's top edge where there is no room above it). A caption that would cover
+    more than a sixth of the picture's height or half its width is left out (a tiny image shows its boxes only).
+    A new array."""
     height, width = rgb.shape[:2]
     canvas = Image.fromarray(np.ascontiguousarray(rgb[..., :3]).astype(np.uint8))
     draw = ImageDraw.Draw(canvas)
@@ -52,6 +54,8 @@ def draw_boxes(
             continue
         left, top, right, bottom = draw.textbbox((0, 0), caption, font=font)
         text_w, text_h = right - left + 4, bottom - top + 4
+        if text_h > height / 6 or text_w > width / 2:
+            continue  # a picture too small for its captions: the boxes only (the table names them)
         tx = min(x1, max(0.0, width - text_w))
         ty = y1 - text_h if y1 - text_h >= 0 else min(y1 + line, max(0.0, height - text_h))
         draw.rectangle([tx, ty, tx + text_w, ty + text_h], fill=colour)
