@@ -12,13 +12,11 @@ classes is read from it. The detectors take the photo as it is (``Network.input_
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 
-from camlens.errors import MissingWeights, UsageError
+from camlens.errors import UsageError
 from camlens.zoo.network import Network
-from camlens.zoo.weights import fit_state_dict, read_state_dict
+from camlens.zoo.weights import fit_state_dict, local_state_dict, read_state_dict
 
 YOLO_NAME = re.compile(r"^yolo(v8|11)[nsmlx]$")
 
@@ -42,22 +40,9 @@ def load_detector(name: str, weight_path: str | None, offline: bool, random_weig
     if YOLO_NAME.match(name):
         return _load_yolo(name, weight_path, random_weights)
     import torchvision
-    from torch.hub import get_dir
-
-    from camlens.zoo.names import RANDOM
-
     weights = torchvision.models.get_model_weights(name).DEFAULT
     labels = list(weights.meta.get("categories", []))
-    cached = Path(get_dir()) / "checkpoints" / os.path.basename(weights.url)
-    state, source = None, RANDOM
-    if weight_path is not None:
-        state, source = read_state_dict(weight_path), weight_path
-    elif random_weights:
-        pass
-    elif cached.is_file():
-        state, source = read_state_dict(cached), str(cached)
-    else:
-        raise MissingWeights(name, cached.name, str(cached.parent))
+    state, source = local_state_dict(name, weights, weight_path, random_weights)
     model = torchvision.models.get_model(name, weights=None, weights_backbone=None, num_classes=len(labels))
     if state is not None:
         fit_state_dict(model, state, source, name)  # raises with the keys that do not fit

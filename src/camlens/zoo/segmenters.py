@@ -8,12 +8,8 @@ the input side is the checkpoints' resize (520), the normalisation ImageNet's.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
-from camlens.errors import MissingWeights
 from camlens.zoo.network import Network
-from camlens.zoo.weights import fit_state_dict, read_state_dict
+from camlens.zoo.weights import fit_state_dict, local_state_dict
 
 
 def segmenter_names() -> list[str]:
@@ -27,24 +23,11 @@ def load_segmenter(name: str, weight_path: str | None, offline: bool, random_wei
     """torchvision's segmenter ``name`` with its class names and preprocessing (``offline``: nothing is
     downloaded either way)."""
     import torchvision
-    from torch.hub import get_dir
-
-    from camlens.zoo.names import RANDOM
-
     weights = torchvision.models.get_model_weights(name).DEFAULT
     preset = weights.transforms()
     side = preset.resize_size[0] if isinstance(preset.resize_size, list | tuple) else preset.resize_size
     labels = list(weights.meta.get("categories", []))
-    cached = Path(get_dir()) / "checkpoints" / os.path.basename(weights.url)
-    state, source = None, RANDOM
-    if weight_path is not None:
-        state, source = read_state_dict(weight_path), weight_path
-    elif random_weights:
-        pass
-    elif cached.is_file():
-        state, source = read_state_dict(cached), str(cached)
-    else:
-        raise MissingWeights(name, cached.name, str(cached.parent))
+    state, source = local_state_dict(name, weights, weight_path, random_weights)
     extra = {"aux_loss": True} if state is not None and any(k.startswith("aux_classifier.") for k in state) else {}
     model = torchvision.models.get_model(name, weights=None, weights_backbone=None, num_classes=len(labels), **extra)
     if state is not None:

@@ -4,13 +4,34 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from camlens.errors import UsageError
+from camlens.errors import MissingWeights, UsageError
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
+
+
+def local_state_dict(
+    name: str, weights: Any, weight_path: str | None, random_weights: bool
+) -> tuple[dict[str, torch.Tensor] | None, str]:
+    """The state dict of torchvision model ``name`` and where it came from, never downloaded: ``weight_path``,
+    else (unless ``random_weights``: ``(None, "random")``) the checkpoint of ``weights`` (a torchvision weights
+    enum member) in the local torch cache; with neither, :class:`~camlens.errors.MissingWeights` names the file
+    and the folder to put it in."""
+    from torch.hub import get_dir
+
+    from camlens.zoo.names import RANDOM
+
+    if weight_path is not None:
+        return read_state_dict(weight_path), weight_path
+    if random_weights:
+        return None, RANDOM
+    cached = Path(get_dir()) / "checkpoints" / os.path.basename(weights.url)
+    if cached.is_file():
+        return read_state_dict(cached), str(cached)
+    raise MissingWeights(name, cached.name, str(cached.parent))
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
