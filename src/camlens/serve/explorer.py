@@ -11,12 +11,13 @@ maps for another class, or the same view again, cost no model run.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -429,31 +430,26 @@ class Explorer:
         if texts is not None:
             return self._explain_prompts(upload, net, layer or None, methods, texts)
         x = to_batch([upload.rgb], net.input_size, net.mean, net.std).to(self.device)
-        with self._lock:
-            start = time.perf_counter()
-            with torch.inference_mode(False):
-                with torch.no_grad():
-                    logits = net.model(x)
-                if not isinstance(logits, Tensor) or logits.dim() != 2:
-                    raise ServeError(f"{net.name} does not output (batch, classes) logits", 422)
-                probabilities = logits.float().softmax(dim=1)[0]
-                top = probabilities.topk(min(k, probabilities.numel()))
-                classes = top.indices.tolist()
-                try:
-                    result = camlens.explain(
-                        net.model,
-                        x.expand(len(classes), -1, -1, -1),
-                        methods,
-                        target_layer=layer,
-                        targets=classes,
-                        counterfactual=counterfactual,
-                    )
-                except ValueError as error:
-                    raise ServeError(str(error), 422) from None
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            seconds = time.perf_counter() - start
-            self.model_runs += 1
+        with self._model_run() as timing:
+            with torch.no_grad():
+                logits = net.model(x)
+            if not isinstance(logits, Tensor) or logits.dim() != 2:
+                raise ServeError(f"{net.name} does not output (batch, classes) logits", 422)
+            probabilities = logits.float().softmax(dim=1)[0]
+            top = probabilities.topk(min(k, probabilities.numel()))
+            classes = top.indices.tolist()
+            try:
+                result = camlens.explain(
+                    net.model,
+                    x.expand(len(classes), -1, -1, -1),
+                    methods,
+                    target_layer=layer,
+                    targets=classes,
+                    counterfactual=counterfactual,
+                )
+            except ValueError as error:
+                raise ServeError(str(error), 422) from None
+        seconds = timing[0]
         run = Run(
             id=uuid.uuid4().hex,
             upload=upload,
@@ -471,6 +467,20 @@ class Explorer:
         release_memory()
         return run
 
+    @contextlib.contextmanager
+    def _model_run(self) -> Iterator[list[float]]:
+        """One model run: under the model's lock, with autograd allowed, counted in :attr:`model_runs` when it
+        finishes; its seconds (the device synchronised) are appended to the list it gives."""
+        with self._lock:
+            start = time.perf_counter()
+            timing: list[float] = []
+            with torch.inference_mode(False):
+                yield timing
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            timing.append(time.perf_counter() - start)
+            self.model_runs += 1
+
     def _explain_prompts(
         self, upload: Upload, net: Network, layer: str | None, methods: list[str], prompts: list[str]
     ) -> Run:
@@ -486,17 +496,12 @@ class Explorer:
         left_out = [m for m in methods if m not in usable]
         notes = [f"not for image-text models, left out: {', '.join(left_out)}"] if left_out else []
         x = to_batch([upload.rgb], net.input_size, net.mean, net.std).to(self.device)
-        with self._lock:
-            start = time.perf_counter()
-            with torch.inference_mode(False):
-                try:
-                    result = explain_text(net.model, x, prompts, usable, tokenizer=net.tokenizer, target_layer=layer)
-                except ValueError as error:
-                    raise ServeError(str(error), 422) from None
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            seconds = time.perf_counter() - start
-            self.model_runs += 1
+        with self._model_run() as timing:
+            try:
+                result = explain_text(net.model, x, prompts, usable, tokenizer=net.tokenizer, target_layer=layer)
+            except ValueError as error:
+                raise ServeError(str(error), 422) from None
+        seconds = timing[0]
         similarity = result.similarity[0].float().cpu()
         probabilities = (similarity_scale(net.model) * similarity).softmax(dim=0)
         kept = _PromptMaps(
