@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from camlens.errors import UsageError
-from camlens.pipeline.files import _encode, batch_maps_file
+from camlens.pipeline.files import _encode
 from camlens.pipeline.items import ImageResult, RunOptions
-from camlens.pipeline.targets import TargetsResult, _notes, _records, _row
+from camlens.pipeline.targets import TargetsResult, TargetsTask, _notes, _records
 
 if TYPE_CHECKING:
     import torch
@@ -122,7 +122,7 @@ def _configured(model: nn.Module, side: int | None, threshold: float) -> Iterato
             setattr(owner, name, value)
 
 
-class Detections:
+class Detections(TargetsTask):
     """``camlens detect``: every box a detector finds in an image (score at least ``score_threshold``, the best
     ``max_detections``), or the ``references`` boxes' matches, explained with each method."""
 
@@ -250,7 +250,6 @@ class Detections:
         return names
 
     def files(self, record: ImageResult, network: str, options: RunOptions) -> dict[str, bytes]:
-        from camlens.pipeline.maps import image_file_arrays, npz_bytes
         from camlens.render import title as method_title
         from camlens.viz import overlay
         from camlens.viz.annotate import annotate, colorize
@@ -272,16 +271,8 @@ class Detections:
                     picture = annotate(picture, f"{captions[j]} | {method_title(m)}", options.colormap)
                 blobs[f"{record.stem}-{network}-{t['file']}-{m}.{ext}"] = _encode(picture, fmt)
         if options.save_maps:
-            assert record.compact is not None
-            blobs[f"{record.stem}-{network}-maps.npz"] = npz_bytes(image_file_arrays(record.compact, record.stem,
-                                                                                     None, float("nan")))  # fmt: skip
+            blobs.update(self.maps_file(record, network))
         return blobs
-
-    def batch_files(self, records: list[ImageResult], network: str, index: int) -> dict[str, bytes]:
-        return dict([batch_maps_file(records, network, index)])
-
-    def row(self, record: ImageResult, network: str, key: str) -> dict[str, Any]:
-        return _row(record, network, key, self.targets)
 
 
 def _caption(target: dict[str, Any]) -> str:

@@ -146,7 +146,28 @@ def _notes(caught: list[warnings.WarningMessage]) -> list[str]:
     return [" ".join(str(w.message).split()) for w in caught]
 
 
-class Segmentation:
+class TargetsTask:
+    """What the several-targets tasks share: the maps file of one image (``--save-maps``), the batch's maps file
+    (``--no-pictures``) and the results row; each task names its row field in ``targets``."""
+
+    targets = ""
+
+    def maps_file(self, record: ImageResult, network: str) -> dict[str, bytes]:
+        """``<stem>-<network>-maps.npz`` of ``record``'s compact maps."""
+        from camlens.pipeline.maps import image_file_arrays, npz_bytes
+
+        assert record.compact is not None
+        arrays = image_file_arrays(record.compact, record.stem, None, float("nan"))
+        return {f"{record.stem}-{network}-maps.npz": npz_bytes(arrays)}
+
+    def batch_files(self, records: list[ImageResult], network: str, index: int) -> dict[str, bytes]:
+        return dict([batch_maps_file(records, network, index)])
+
+    def row(self, record: ImageResult, network: str, key: str) -> dict[str, Any]:
+        return _row(record, network, key, self.targets)
+
+
+class Segmentation(TargetsTask):
     """``camlens segment``: every class predicted in an image (or the ``classes`` asked for) explained with
     Seg-Grad-CAM's score (the class's logit summed over its predicted pixels)."""
 
@@ -230,7 +251,6 @@ class Segmentation:
         import numpy as np
         from PIL import Image
 
-        from camlens.pipeline.maps import image_file_arrays, npz_bytes
         from camlens.viz.legend import mask_picture
 
         assert isinstance(record, TargetsResult) and record.rgb is not None and record.mask is not None
@@ -248,19 +268,11 @@ class Segmentation:
         }
         blobs.update(_target_pictures(record, network, options, "class_name"))
         if options.save_maps:
-            assert record.compact is not None
-            blobs[f"{record.stem}-{network}-maps.npz"] = npz_bytes(image_file_arrays(record.compact, record.stem,
-                                                                                     None, float("nan")))  # fmt: skip
+            blobs.update(self.maps_file(record, network))
         return blobs
 
-    def batch_files(self, records: list[ImageResult], network: str, index: int) -> dict[str, bytes]:
-        return dict([batch_maps_file(records, network, index)])
 
-    def row(self, record: ImageResult, network: str, key: str) -> dict[str, Any]:
-        return _row(record, network, key, self.targets)
-
-
-class TextPrompts:
+class TextPrompts(TargetsTask):
     """``camlens explain --text``: each image's cosine similarity with each prompt, explained."""
 
     targets = "prompts"  # the row field listed one row per (image, prompt) in prompts.csv
@@ -318,18 +330,8 @@ class TextPrompts:
         return names
 
     def files(self, record: ImageResult, network: str, options: RunOptions) -> dict[str, bytes]:
-        from camlens.pipeline.maps import image_file_arrays, npz_bytes
-
         assert isinstance(record, TargetsResult)
         blobs = _target_pictures(record, network, options, "prompt")
         if options.save_maps:
-            assert record.compact is not None
-            blobs[f"{record.stem}-{network}-maps.npz"] = npz_bytes(image_file_arrays(record.compact, record.stem,
-                                                                                     None, float("nan")))  # fmt: skip
+            blobs.update(self.maps_file(record, network))
         return blobs
-
-    def batch_files(self, records: list[ImageResult], network: str, index: int) -> dict[str, bytes]:
-        return dict([batch_maps_file(records, network, index)])
-
-    def row(self, record: ImageResult, network: str, key: str) -> dict[str, Any]:
-        return _row(record, network, key, self.targets)
