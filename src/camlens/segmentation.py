@@ -55,6 +55,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 
 from camlens.engine import capture, check_input
 from camlens.errors import ExplanationNote, check_names
@@ -212,8 +213,9 @@ def _check_masks(masks: Any, batch: int, size: tuple[int, int], image: tuple[int
 
 def _regions(
     logits: Tensor, region: Any, masks: Tensor | None, classes: list[int] | None, image: tuple[int, int]
-) -> tuple[list[int], Tensor]:
-    """The explained classes and their regions ``(B, K, h, w)`` bool, from the detached logits."""
+) -> tuple[list[int], Tensor, Tensor]:
+    """The explained classes, their regions ``(B, K, h, w)`` bool and the predicted classes ``(B, h, w)``, from
+    the detached logits."""
     batch, num_classes, h, w = logits.shape
     predicted = logits.argmax(dim=1)
     if masks is not None:
@@ -246,7 +248,7 @@ def _regions(
         if where.shape[1] not in (1, len(classes)):
             raise ValueError(f"masks has {where.shape[1]} masks per image for {len(classes)} classes")
         regions = where.expand(batch, len(classes), h, w)
-    return classes, regions
+    return classes, regions, predicted
 
 
 def explain_segmentation(
@@ -289,16 +291,20 @@ def explain_segmentation(
     check_input(model, images)
     image = (int(images.shape[-2]), int(images.shape[-1]))
     state: dict[str, Any] = {}
+    resizes = _FinalResize()
 
     def target(output: Any) -> Tensor:
+        resizes.watching = False
         logits = segmentation_logits(output)
         if logits.shape[0] != images.shape[0]:
             raise ValueError(f"the model's class scores have batch {logits.shape[0]}, not {images.shape[0]}")
         wanted = _check_classes(classes, int(logits.shape[1]))
-        chosen, regions = _regions(logits.detach(), region, masks, wanted, image)
+        chosen, regions, predicted = _regions(logits.detach(), region, masks, wanted, image)
         index = torch.as_tensor(chosen, device=logits.device)
-        scores = (logits[:, index] * regions.to(logits.dtype)).flatten(2).sum(dim=2)  # (B, K)
-        state.update(logits=logits, classes=chosen, regions=regions, scores=scores)
+        scores = resizes.scores(logits, index, regions)
+        if scores is None:
+            scores = (logits[:, index] * regions.to(logits.dtype)).flatten(2).sum(dim=2)  # (B, K)
+        state.update(logits=logits, classes=chosen, regions=regions, scores=scores, predicted=predicted)
         return scores[:, 0]
 
     def head(_output: Any, activations: Tensor, _picked: Any) -> dict[str, Tensor]:
@@ -319,7 +325,8 @@ def explain_segmentation(
     with guard(model) as guarded:
         eager = guarded.model
         layer = _layer(eager, images, target_layer)
-        cap = capture(eager, images, target, layer, head=head)
+        with resizes:
+            cap = capture(eager, images, target, layer, head=head)
     assert cap.activations is not None and cap.gradients is not None and cap.layout is not None
     chosen: list[int] = state["classes"]
     count, batch = len(chosen), int(images.shape[0])
@@ -365,7 +372,7 @@ def explain_segmentation(
         maps=maps,
         raw=raw,
         classes=tuple(chosen),
-        predicted=logits.argmax(dim=1),
+        predicted=state["predicted"],
         logits=logits,
         scores=state["scores"].detach(),
         regions=regions,
@@ -375,6 +382,46 @@ def explain_segmentation(
         activations=activations,
         gradients=gradients.transpose(0, 1),
     )
+
+
+class _FinalResize(TorchFunctionMode):
+    """Remembers the ``F.interpolate`` calls of one forward, so that a class score over logits that come out of a
+    final resize (torchvision's segmenters: bilinear to the input's size) is taken before it.
+
+    A resize is linear and acts on each channel alone, so ``S_c = <R_c, resize(L)_c> = <resize^T(R_c), L_c>``:
+    one backward of the resize alone gives every class's region on the pre-resize grid, and the classes' batched
+    backward passes then start from the small ``(C, h, w)`` map ``L`` instead of the full-resolution logits
+    (the same score and gradients, up to rounding, at a fraction of the cost).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.watching = True
+        self.calls: list[tuple[Tensor, tuple, dict[str, Any]]] = []  # (result, args, kwargs)
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        result = func(*args, **kwargs)
+        if self.watching and func is F.interpolate and args and isinstance(result, Tensor) and result.requires_grad:
+            self.calls.append((result, args, kwargs))
+        return result
+
+    def scores(self, logits: Tensor, index: Tensor, regions: Tensor) -> Tensor | None:
+        """``(B, K)`` the region sums of ``logits[:, index]`` taken before the resize that made ``logits``, or
+        None when no recorded resize did."""
+        found = next((call for call in reversed(self.calls) if call[0] is logits), None)
+        self.calls.clear()
+        if found is None:
+            return None
+        _, args, kwargs = found
+        before = args[0]
+        if not isinstance(before, Tensor) or before.dim() != 4 or before.shape[:2] != logits.shape[:2]:
+            return None
+        with torch.enable_grad():
+            small = before.detach()[:, index].requires_grad_(True)
+            resized = F.interpolate(small, *args[1:], **kwargs)
+            (weights,) = torch.autograd.grad(resized, small, grad_outputs=regions.to(resized.dtype))
+        return (before[:, index] * weights).flatten(2).sum(dim=2)
 
 
 def segmentation_layer(model: nn.Module, images: Tensor) -> tuple[str, nn.Module]:
