@@ -12,7 +12,10 @@ single pixel (``region=(row, col)``) or a user's masks (``masks=``). The CAM wei
 The engine (:func:`camlens.capture.capture`) runs the model once, records only the part after the target
 layer, and differentiates the first class's score; the other classes' gradients come from one batched
 ``torch.autograd.grad`` (``is_grads_batched``) on the same recorded graph (the engine's ``head`` seam), so
-``K`` classes cost one forward and ``K`` backward passes through the head only.
+``K`` classes cost one forward and ``K`` backward passes through the head only. Where the logits come out of
+a final ``F.interpolate`` (torchvision's segmenters resize to the input), the scores are taken before it (a
+resize is linear and per channel: one backward of the resize alone gives every class's region on the small
+grid), so those ``K`` passes start at the small pre-resize map, not at the full-resolution logits.
 
 **The automatic layer is never the logits.** Grad-CAM at the layer that feeds a segmentation head's final
 ``1 x 1`` classifier is the class's own logit map (``sum_k w_k A_k`` with ``w_k`` proportional to that
