@@ -35,6 +35,23 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="image-text model (--model FILE.py:FACTORY, or --network open_clip:ARCH): explain each image's cosine "
         "similarity with each prompt (one picture per prompt and method, prompts.csv a row per image and prompt)",
     )  # fmt: skip
+    clips = parser.add_argument_group(
+        "video and volumes",
+        "with a network whose input is (B, C, T, H, W) (its first convolution 3-D: r3d_18, mc3_18, r2plus1d_18, "
+        "s3d, swin3d_t, a 3-D CNN) each file is a clip: a video (.gif; .mp4, .avi, .mov, .mkv, .webm with PyAV: "
+        "pip install camlens[video]) or a volume (.npy, D x H x W or C x D x H x W); per clip and method an "
+        "animated overlay (.gif) and a frame strip (.png), per volume a montage of slices (.png)",
+    )
+    clips.add_argument(
+        "--frames", type=int, default=None, metavar="T",
+        help="frames taken from each clip, evenly spaced (default: a video's first 16 at most, all of a volume's "
+        "slices)",
+    )  # fmt: skip
+    clips.add_argument(
+        "--frame-folders", action="store_true",
+        help="each folder given is one clip, its image files (in name order) the frames (default: a folder holds "
+        "clip files)",
+    )  # fmt: skip
     common.add_picture_options(parser)
     group = parser.add_argument_group("run")
     group.add_argument(
@@ -82,6 +99,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> int:
     from camlens.errors import UsageError
     from camlens.run import (
+        CLASSIFICATION,
         RunOptions,
         check_layer,
         check_output_dir,
@@ -128,9 +146,10 @@ def main(args: argparse.Namespace) -> int:
     sources = common.images_of(args)
     network = common.network_of(args, args.network, args.weight_path)
     check_layer(network, args.layer_name)
+    task = _clip_task(args, network)
     if not args.json:
         print(f"[{network.name}, weights: {network.weights}]", flush=True)
-    if "gradcam" in methods:
+    if "gradcam" in methods and task is CLASSIFICATION:
         _note_gradcam(network, args.layer_name)
     if args.model and not args.weight_path:
         print(
@@ -157,6 +176,7 @@ def main(args: argparse.Namespace) -> int:
         metric_steps=args.metric_steps,
         layout=args.layout,
     )
+    noun = "image" if task is CLASSIFICATION else "clip"
     show = (lambda result: _print_json(result, network.name)) if args.json else _print_report
     if grid is not None:
         shown = show
@@ -176,26 +196,27 @@ def main(args: argparse.Namespace) -> int:
             workers=args.workers,
             recursive=args.recursive,
             on_note=lambda note: print(f"camlens: note: {note}", file=sys.stderr, flush=True),
+            task=task,
         )
     except KeyboardInterrupt:
-        done, total = done_count(network.name, sources, args.output_dir, options, args.recursive)
+        done, total = done_count(network.name, sources, args.output_dir, options, args.recursive, task)
         if total <= 1:
             raise
         raise KeyboardInterrupt(
-            f"{done} of {total} images done (in {args.output_dir}); "
+            f"{done} of {total} {noun}s done (in {args.output_dir}); "
             "run the same command again to do the rest (it resumes)"
         ) from None
     failures = summary.failures
     if not args.json:
         done = len(summary.results) - len(failures)
-        parts = [f"explained {done} image{'s' * (done != 1)}"]
+        parts = [f"explained {done} {noun}{'s' * (done != 1)}"]
         if summary.skipped:
             parts.append(f"{summary.skipped} done before (resumed)")
         parts.append(f"{len(failures)} failed")
         rate = len(summary.results) / summary.seconds if summary.seconds > 0 else 0.0
         files = summary.written
         print(
-            f"{', '.join(parts)} in {summary.seconds:.1f} s ({rate:.1f} img/s); "
+            f"{', '.join(parts)} in {summary.seconds:.1f} s ({rate:.1f} {'img' if noun == 'image' else 'clips'}/s); "
             f"wrote {files} file{'s' * (files != 1)} to {summary.output_dir}/"
         )
         if summary.tables:
@@ -246,6 +267,32 @@ def _explain_text(args: argparse.Namespace) -> int:
         return TextPrompts(prompts)
 
     return run_targets(args, methods, task_of, "prompt")
+
+
+def _clip_task(args: argparse.Namespace, network: Any) -> Any:
+    """The clip task when the network takes clips (``(B, C, T, H, W)``), else image classification; the options
+    that do not apply to the one chosen refused in one line."""
+    from camlens.errors import UsageError
+    from camlens.pipeline.clips import ClipClassification, takes_clips
+    from camlens.run import CLASSIFICATION
+
+    if not takes_clips(network.model):
+        for flag, given in (("--frames", args.frames is not None), ("--frame-folders", args.frame_folders)):
+            if given:
+                raise UsageError(
+                    f"{flag} is for clips: {network.name} takes images (a network whose first convolution is 3-D "
+                    "takes clips)"
+                )
+        return CLASSIFICATION
+    refused = {
+        "--engine ray": args.engine != "local",
+        "--grid": args.grid is not None,
+        "--metrics": bool(args.metrics),
+    }
+    for flag, given in refused.items():
+        if given:
+            raise UsageError(f"{network.name} takes clips: camlens explain does not take {flag} with clips")
+    return ClipClassification(args.frames, args.frame_folders)
 
 
 def add_progress_option(group: Any) -> None:
@@ -301,6 +348,9 @@ def _print_report(result: Any) -> None:
         print(f"  {rank}. {label:<30s} {p:6.3f}  (class {class_id})")
     explained = "" if result.class_id is None else f"class {result.class_id} ({result.class_name}), "
     print(f"  explained: {explained}score {result.score:.3f}, layer {result.layer}")
+    if getattr(result, "kind", ""):
+        unit = "slices" if result.kind == "volume" else "frames"
+        print(f"  {result.kind}: {result.frames} of its {result.source_frames} {unit}")
     if result.layout and not result.layout.startswith("nchw"):
         print(f"  layout: {result.layout}")
     if result.guided_rule:

@@ -13,6 +13,7 @@ Modules, each importing only those above it (no cycles, no function-level import
 * :mod:`~camlens.pipeline.table`: ``results.jsonl`` and its journal, repair after a kill, CSV/Parquet;
 * :mod:`~camlens.pipeline.worker`: one decoded batch through one network into records (nothing written);
 * :mod:`~camlens.pipeline.task`: the seam for kinds of items and targets (below), and classification's;
+* :mod:`~camlens.pipeline.targets`, :mod:`~camlens.pipeline.clips`: the several-targets tasks, the clip task;
 * :mod:`~camlens.pipeline.engines`: where batches are decoded and explained (``local`` threads, ``ray``
   actors); each yields explained batches in input order;
 * :mod:`~camlens.pipeline.runner`: :func:`~camlens.pipeline.runner.run`, the loop that resumes, drives
@@ -49,7 +50,10 @@ A record needs ``path``, ``stem``, ``ok``/``error``, ``files``, ``notes`` and ``
 maps once written): that is all the run loop, the table and the engines touch. Compact maps
 (:class:`~camlens.pipeline.maps.CompactMaps`) already serve any per-item map set (one per box, mask or
 prompt: keys ``<stem>/<target>/...``). A task's ``name`` is part of the run's key (resuming never mixes
-two tasks' rows). Not done yet: the CLI runs classification only, the ``--no-pictures`` batch files of
+two tasks' rows). A task may also bring ``collect(paths, recursive, on_note)`` (its items of the files and
+folders given) and ``read(network, path, max_side)`` (one item decoded in the reader threads):
+:mod:`~camlens.pipeline.clips`' clip task reads videos, folders of frames and volumes so. Not done yet: the
+``--no-pictures`` batch files of
 every task are numbered as ``maps-<network>-<index>.npz``, and the CSV/Parquet columns are the
 classification's (a task's extra row fields stay in ``results.jsonl``).
 """

@@ -55,6 +55,7 @@ def explained_local(
 ) -> Iterator[list[ImageResult]]:
     """The local engine: batches decoded two ahead by reader threads, explained here, in input order."""
     max_side = None if options.pictures else max(network.input_size) * 2
+    task_read = getattr(task, "read", None)  # a task's own reader (clips), else the network's
     size = options.batch_size
     upcoming = (todo[i : i + size] for i in range(0, len(todo), size))
     readers = ThreadPoolExecutor(2, thread_name_prefix="camlens-read")
@@ -68,7 +69,7 @@ def explained_local(
             reading = []
             for part in parts:
                 spent = {"decode": 0.0}  # one per part (added up here, not from two threads at once)
-                reading.append((readers.submit(decode, part, max_side, spent, network), spent))
+                reading.append((readers.submit(decode, part, max_side, spent, network, task_read), spent))
             decoded.append(reading)
 
     try:
@@ -125,6 +126,7 @@ class Explainer:
             max_side,
             timings,
             self.network,
+            getattr(self.task, "read", None),
         )
         results = self.task.explain_batch(self.network, items, options, self.device)
         for r in results:

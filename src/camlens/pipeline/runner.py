@@ -67,17 +67,23 @@ def done_count(
     output_dir: str | os.PathLike,
     options: RunOptions = RunOptions(),
     recursive: bool = False,
+    task: Task = CLASSIFICATION,
 ) -> tuple[int, int]:
     """``(done, total)``: how many images of ``sources`` ``output_dir``'s table holds as done (what a resumed
     run skips), and how many there are."""
-    paths = collect_sources(sources, recursive)
-    key = options.key(network)
+    paths = (getattr(task, "collect", None) or collect_sources)(sources, recursive)
+    key = run_key(network, options, task)
     done = {
         str(row.get("source"))
         for row in iter_table(Path(output_dir))
         if row.get("key") == key and row.get("network") == network and row.get("status") == "ok"
     }
     return sum(source_key(str(p)) in done for p in paths), len(paths)
+
+
+def run_key(network: str, options: RunOptions, task: Task = CLASSIFICATION) -> str:
+    """The key a table's rows of this network, options and task carry (what a resumed run looks for)."""
+    return options.key(network if task.name == CLASSIFICATION.name else f"{network}:{task.name}")
 
 
 def _holding_the_output_lock(func: Callable[..., RunSummary]) -> Callable[..., RunSummary]:
@@ -154,9 +160,9 @@ def run(
         )
     net = network.build() if isinstance(network, NetworkSpec) else network
     device = resolve_device(options.device) if engine == "local" else None
-    paths = collect_sources(sources, recursive, on_note)
+    paths = (getattr(task, "collect", None) or collect_sources)(sources, recursive, on_note)
     stems = [fit_stem(stem, net.name, options, task.planned_files) for stem in unique_stems(paths)]
-    key = options.key(net.name if task.name == CLASSIFICATION.name else f"{net.name}:{task.name}")
+    key = run_key(net.name, options, task)
     repair(out)
     done: set[str] = set()
     ours: set[str] = set()  # absolute paths this folder's table holds with the same options

@@ -25,9 +25,17 @@ def check_sources(paths: Iterable[str | os.PathLike]) -> None:
 
 
 def collect_sources(
-    paths: Iterable[str | os.PathLike], recursive: bool = False, on_note: Callable[[str], None] | None = None
+    paths: Iterable[str | os.PathLike],
+    recursive: bool = False,
+    on_note: Callable[[str], None] | None = None,
+    *,
+    suffixes: Any = None,
+    noun: str = "images",
 ) -> list[Path]:
     """Files as given, folders expanded to their image files (sorted by name); a folder with none is an error.
+
+    ``suffixes`` and ``noun``: another kind of item's file suffixes (default: the images') and what they are
+    called in messages (a clip task's: :mod:`camlens.pipeline.clips`).
 
     Entries of a folder that cannot be images are left out; entries that look like images but cannot be read
     (a symbolic link loop, a broken link, a folder named ``x.jpg``) are kept, and become failed rows with
@@ -35,23 +43,24 @@ def collect_sources(
     """
     from camlens.images import IMAGE_SUFFIXES
 
+    suffixes = IMAGE_SUFFIXES if suffixes is None else suffixes
     found: list[Path] = []
     not_searched = 0
     for item in paths:
         path = Path(item)
         if path.is_dir():
-            inside, folders = _scan(path, IMAGE_SUFFIXES, recursive, set())
+            inside, folders = _scan(path, suffixes, recursive, set())
             not_searched += folders
             if not inside:
                 hint = f" ({folders} sub-folder{'s' * (folders != 1)} not searched: pass --recursive)" * bool(folders)
-                raise UsageError(f"folder {path} holds no images{hint}")
+                raise UsageError(f"folder {path} holds no {noun}{hint}")
             found.extend(inside)
         else:
             found.append(path)
     if not_searched and on_note is not None:
         on_note(
             f"{not_searched} sub-folder{'s were' if not_searched != 1 else ' was'} not searched "
-            "(pass --recursive to explain the images in sub-folders too)"
+            f"(pass --recursive to explain the {noun} in sub-folders too)"
         )
     return found
 
@@ -119,13 +128,19 @@ def source_key(path: str) -> str:
 
 
 def decode(
-    batch: list[tuple[Path, str]], max_side: int | None, timings: dict[str, float], network: Network | None = None
+    batch: list[tuple[Path, str]],
+    max_side: int | None,
+    timings: dict[str, float],
+    network: Network | None = None,
+    read: Callable[[Any, Path, int | None], tuple[Any, Any]] | None = None,
 ) -> list[tuple[Path, str, Any, Any]]:
     """Read ``(path, stem)`` items: ``(path, stem, rgb or error text, network's input or None)``.
 
     With ``network``, each image is read with the network's channel count and also made into its input
     (``(1, C, H, W)``; :meth:`camlens.zoo.Network.read`), here rather than in the thread that runs the model;
-    ``rgb`` is then the pictures' displayable background."""
+    ``rgb`` is then the pictures' displayable background. ``read(network, path, max_side)``: a task's own
+    reader instead (a clip task's: its frames and its ``(1, C, T, H, W)`` input); a :class:`UsageError` or
+    ``OSError`` it raises is the item's error text."""
     from camlens.images import read_image
 
     t = time.perf_counter()
@@ -134,7 +149,9 @@ def decode(
         tensor = None
         rgb: Any
         try:
-            if network is not None:
+            if read is not None:
+                rgb, tensor = read(network, path, max_side)
+            elif network is not None:
                 rgb, tensor = network.read(path, max_side)
             else:
                 rgb = read_image(path) if max_side is None else read_image(path, max_side=max_side)

@@ -32,6 +32,9 @@ class Task(Protocol):
     name: str  # part of the run's key (a table's rows of another task are not this task's)
     # optional: ``targets``, a row field listing an item's targets; the run then also writes <targets>.csv with a
     # row per (item, target) (camlens.pipeline.table.export_targets; camlens.pipeline.targets' tasks)
+    # optional: ``collect(paths, recursive, on_note) -> list[Path]``, the items of the files and folders given
+    # (default camlens.pipeline.sources.collect_sources: image files), and ``read(network, path, max_side) ->
+    # (background, input)``, one item decoded (default Network.read: an image); camlens.pipeline.clips' task
 
     def explain_batch(
         self, network: Network, items: list[tuple[Any, str, Any, Any]], options: RunOptions, device: torch.device

@@ -64,10 +64,7 @@ def explain_images(
         compact = CompactMaps.from_explanation(result, i, list(options.methods), rgb.shape[:2])
         p = None if probabilities is None else probabilities[i]
         class_id = None if result.classes is None else int(result.classes[i])
-        top: list[tuple[int, str, float]] = []
-        if p is not None:
-            values, indices = p.topk(min(options.topk, p.numel()))
-            top = [(int(c), network.label(int(c)), float(v)) for v, c in zip(values, indices, strict=True)]
+        top = [] if p is None else top_classes(p, options.topk, network)
         out.append(
             ImageResult(
                 path="" if paths is None else str(paths[i]),
@@ -91,6 +88,12 @@ def explain_images(
             )
         )
     return out
+
+
+def top_classes(probabilities: torch.Tensor, k: int, network: Network) -> list[tuple[int, str, float]]:
+    """The ``k`` most probable classes of one item: ``(class, label, probability)``, most probable first."""
+    values, indices = probabilities.topk(min(k, probabilities.numel()))
+    return [(int(c), network.label(int(c)), float(v)) for v, c in zip(values, indices, strict=True)]
 
 
 def image_metrics(model: nn.Module, x: torch.Tensor, result: Any, options: RunOptions) -> list[dict[str, float]]:

@@ -175,7 +175,12 @@ def _random_torchvision(name: str) -> Network:
     preset = weights.transforms()
     crop = preset.crop_size[0] if isinstance(preset.crop_size, list | tuple) else preset.crop_size
     model = torchvision.models.get_model(name, weights=None)
-    labels = imagenet_labels() if getattr(model, "num_classes", 1000) == 1000 else []
+    categories = list(weights.meta.get("categories", []))  # e.g. a video network's Kinetics-400 classes
+    classes = getattr(model, "num_classes", None)
+    if classes is None:  # torchvision's video networks keep no num_classes: their last layer says
+        sized = [getattr(m, "out_features", None) or getattr(m, "out_channels", None) for m in model.modules()]
+        classes = next((int(c) for c in reversed(sized) if c), 1000)
+    labels = imagenet_labels() if classes == 1000 else categories if len(categories) == classes else []
     return Network(name, model.eval(), (crop, crop), tuple(preset.mean), tuple(preset.std), labels, RANDOM)
 
 

@@ -20,10 +20,12 @@ if TYPE_CHECKING:
 
 
 def torchvision_names() -> list[str]:
-    """Every torchvision classification model name, sorted."""
+    """Every torchvision classification model name (images, and video: ``r3d_18``, ``s3d``, ...), sorted."""
     import torchvision
+    import torchvision.models.video
 
-    return sorted(torchvision.models.list_models(module=torchvision.models))
+    models = torchvision.models
+    return sorted([*models.list_models(module=models), *models.list_models(module=models.video)])
 
 
 def load_torchvision(name: str, weight_path: str | None, offline: bool) -> Network:
