@@ -210,7 +210,8 @@ def main() -> None:
                 )
             timing_rows.append(time_row(case, layer, peer, found, args))
     print()
-    print("| detector | layer | boxes per image | camlens s per image | pytorch-grad-cam s per image | pytorch-grad-cam / camlens |")
+    print("| detector | layer | boxes per image | camlens s per image | pytorch-grad-cam s per image "
+          "| pytorch-grad-cam / camlens |")  # fmt: skip
     print("| --- | --- | ---: | ---: | ---: | ---: |")
     print("\n".join(timing_rows))
     print()
