@@ -67,3 +67,15 @@ def test_no_pictures_batch_file_holds_each_volumes_maps(tmp_path):
             expected = camlens.explain(network.model, torch.from_numpy(v[picked])[None, None], ["gradcam"])
             assert saved[f"v{i}/frame_indices"].tolist() == picked
             np.testing.assert_allclose(saved[f"v{i}/clip/gradcam"], expected["gradcam"][0].numpy(), atol=2e-3)
+
+
+def test_strip_frames_are_at_most_128_pixels_a_side_and_the_montage_near_square():
+    from camlens.pipeline.clips import montage, strip
+
+    frames = np.zeros((5, 192, 256, 3), np.uint8)
+    frames[:, :, :, 0] = np.arange(5)[:, None, None] * 50
+    row = strip(frames)
+    assert row.shape == (96, 5 * 128 + 4 * 2, 3)
+    assert [int(row[50, k * 130 + 60, 0]) for k in range(5)] == [0, 50, 100, 150, 200]  # the frames in order
+    grid = montage(frames[:, :8, :8])
+    assert grid.shape == (2 * 8 + 2, 3 * 8 + 2 * 2, 3) and grid[-1, -1].tolist() == [255, 255, 255]

@@ -19,7 +19,7 @@ normalised over the whole clip, an image-shaped map ``(C, T, H, W)`` shown as gu
 standardisation over the whole clip):
 
 * a video: ``<stem>-<network>-<method>.gif``, the frames with the map over each (animated), and
-  ``<stem>-<network>-<method>-strip.png``, the same frames in a row;
+  ``<stem>-<network>-<method>-strip.png``, the same frames in a row (at most 128 pixels a side);
 * a volume: ``<stem>-<network>-<method>-slices.png``, a montage of the slices (rows of columns, in depth
   order) with the map over each, on the volume shown grey (stretched from its 2nd to its 98th percentile).
 
@@ -54,7 +54,8 @@ VIDEO_SUFFIXES = (".gif", ".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 VOLUME_SUFFIXES = (".npy",)
 CLIP_SUFFIXES = frozenset(VIDEO_SUFFIXES + VOLUME_SUFFIXES)
 VIDEO_FRAMES = 16  # a video's frames when --frames is not given (at most: a shorter one keeps its own)
-DISPLAY_SIDE = 256  # a video frame's longer side in the pictures (at most)
+DISPLAY_SIDE = 256  # a video frame's longer side in the animated overlay (at most)
+STRIP_SIDE = 128  # and in the frame strip
 FRAME_MS = 125  # an animated overlay's time per frame
 INSTALL_AV = "reading {suffix} files needs PyAV: pip install av (or pip install camlens[video])"
 MAPS_FORMAT = "clips1"
@@ -369,17 +370,21 @@ class ClipClassification:
         return names
 
     def files(self, record: ImageResult, network: str, options: RunOptions) -> dict[str, bytes]:
+        from camlens.render import title
+
         assert isinstance(record, ClipResult) and record.clip is not None
         blobs: dict[str, bytes] = {}
         base = f"{record.stem}-{network}"
         for m in options.methods:
-            frames = clip_pictures(record.clip.frames, record.maps[m].numpy(), options.colormap)
-            label = f"{caption(record)} | {m}" if options.annotate else None
+            cam = record.maps[m].numpy()
+            frames = clip_pictures(record.clip.frames, cam, options.colormap)
+            label = f"{caption(record)} | {title(m)}" if options.annotate else None
+            gradient = cam.ndim == 4
             if record.kind == "volume":
-                blobs[f"{base}-{m}-slices.png"] = _encode(_captioned(montage(frames), label, options), "PNG")
+                blobs[f"{base}-{m}-slices.png"] = _encode(_captioned(montage(frames), label, options, gradient), "PNG")
             else:
                 blobs[f"{base}-{m}.gif"] = animated_gif(frames)
-                blobs[f"{base}-{m}-strip.png"] = _encode(_captioned(strip(frames), label, options), "PNG")
+                blobs[f"{base}-{m}-strip.png"] = _encode(_captioned(strip(frames), label, options, gradient), "PNG")
         if options.save_maps:
             blobs[f"{base}-maps.npz"] = _maps_bytes([record], single=True)
         return blobs
@@ -391,12 +396,13 @@ class ClipClassification:
         return record.record(network, key)
 
 
-def _captioned(picture: np.ndarray, label: str | None, options: RunOptions) -> np.ndarray:
+def _captioned(picture: np.ndarray, label: str | None, options: RunOptions, gradient: bool) -> np.ndarray:
+    """``--annotate``: a title bar (class, method) and a colour bar (a grey scale for a guided picture)."""
     if label is None:
         return picture
     from camlens.viz.annotate import annotate
 
-    return annotate(picture, label, options.colormap)
+    return annotate(picture, label, None if gradient else options.colormap, gradient=gradient)
 
 
 def clip_pictures(frames: np.ndarray, cam: np.ndarray, colormap: str = "jet") -> np.ndarray:
@@ -416,8 +422,16 @@ def clip_pictures(frames: np.ndarray, cam: np.ndarray, colormap: str = "jet") ->
     return np.stack([overlay(frame, colorize(v, colormap)) for frame, v in zip(frames, values, strict=True)])
 
 
-def strip(frames: Sequence[np.ndarray] | np.ndarray, gap: int = 2) -> np.ndarray:
-    """The frames in one row, ``gap`` white pixels between them."""
+def strip(frames: Sequence[np.ndarray] | np.ndarray, gap: int = 2, side: int = STRIP_SIDE) -> np.ndarray:
+    """The frames in one row, each at most ``side`` pixels on its longer side, ``gap`` white pixels between."""
+    import numpy as np
+    from PIL import Image
+
+    height, width = frames[0].shape[:2]
+    if max(height, width) > side:
+        scale = side / max(height, width)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        frames = [np.asarray(Image.fromarray(f).resize(size, Image.Resampling.BILINEAR)) for f in frames]
     return montage(frames, columns=len(frames), gap=gap)
 
 
