@@ -44,8 +44,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     clips.add_argument(
         "--frames", type=int, default=None, metavar="T",
-        help="frames taken from each clip, evenly spaced (default: a video's first 16 at most, all of a volume's "
-        "slices)",
+        help="frames taken from each clip, evenly spaced, the first and the last included (default: 16 of a "
+        "video's, all of a shorter video's, all of a volume's slices)",
     )  # fmt: skip
     clips.add_argument(
         "--frame-folders", action="store_true",

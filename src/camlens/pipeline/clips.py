@@ -8,8 +8,8 @@ holds, or, with ``frame_folders`` (``--frame-folders``), is itself one clip whos
 in name order.
 
 Decoding (:meth:`ClipClassification.read`): ``frames`` frames (``--frames T``) are taken at evenly spaced
-positions (a shorter clip repeats frames, and says so; default: a video's first 16 at most, every slice
-of a volume); each frame is resized to the network's input size and normalised as images are
+positions (a shorter clip repeats frames, and says so; default: 16 of a video's frames, all of a shorter
+one's, every slice of a volume); each frame is resized to the network's input size and normalised as images are
 (:func:`camlens.images.to_batch`; a volume's values as stored, uint8 / 255 and uint16 / 65535), and the
 frames stacked along time into the ``(1, C, T, H, W)`` input. Clips of one batch with the same input shape
 are explained together.
@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 VIDEO_SUFFIXES = (".gif", ".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 VOLUME_SUFFIXES = (".npy",)
 CLIP_SUFFIXES = frozenset(VIDEO_SUFFIXES + VOLUME_SUFFIXES)
-VIDEO_FRAMES = 16  # a video's frames when --frames is not given (at most: a shorter one keeps its own)
+VIDEO_FRAMES = 16  # a video's frames when --frames is not given (evenly spaced; a shorter one keeps its own)
 DISPLAY_SIDE = 256  # a video frame's longer side in the animated overlay (at most)
 STRIP_SIDE = 128  # and in the frame strip
 FRAME_MS = 125  # an animated overlay's time per frame
