@@ -73,6 +73,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16, help="masked images per forward (D-RISE)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--only", default="", help="only the detectors whose name contains this text")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     image = torch.rand(3, args.size * 3 // 4, args.size, generator=torch.Generator().manual_seed(0))
@@ -86,6 +87,8 @@ def main() -> None:
           f"| D-RISE {args.masks} masks / {args.masks} forwards |")  # fmt: skip
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, model in detectors(args.size).items():
+        if args.only not in name:
+            continue
         print(row(name, model, image, args), flush=True)
 
 

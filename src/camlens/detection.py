@@ -83,7 +83,10 @@ class DetectorAdapter:
       the score stands in);
     * optionally ``frame`` ``(h, w, H_in, W_in)``: the detector resized the image to ``h x w`` and placed it at
       the top left of its ``H_in x W_in`` input grid (torchvision's transform); without it, the layer's map
-      covers the whole image.
+      covers the whole image;
+    * optionally ``independent_boxes``: one ``(5,)`` tensor per box (its score, x1, y1, x2, y2), each with a
+      graph of its own (no op of one box's values reads another's): one backward per box then costs only its
+      own part and is taken instead of a batched backward (``backward="auto"``).
 
     ``target_layer`` is the layer used when :func:`explain_detections` gets none: a dotted name, or a function of
     the model giving one. With ``layer_input=True`` that layer's *input* is explained (a detection head's input:
@@ -127,7 +130,9 @@ class DetectionExplanation:
     levels: tuple[str, ...]  # the fused levels of the layer's output ('' for a single map)
     methods: tuple[str, ...]
     target: str
-    backward: str | None  # "batched" (one vectorised backward per image) or "loop" (one per box)
+    # "batched" (one vectorised backward per image), "loop" (one per box) or "per box" (each box its own graph:
+    # an R-CNN's re-scored boxes)
+    backward: str | None
     warnings: tuple[str, ...] = ()
 
 
@@ -146,7 +151,8 @@ def _torchvision_detector_types() -> tuple[type, ...]:
 
 
 def _torchvision_forward(model: nn.Module, images: list[Tensor]) -> list[Mapping[str, Any]]:
-    """torchvision's detector on ``images``, with each image's frame read from its transform's output."""
+    """torchvision's detector on ``images``, with each image's frame read from its transform's output; an R-CNN's
+    kept boxes re-scored on their own proposals (:class:`_RCNNBoxes`) when the scores are to be differentiated."""
     frames: list[tuple[int, int, int, int]] = []
 
     def keep(_module: nn.Module, _inputs: Any, output: Any) -> None:
@@ -155,12 +161,149 @@ def _torchvision_forward(model: nn.Module, images: list[Tensor]) -> list[Mapping
         frames[:] = [(int(h), int(w), height, width) for h, w in image_list.image_sizes]
 
     transform: Any = model.transform
-    handle = transform.register_forward_hook(keep)
+    handles = [transform.register_forward_hook(keep)]
+    boxes = _RCNNBoxes.attach(model, handles)
     try:
         outputs = model(images)
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
+    # re-scored only when the recorded graph starts at the target layer (under the guided rule it starts at the
+    # input, and the box head's ReLUs must take that rule)
+    if boxes is not None and torch.is_grad_enabled() and not any(x.requires_grad for x in images):
+        outputs = boxes.rescored(outputs, [(int(x.shape[-2]), int(x.shape[-1])) for x in images])
     return [{**out, "frame": frame} for out, frame in zip(outputs, frames, strict=True)]
+
+
+class _RCNNBoxes:
+    """The kept boxes of a torchvision R-CNN (Faster, Mask, Keypoint) computed again from their own proposals.
+
+    An R-CNN scores all of its proposals (1000 per image) with the box head, then keeps a few boxes. Each kept
+    box's score depends on one proposal's row only, but a backward from it through the recorded forward runs the
+    box head's backward over every proposal's row, once per box. Here the box head runs a second time on the
+    kept boxes' proposals alone (``box_roi_pool``, ``box_head``, ``box_predictor``, then the softmax and the
+    box decoding of ``postprocess_detections`` and the transform's resize): the same numbers, row by row, whose
+    backward costs a few rows. Each kept box is matched to its proposal by its score (equal to the float) and
+    its box; if any box does not match, the outputs are left as they were.
+    """
+
+    def __init__(self, heads: Any) -> None:
+        self.heads = heads
+        self.inputs: tuple | None = None
+        self.predicted: tuple[Tensor, Tensor] | None = None
+
+    @classmethod
+    def attach(cls, model: nn.Module, handles: list[Any]) -> _RCNNBoxes | None:
+        try:
+            from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+        except ImportError:  # pragma: no cover - torchvision is a dependency
+            return None
+        heads: Any = getattr(model, "roi_heads", None)
+        if not isinstance(model, GeneralizedRCNN) or not all(
+            isinstance(getattr(heads, name, None), nn.Module) for name in ("box_roi_pool", "box_head", "box_predictor")
+        ):
+            return None
+        boxes = cls(heads)
+
+        def inputs(_module: nn.Module, args: tuple) -> None:
+            if boxes.inputs is None:
+                boxes.inputs = args
+
+        def predicted(_module: nn.Module, _args: Any, output: Any) -> None:
+            if boxes.predicted is None and isinstance(output, tuple) and len(output) == 2:
+                boxes.predicted = output
+
+        handles.append(heads.register_forward_pre_hook(inputs))
+        handles.append(heads.box_predictor.register_forward_hook(predicted))
+        return boxes
+
+    def rescored(self, outputs: list[dict[str, Any]], sizes: list[tuple[int, int]]) -> list[dict[str, Any]]:
+        from torchvision.models.detection.transform import resize_boxes
+        from torchvision.ops import boxes as box_ops
+
+        if self.inputs is None or self.predicted is None or len(self.inputs) < 3:
+            return outputs
+        features, proposals, image_shapes = self.inputs[:3]
+        class_logits, box_regression = self.predicted
+        if not isinstance(proposals, list) or class_logits.shape[0] != sum(len(p) for p in proposals):
+            return outputs
+        counts = [len(p) for p in proposals]
+        probabilities = F.softmax(class_logits.detach(), -1).split(counts)
+        every = self.heads.box_coder.decode(box_regression.detach(), [p.detach() for p in proposals]).split(counts)
+        rows = []
+        for i, (out, scores) in enumerate(zip(outputs, probabilities, strict=True)):
+            labels, kept = out["labels"], out["scores"].detach()
+            boxes = resize_boxes(
+                box_ops.clip_boxes_to_image(every[i][:, labels], image_shapes[i]).reshape(-1, 4), image_shapes[i],
+                sizes[i],
+            ).reshape(len(scores), len(labels), 4)  # fmt: skip
+            # (proposals, boxes): the proposal that gave each box, by its score and its box
+            hit = (scores[:, labels] == kept[None, :]) & (boxes - out["boxes"].detach()[None]).abs().amax(dim=2).le(
+                1e-3 * (1 + out["boxes"].detach().abs().amax(dim=1))[None]
+            )
+            if not bool(hit.any(dim=0).all()):
+                return outputs
+            rows.append(hit.to(torch.uint8).argmax(dim=0))
+        chosen = [p[r].detach() for p, r in zip(proposals, rows, strict=True)]
+        heads = self.heads
+        # one RoI pooling per box: each box's value then has a graph of its own, through its own pooling only
+        count = sum(len(c) for c in chosen)
+        if not count:
+            return outputs
+        owners = [(i, j) for i in range(len(chosen)) for j in range(len(chosen[i]))]
+        pooled = [
+            heads.box_roi_pool(features, [c[j : j + 1] if k == i else c[:0] for k, c in enumerate(chosen)],
+                               image_shapes)  # fmt: skip
+            for i, j in owners
+        ]
+        rows_in = torch.cat([p.detach() for p in pooled]).requires_grad_(True)
+        logits, regression = heads.box_predictor(heads.box_head(rows_in))
+        alone, _ = heads.box_predictor(heads.box_head(rows_in[:1].detach()))
+        if not torch.allclose(alone, logits[:1].detach(), rtol=1e-4, atol=1e-5):
+            return outputs  # a box head that mixes its rows
+        decoded = heads.box_coder.decode(regression, chosen)  # (n, classes, 4)
+        labels = torch.cat([out["labels"] for out in outputs])
+        index = torch.arange(count, device=labels.device)
+        scores = F.softmax(logits, -1)[index, labels]
+        spans = self._spans(outputs)
+        boxes = torch.cat([
+            resize_boxes(box_ops.clip_boxes_to_image(decoded[span][index[span] - span.start, out["labels"]],
+                                                     image_shapes[i]), image_shapes[i], sizes[i])
+            for i, (out, span) in enumerate(zip(outputs, spans, strict=True))
+        ])  # fmt: skip
+        # each box's values depend on its own row only: one backward per value kind gives every row's gradient;
+        # a box's value is then carried by <gradient, its pooled row> (the same gradient at the layer, through its
+        # own RoI pooling alone) plus the detached remainder (the same value)
+        values = torch.cat([scores[:, None], boxes], dim=1)  # (n, 5): score, x1, y1, x2, y2
+        row_gradients = [
+            torch.autograd.grad(values[:, column].sum(), rows_in, retain_graph=column < 4)[0] for column in range(5)
+        ]
+        own = []
+        for k, p in enumerate(pooled):
+            linear = torch.stack([(p[0] * g[k]).sum() for g in row_gradients])
+            own.append(linear + (values[k].detach() - linear.detach()))
+        result = []
+        for out, span in zip(outputs, spans, strict=True):
+            mine = own[span]
+            if not mine:
+                result.append(out)
+                continue
+            scores, boxes = torch.stack([v[0] for v in mine]), torch.stack([v[1:] for v in mine])
+            if not (
+                torch.allclose(scores.detach(), out["scores"].detach(), rtol=1e-4, atol=1e-6)
+                and torch.allclose(boxes.detach(), out["boxes"].detach(), rtol=1e-4, atol=1e-3)
+            ):
+                return outputs
+            result.append({**out, "scores": scores, "boxes": boxes, "independent_boxes": mine})
+        return result
+
+    @staticmethod
+    def _spans(outputs: list[dict[str, Any]]) -> list[slice]:
+        spans, start = [], 0
+        for out in outputs:
+            spans.append(slice(start, start + len(out["labels"])))
+            start += len(out["labels"])
+        return spans
 
 
 TORCHVISION = DetectorAdapter(_torchvision_forward, target_layer="backbone", name="torchvision")
@@ -579,6 +722,16 @@ def _box_gradients(values: Tensor, pieces: list[Tensor], backward: str, retain: 
     return [torch.stack(c) for c in columns], "loop"
 
 
+def _separate_gradients(values: list[Tensor], pieces: list[Tensor]) -> list[Tensor]:
+    """``d values[j] / d pieces`` for values with graphs of their own: one backward each, stacked per piece."""
+    columns: list[list[Tensor]] = [[] for _ in pieces]
+    for value in values:
+        found = torch.autograd.grad(value, pieces, retain_graph=True, allow_unused=True)
+        for column, g, p in zip(columns, found, pieces, strict=True):
+            column.append(torch.zeros_like(p) if g is None else g)
+    return [torch.stack(c) for c in columns]
+
+
 def _zeros_if_none(g: Tensor | None, piece: Tensor, n: int) -> Tensor:
     return piece.new_zeros((n, *piece.shape)) if g is None else g
 
@@ -888,7 +1041,13 @@ def _explain(
             level_gradients: list[Tensor] = []
             if needs_gradient and run.levels:
                 pieces = [level[i] for _, level in run.levels]
-                level_gradients, used = _box_gradients(values, pieces, backward, retain=guided or not last_image)
+                own = out.get("independent_boxes")
+                if backward == "auto" and isinstance(own, list) and target in ("score", *_COORDINATES):
+                    column = 0 if target == "score" else 1 + _COORDINATES[target]
+                    level_gradients = _separate_gradients([own[k][column] for k in indices], pieces)
+                    used = "per box"
+                else:
+                    level_gradients, used = _box_gradients(values, pieces, backward, retain=guided or not last_image)
             for name in cam_names:
                 level_maps = []
                 for li, (_, level) in enumerate(run.levels):

@@ -167,6 +167,55 @@ def test_coordinate_target_is_the_gradient_of_that_coordinate():
     assert result.target == "x2"
 
 
+@pytest.mark.parametrize("target", ["score", "y1"])
+def test_rcnn_boxes_rescored_on_their_own_proposals_equal_the_full_graph(target, monkeypatch):
+    """An R-CNN's kept boxes are scored again on their own proposals (camlens.detection._RCNNBoxes); every box's
+    map equals the hand-written gradient of that box's value through the full forward (all proposals)."""
+    import camlens.detection as detection
+
+    model = detector("fasterrcnn")
+    images = _images()[:1]
+    taken = []
+    rescored = detection._RCNNBoxes.rescored
+
+    def spy(self, outputs, sizes):
+        found = rescored(self, outputs, sizes)
+        taken.append(found is not outputs)
+        return found
+
+    monkeypatch.setattr(detection._RCNNBoxes, "rescored", spy)
+    module = model.backbone  # every FPN level
+    kept = {}
+    handle = module.register_forward_hook(lambda _m, _i, o: kept.update(out=o))
+    try:
+        with torch.enable_grad():
+            outputs = model([im.clone() for im in images])
+    finally:
+        handle.remove()
+    result = explain_detections(
+        model, images, ["hirescam"], target_layer=module, score_threshold=0.0, max_detections=12, target=target
+    )
+    assert taken == [True]
+    levels = list(kept["out"].values())
+    transformed, _ = model.transform([im.clone() for im in images])
+    h, w = transformed.image_sizes[0]
+    grid = transformed.tensors.shape[-2:]
+    found = result.detections[0]
+    assert len(found) == 12
+    for d in found:
+        value = outputs[0]["scores"][d.index] if target == "score" else outputs[0]["boxes"][d.index, 1]
+        grads = torch.autograd.grad(value, levels, retain_graph=True, allow_unused=True)
+        total = torch.zeros(grid)
+        for a, g in zip(levels, grads, strict=True):
+            if g is not None:
+                signed = (g[0] * a[0].detach()).sum(0)
+                total += F.interpolate(signed[None, None], size=grid, mode="bilinear", align_corners=False)[0, 0]
+        expected = F.interpolate(total[None, None, :h, :w], size=(48, 64), mode="bilinear", align_corners=False)[0, 0]
+        scale = float(expected.abs().max()) + 1e-12
+        torch.testing.assert_close(d.raw["hirescam"], expected, atol=1e-5 * scale, rtol=1e-4)
+        assert d.box == pytest.approx(outputs[0]["boxes"][d.index].tolist(), abs=1e-3)
+
+
 def test_eigencam_is_shared_by_an_images_boxes_and_needs_no_gradient():
     result = explain_detections(
         detector("fasterrcnn"), _images()[:1], ["eigencam"], score_threshold=0.0, max_detections=3

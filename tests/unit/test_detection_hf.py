@@ -91,8 +91,12 @@ def test_a_query_box_equals_hook_and_autograd_of_its_probability(kind, layer, me
         torch.testing.assert_close(d.raw[method], raw, rtol=1e-4, atol=1e-6)
         shown = raw.relu()
         if float(shown.max()) > float(shown.min()):  # maps are the ReLU of the raw map, scaled to [0, 1]
-            expected = (shown - shown.min()) / (shown.max() - shown.min())
-            torch.testing.assert_close(d.maps[method], expected, rtol=1e-4, atol=1e-5)
+            spread = shown.max() - shown.min()
+            expected = (shown - shown.min()) / spread
+            # the raw map's tolerance (rtol 1e-4), carried through the min-max scaling: with two threads the sums
+            # round differently and a narrow spread magnifies that
+            carried = float(1e-4 * shown.abs().max() / spread) + 1e-5
+            torch.testing.assert_close(d.maps[method], expected, rtol=1e-4, atol=carried)
 
 def test_a_detr_in_training_mode_is_refused():
     model = _detr().train()
