@@ -84,9 +84,10 @@ class DetectorAdapter:
     * optionally ``frame`` ``(h, w, H_in, W_in)``: the detector resized the image to ``h x w`` and placed it at
       the top left of its ``H_in x W_in`` input grid (torchvision's transform); without it, the layer's map
       covers the whole image;
-    * optionally ``independent_boxes``: one ``(5,)`` tensor per box (its score, x1, y1, x2, y2), each with a
-      graph of its own (no op of one box's values reads another's): one backward per box then costs only its
-      own part and is taken instead of a batched backward (``backward="auto"``).
+    * optionally ``independent_boxes``: a function of a column (0: the score; 1-4: x1, y1, x2, y2) giving that
+      value of every box, the same numbers, as one scalar per box each with a graph of its own (no op of one
+      box's value reads another's): one backward per box then costs only its own part and is taken instead of
+      a batched backward (``backward="auto"``).
 
     ``target_layer`` is the layer used when :func:`explain_detections` gets none: a dotted name, or a function of
     the model giving one. With ``layer_input=True`` that layer's *input* is explained (a detection head's input:
@@ -271,31 +272,30 @@ class _RCNNBoxes:
                                                      image_shapes[i]), image_shapes[i], sizes[i])
             for i, (out, span) in enumerate(zip(outputs, spans, strict=True))
         ])  # fmt: skip
-        # each box's values depend on its own row only: one backward per value kind gives every row's gradient;
-        # a box's value is then carried by <gradient, its pooled row> (the same gradient at the layer, through its
-        # own RoI pooling alone) plus the detached remainder (the same value)
+        # each box's values depend on its own row only: one backward of a value kind's sum gives every row's
+        # gradient; a box's value is then carried by <gradient, its pooled row> (the same gradient at the layer,
+        # through its own RoI pooling alone) plus the detached remainder (the same value). Computed for the one
+        # kind that is explained, when it is asked for.
         values = torch.cat([scores[:, None], boxes], dim=1)  # (n, 5): score, x1, y1, x2, y2
-        row_gradients = [
-            torch.autograd.grad(values[:, column].sum(), rows_in, retain_graph=column < 4)[0] for column in range(5)
-        ]
-        own = []
-        for k, p in enumerate(pooled):
-            linear = torch.stack([(p[0] * g[k]).sum() for g in row_gradients])
-            own.append(linear + (values[k].detach() - linear.detach()))
-        result = []
         for out, span in zip(outputs, spans, strict=True):
-            mine = own[span]
-            if not mine:
-                result.append(out)
-                continue
-            scores, boxes = torch.stack([v[0] for v in mine]), torch.stack([v[1:] for v in mine])
             if not (
-                torch.allclose(scores.detach(), out["scores"].detach(), rtol=1e-4, atol=1e-6)
-                and torch.allclose(boxes.detach(), out["boxes"].detach(), rtol=1e-4, atol=1e-3)
+                torch.allclose(values[span, 0].detach(), out["scores"].detach(), rtol=1e-4, atol=1e-6)
+                and torch.allclose(values[span, 1:].detach(), out["boxes"].detach(), rtol=1e-4, atol=1e-3)
             ):
                 return outputs
-            result.append({**out, "scores": scores, "boxes": boxes, "independent_boxes": mine})
-        return result
+        made: dict[int, list[Tensor]] = {}
+
+        def carried(column: int) -> list[Tensor]:
+            if column not in made:
+                (gradient,) = torch.autograd.grad(values[:, column].sum(), rows_in, retain_graph=True)
+                linear = [(p[0] * gradient[k]).sum() for k, p in enumerate(pooled)]
+                made[column] = [v + (values[k, column].detach() - v.detach()) for k, v in enumerate(linear)]
+            return made[column]
+
+        return [
+            {**out, "independent_boxes": lambda column, span=span: carried(column)[span]}
+            for out, span in zip(outputs, spans, strict=True)
+        ]
 
     @staticmethod
     def _spans(outputs: list[dict[str, Any]]) -> list[slice]:
@@ -1042,9 +1042,9 @@ def _explain(
             if needs_gradient and run.levels:
                 pieces = [level[i] for _, level in run.levels]
                 own = out.get("independent_boxes")
-                if backward == "auto" and isinstance(own, list) and target in ("score", *_COORDINATES):
-                    column = 0 if target == "score" else 1 + _COORDINATES[target]
-                    level_gradients = _separate_gradients([own[k][column] for k in indices], pieces)
+                if backward == "auto" and callable(own) and target in ("score", *_COORDINATES):
+                    column = own(0 if target == "score" else 1 + _COORDINATES[target])
+                    level_gradients = _separate_gradients([column[k] for k in indices], pieces)
                     used = "per box"
                 else:
                     level_gradients, used = _box_gradients(values, pieces, backward, retain=guided or not last_image)

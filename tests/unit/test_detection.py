@@ -195,7 +195,7 @@ def test_rcnn_boxes_rescored_on_their_own_proposals_equal_the_full_graph(target,
     result = explain_detections(
         model, images, ["hirescam"], target_layer=module, score_threshold=0.0, max_detections=12, target=target
     )
-    assert taken == [True]
+    assert taken == [True] and result.backward == "per box"
     levels = list(kept["out"].values())
     transformed, _ = model.transform([im.clone() for im in images])
     h, w = transformed.image_sizes[0]
