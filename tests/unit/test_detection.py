@@ -142,10 +142,8 @@ def test_batched_backward_equals_one_backward_per_box(kind):
             torch.testing.assert_close(a.raw[name], b.raw[name], atol=1e-5, rtol=1e-4)
 
 
-def test_coordinate_target_is_the_gradient_of_that_coordinate():
-    model = detector("retinanet")
-    images = _images()[:1]
-    module = model.backbone.body.layer4
+def _forward_keeping(model: nn.Module, images: list[torch.Tensor], module: nn.Module):
+    """The detector's outputs with autograd on, and ``{"out": module's output}`` from a forward hook."""
     kept = {}
     handle = module.register_forward_hook(lambda _m, _i, o: kept.update(out=o))
     try:
@@ -153,6 +151,14 @@ def test_coordinate_target_is_the_gradient_of_that_coordinate():
             outputs = model([im.clone() for im in images])
     finally:
         handle.remove()
+    return outputs, kept
+
+
+def test_coordinate_target_is_the_gradient_of_that_coordinate():
+    model = detector("retinanet")
+    images = _images()[:1]
+    module = model.backbone.body.layer4
+    outputs, kept = _forward_keeping(model, images, module)
     result = explain_detections(
         model, images, ["hirescam"], target_layer=module, score_threshold=0.0, max_detections=2, target="x2"
     )
@@ -185,13 +191,7 @@ def test_rcnn_boxes_rescored_on_their_own_proposals_equal_the_full_graph(target,
 
     monkeypatch.setattr(detection._RCNNBoxes, "rescored", spy)
     module = model.backbone  # every FPN level
-    kept = {}
-    handle = module.register_forward_hook(lambda _m, _i, o: kept.update(out=o))
-    try:
-        with torch.enable_grad():
-            outputs = model([im.clone() for im in images])
-    finally:
-        handle.remove()
+    outputs, kept = _forward_keeping(model, images, module)
     result = explain_detections(
         model, images, ["hirescam"], target_layer=module, score_threshold=0.0, max_detections=12, target=target
     )
