@@ -92,7 +92,10 @@ def test_networks_all_lists_the_torchvision_and_timm_names(tmp_path):
 
     status, out, err, _ = _cli_without_torch("networks", "--all", env={"TORCH_HOME": str(tmp_path)})
     assert status == 0, err
-    tv = sorted(torchvision.models.list_models(module=torchvision.models))
+    import torchvision.models.video
+
+    models = torchvision.models  # the image classifiers and the video ones (r3d_18, s3d, ...)
+    tv = sorted([*models.list_models(module=models), *models.list_models(module=models.video)])
     assert f"torchvision, {len(tv)} " in out and ", ".join(tv) in out
     assert f"timm, {len(timm.list_models())} " in out and "resnet10t" in out
 
