@@ -444,6 +444,14 @@ def _hf_layer(model: nn.Module) -> str:
 HUGGING_FACE = DetectorAdapter(_hf_forward, target_layer=_hf_layer, name="huggingface")
 
 
+def is_detector(model: nn.Module, adapter: DetectorAdapter | None = None) -> bool:
+    """Whether :func:`explain_detections` can read boxes from ``model``: a detector it recognises
+    (torchvision's, ultralytics YOLO, Hugging Face DETR-like) or any model given an ``adapter``."""
+    if adapter is not None:
+        return True
+    return isinstance(model, _torchvision_detector_types()) or _is_ultralytics(model) or _hf_kind(model) is not None
+
+
 def adapter_for(model: nn.Module, adapter: DetectorAdapter | None = None) -> DetectorAdapter:
     """The adapter for ``model``: the one given, torchvision's for its detectors, else a clear error."""
     if adapter is not None:

@@ -187,7 +187,7 @@ def test_page_and_static_files_are_local(tiny):
     options = client.get("/api/options").json()
     assert options["methods"] == camlens.available_methods()
     assert options["networks"][1] == {"name": "elsewhere", "loaded": False, "unavailable": None,
-                                      "prompts": None}
+                                      "prompts": None, "detector": None}
     from camlens.viz.annotate import colorize
 
     assert options["colormaps"]["viridis"][128] == colorize(np.array(128 / 255), "viridis").tolist()

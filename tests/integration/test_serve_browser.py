@@ -70,6 +70,11 @@ def _get(url: str) -> dict:
 
 @pytest.fixture(scope="module")
 def server():
+    yield from running(["--examples", str(ROOT / "examples")])
+
+
+def running(options: list[str]):
+    """A ``python -m camlens.serve`` subprocess with ``options`` on a free port: yields its URL, then stops it."""
     port = _free_port()
     env = {
         **os.environ,
@@ -77,7 +82,7 @@ def server():
         "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "camlens.serve", "--port", str(port), "--examples", str(ROOT / "examples")],
+        [sys.executable, "-m", "camlens.serve", "--port", str(port), *options],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -109,6 +114,11 @@ def server():
 
 @pytest.fixture(scope="module")
 def page(server):
+    yield from browsing(server, "#examples button")
+
+
+def browsing(server: str, ready: str):
+    """A headless Chromium page on ``server``, once ``ready`` (a selector) is there; no JavaScript errors."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -119,7 +129,7 @@ def page(server):
             errors: list[str] = []
             page.on("pageerror", lambda error: errors.append(str(error)))
             page.goto(server)
-            page.wait_for_selector("#examples button")
+            page.wait_for_selector(ready)
             yield page
             assert not errors, f"JavaScript errors on the page: {errors}"
         finally:

@@ -109,9 +109,10 @@ def main(args: argparse.Namespace) -> int:
         references = read_boxes(args.boxes)
 
     def task_of(network: Any) -> Any:
+        from camlens.detection import is_detector
         from camlens.pipeline.detections import Detections
 
-        if network.adapter is None and not _is_detector(network.model):
+        if not is_detector(network.model, network.adapter):
             if args.model is None:
                 raise UsageError(f"{network.name} is not a detector: camlens detect takes {DETECTORS}")
             raise UsageError(
@@ -126,12 +127,6 @@ def main(args: argparse.Namespace) -> int:
         )  # fmt: skip
 
     return run_targets(args, methods, task_of, "box", report=print_boxes)
-
-
-def _is_detector(model: Any) -> bool:
-    from camlens.detection import _hf_kind, _is_ultralytics, _torchvision_detector_types
-
-    return isinstance(model, _torchvision_detector_types()) or _is_ultralytics(model) or _hf_kind(model) is not None
 
 
 def print_boxes(result: Any) -> None:

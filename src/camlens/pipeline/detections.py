@@ -176,16 +176,30 @@ class Detections(TargetsTask):
             )  # fmt: skip
         return result, _notes(caught)
 
+    def explain_images(
+        self,
+        network: Network,
+        rgbs: list[Any],
+        methods: tuple[str, ...],
+        target_layer: str | None = None,
+        device: Any = "cpu",
+    ) -> tuple[Any, list[str]]:
+        """The detector's boxes in ``H x W x 3`` uint8 ``rgbs`` explained as this task explains a batch (its
+        score threshold, box count, side and target; no reference boxes): the
+        :class:`~camlens.detection.DetectionExplanation` and the notes of the call (``image <i>: ...``).
+        ``camlens serve`` explains a detector's uploads through it. Bad options raise a ValueError."""
+        images = [image_tensor(rgb, device) for rgb in rgbs]
+        return self._explain(network, images, RunOptions(methods=tuple(methods), target_layer=target_layer), None)
+
     def explain_batch(
         self, network: Network, items: list[tuple[Any, str, Any, Any]], options: RunOptions, device: torch.device
     ) -> list[ImageResult]:
-        import torch
 
         good = [item for item in items if not isinstance(item[2], str)]
         explained: list[TargetsResult] = []
         if not good:
             return _records(items, options, explained)
-        images = [torch.from_numpy(item[2].copy()).permute(2, 0, 1).float().div(255).to(device) for item in good]
+        images = [image_tensor(item[2], device) for item in good]
         try:
             if self.references is None:
                 runs = [(list(range(len(good))), *self._explain(network, images, options, None), "")]
@@ -273,6 +287,13 @@ class Detections(TargetsTask):
         if options.save_maps:
             blobs.update(self.maps_file(record, network))
         return blobs
+
+
+def image_tensor(rgb: Any, device: Any) -> torch.Tensor:
+    """An ``H x W x 3`` uint8 RGB array as the ``(3, H, W)`` float tensor in [0, 1] a detector takes."""
+    import torch
+
+    return torch.from_numpy(rgb.copy()).permute(2, 0, 1).float().div(255).to(device)
 
 
 def _caption(target: dict[str, Any]) -> str:

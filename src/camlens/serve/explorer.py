@@ -46,6 +46,9 @@ MAX_TOPK = 10
 MAX_PROMPTS = 16  # texts explained per upload of an image-text model
 MAX_PROMPT_CHARS = 200
 TEXT_DEFAULT_METHODS = ("gradcam", "gradcam++")  # an image-text model's maps when a request names none
+DETECTION_DEFAULT_METHODS = ("gradcam",)  # a detector's maps when a request names none
+MAX_BOXES = 50  # boxes explained per upload of a detector
+DEFAULT_BOXES = 20
 SEED_HEADERS = {  # the seeds' picture names -> the column headers of `camlens compare`
     "heatmap": "heatmap",
     "cam": "Grad-CAM",
@@ -108,6 +111,7 @@ class Run:
     result: Any  # camlens.Explanation over the k copies of the image (or _PromptMaps: one map per prompt)
     seconds: float
     prompts: list[str] | None = None  # an image-text model's texts: "class" i is prompts[i]
+    boxes: list[dict[str, Any]] | None = None  # a detector's explained boxes: "class" i is box i
     notes: list[str] = field(default_factory=list)  # about the run as a whole (e.g. methods left out)
     encoded: dict[int, dict[str, Any]] = field(default_factory=dict)
     faithfulness: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
@@ -172,7 +176,9 @@ def _kept(result: Any, methods: Sequence[str]) -> Any:
 @dataclass
 class _PromptMaps:
     """One image's :class:`~camlens.text.TextExplanation` read as a run's result: entry ``t`` is prompt ``t``
-    (``raw[m]`` ``(T, u, v)``, ``maps[m]`` ``(T, H, W)``), as an explanation of ``T`` copies would be."""
+    (``raw[m]`` ``(T, u, v)``, ``maps[m]`` ``(T, H, W)``), as an explanation of ``T`` copies would be; or one
+    image's :class:`~camlens.detection.DetectionExplanation`: entry ``t`` is box ``t`` (``maps[m]`` ``(T, H, W)``
+    at the image's size, no ``raw``)."""
 
     raw: dict[str, Tensor]
     maps: dict[str, Tensor]
@@ -286,9 +292,9 @@ class Explorer:
         """The layers a network can be explained at, in forward order (:func:`camlens.layers.candidate_layers`),
         and its automatic target layer."""
         network = self.network(name)
-        if network.name not in self._layers and self.is_text(network):
-            # explain_text picks the image tower's layer (or takes any module name): the tower is not the
-            # model's forward, so the candidate search does not apply
+        if network.name not in self._layers and (self.is_text(network) or self.is_detector(network)):
+            # explain_text picks the image tower's layer, explain_detections the detector's (each takes any module
+            # name): the model's forward does not take a batch of images, so the candidate search does not apply
             self._layers[network.name] = ([], "")
         if network.name not in self._layers:
             x = torch.zeros(1, 3, *network.input_size, device=self.device)
@@ -305,6 +311,13 @@ class Explorer:
 
         return is_image_text(network.model)
 
+    @staticmethod
+    def is_detector(network: Network) -> bool:
+        """Whether ``network`` is an object detector, explained box by box (:func:`camlens.explain_detections`)."""
+        from camlens.detection import is_detector
+
+        return is_detector(network.model, network.adapter)
+
     def networks_info(self) -> list[dict[str, Any]]:
         return [
             {
@@ -312,6 +325,7 @@ class Explorer:
                 "loaded": n in self._networks,
                 "unavailable": self._unavailable.get(n),
                 "prompts": self.is_text(self._networks[n]) if n in self._networks else None,  # None: not loaded
+                "detector": self.is_detector(self._networks[n]) if n in self._networks else None,
             }
             for n in self.network_names
         ]
@@ -379,6 +393,11 @@ class Explorer:
 
                 known = list(dict.fromkeys([*available_text_methods(), *camlens.available_methods()]))
                 methods = check_names(methods or TEXT_DEFAULT_METHODS, known)
+            elif self.is_detector(net):  # likewise the classifier methods a detector cannot take
+                from camlens.detection import detection_methods
+
+                known = list(dict.fromkeys([*detection_methods(), *camlens.available_methods()]))
+                methods = check_names(methods or DETECTION_DEFAULT_METHODS, known)
             else:
                 methods = check_methods(methods or camlens.SEED_METHODS)
         except ValueError as error:
@@ -418,17 +437,28 @@ class Explorer:
         counterfactual: bool = False,
         topk: int | None = None,
         prompts: Sequence[str] | None = None,
+        score_threshold: float | None = None,
+        max_boxes: int | None = None,
     ) -> Run:
         """Explain the top-k classes of ``upload`` with every method, in one batched call (one model run).
 
         An image-text network explains each of ``prompts`` instead (one :func:`camlens.explain_text` call:
         one image forward, the prompts' backward passes batched); its "classes" are the prompts' indices,
         their probabilities the softmax of the model's logits over the prompts, their scores the cosines.
+
+        A detector explains each box it finds (score at least ``score_threshold``, default 0.5; the best
+        ``max_boxes``, default 20) through the detection task of ``camlens detect``
+        (:meth:`camlens.pipeline.detections.Detections.explain_images`: one forward, the boxes' backward passes
+        batched); its "classes" are the boxes' indices, their probabilities and scores the boxes' scores.
         """
         net, layer, methods, k = self.check(network, layer, methods, topk)
         texts = self.check_prompts(net, prompts)
         if texts is not None:
             return self._explain_prompts(upload, net, layer or None, methods, texts)
+        if self.is_detector(net):
+            return self._explain_boxes(upload, net, layer or None, methods, score_threshold, max_boxes)
+        if score_threshold is not None or max_boxes is not None:
+            raise ServeError(f"{net.name} is not a detector: score_threshold and max_boxes are for detectors", 422)
         x = to_batch([upload.rgb], net.input_size, net.mean, net.std).to(self.device)
         with self._model_run() as timing:
             with torch.no_grad():
@@ -529,6 +559,90 @@ class Explorer:
         release_memory()
         return run
 
+    @staticmethod
+    def check_boxes(score_threshold: float | None, max_boxes: int | None) -> tuple[float, int]:
+        """A detector request's score threshold and box count, or a ServeError 422 saying why not."""
+        threshold = 0.5 if score_threshold is None else score_threshold
+        count = DEFAULT_BOXES if max_boxes is None else max_boxes
+        if not 0.0 <= threshold <= 1.0:
+            raise ServeError(f"score_threshold must be between 0 and 1, got {threshold}", 422)
+        if not 1 <= count <= MAX_BOXES:
+            raise ServeError(f"max_boxes must be between 1 and {MAX_BOXES}, got {count}", 422)
+        return threshold, count
+
+    def _explain_boxes(
+        self,
+        upload: Upload,
+        net: Network,
+        layer: str | None,
+        methods: list[str],
+        score_threshold: float | None,
+        max_boxes: int | None,
+    ) -> Run:
+        from camlens.detection import detection_methods
+        from camlens.errors import UsageError
+        from camlens.pipeline.detections import Detections
+
+        threshold, count = self.check_boxes(score_threshold, max_boxes)
+        usable = [m for m in methods if m in detection_methods()]
+        if not usable:
+            raise ServeError(
+                f"none of {', '.join(methods)} explains a detector; choose from {', '.join(detection_methods())}", 422
+            )
+        left_out = [m for m in methods if m not in usable]
+        notes = [f"not for detectors, left out: {', '.join(left_out)}"] if left_out else []
+        task = Detections(threshold, count, labels=tuple(net.labels))
+        with self._model_run() as timing:
+            try:
+                result, caught = task.explain_images(net, [upload.rgb], tuple(usable), layer, self.device)
+            except (ValueError, TypeError, UsageError) as error:
+                raise ServeError(" ".join(str(error).split()), 422) from None
+        seconds = timing[0]
+        notes += [note.removeprefix("image 0: ") for note in caught]
+        detections = result.detections[0]
+        if not detections:
+            notes.append(f"no box scored at least {threshold:g}: lower the score threshold")
+        height, width = upload.rgb.shape[:2]
+        view_h, view_w = fit_side((height, width), VIEW_SIDE)
+        scale = (view_w / width, view_h / height, view_w / width, view_h / height)
+        boxes = [
+            {
+                "box": [float(v) for v in d.box],
+                "view_box": [round(float(v) * f, 2) for v, f in zip(d.box, scale, strict=True)],
+                "class": d.label,
+                "class_name": task.label(d.label),
+                "score": float(d.score),
+            }
+            for d in detections
+        ]
+        empty = torch.zeros(0, height, width)
+        kept = _PromptMaps(
+            {},
+            {m: torch.stack([d.maps[m].detach().float().cpu() for d in detections]) if detections else empty
+             for m in usable},
+            [() for _ in detections],
+            result.target_layer,
+        )  # fmt: skip
+        scores = [b["score"] for b in boxes]
+        run = Run(
+            id=uuid.uuid4().hex,
+            upload=upload,
+            network=net.name,
+            layer=result.target_layer,
+            methods=usable,
+            counterfactual=False,
+            classes=list(range(len(boxes))),
+            probabilities=scores,
+            scores=scores,
+            result=kept,
+            seconds=seconds,
+            notes=notes,
+            boxes=boxes,
+        )
+        self.runs.put(run.id, run)
+        release_memory()
+        return run
+
     def warm_up(self) -> None:
         """One explain of a grey image, so that the first upload does not pay for the first forward's setup."""
         if self.is_text(self._networks[self.default_network]):
@@ -558,6 +672,8 @@ class Explorer:
             raise ServeError("the faithfulness panel needs camlens.metrics, which this camlens lacks", 501) from None
         if run.prompts is not None:
             raise ServeError("deletion and insertion rank a class score: not available for prompts", 422)
+        if run.boxes is not None:
+            raise ServeError("deletion and insertion rank a class score: not available for a detector's boxes", 422)
         if class_id not in run.classes:
             raise ServeError(f"class {class_id} is not among this run's top {len(run.classes)} ({run.classes})", 404)
         if not 2 <= steps <= 100:
@@ -605,7 +721,10 @@ class Explorer:
         if class_id not in run.encoded:
             i = run.classes.index(class_id)
             size = fit_side(run.upload.rgb.shape[:2], VIEW_SIDE)
-            run.encoded[class_id] = {m: self._encode(run.result, m, i, size) for m in run.methods}
+            if run.boxes is not None:
+                run.encoded[class_id] = {m: self._encode_box(run.result, m, i, size) for m in run.methods}
+            else:
+                run.encoded[class_id] = {m: self._encode(run.result, m, i, size) for m in run.methods}
         return run.encoded[class_id]
 
     @staticmethod
@@ -622,6 +741,20 @@ class Explorer:
         if picture.shape[2] != 3:
             picture = np.repeat(picture[..., :1], 3, axis=2)
         return {"pictures": map_pictures(method, False), "png": _png(picture)}
+
+    @staticmethod
+    def _encode_box(result: Any, method: str, i: int, size: tuple[int, int]) -> dict[str, Any]:
+        """Box ``i``'s map of ``method`` (``(H, W)`` in [0, 1] for every detection method) at ``size``."""
+        from camlens.render import title
+        from camlens.viz import resize_maps
+
+        values = resize_maps(result.maps[method][i : i + 1].float(), size)[0].clamp(0, 1)
+        gray = (values.numpy() * 255.0 + 0.5).astype(np.uint8)
+        pictures = [
+            {"title": f"{title(method)} heatmap", "kind": "heatmap", "suffix": f"{method}-heatmap"},
+            {"title": title(method), "kind": "overlay", "suffix": method},
+        ]
+        return {"pictures": pictures, "png": _png(gray)}
 
     def describe(self, run: Run, include_all: bool = False) -> dict[str, Any]:
         """The JSON answer of an explain request: top-k, layer, the first class's maps (or all of them)."""
@@ -641,14 +774,16 @@ class Explorer:
             "size": [int(view.shape[1]), int(view.shape[0])],
             "image": _jpeg(view),
             "prompts": run.prompts,
+            "detector": run.boxes is not None,
             "notes": run.notes,
             "topk": [
                 {
                     "class_id": c,
-                    "label": run.prompts[c] if run.prompts is not None else net.label(c),
+                    "label": self._label(run, net, c),
                     "probability": p,
                     "score": s,
                     "notes": list(notes),
+                    **(run.boxes[c] if run.boxes is not None else {}),
                 }
                 for c, p, s, notes in zip(
                     run.classes, run.probabilities, run.scores, run.result.image_warnings, strict=True
@@ -658,3 +793,11 @@ class Explorer:
             "seconds": {"model": round(run.seconds, 4)},
             "model_runs": self.model_runs,
         }
+
+    @staticmethod
+    def _label(run: Run, net: Network, c: int) -> str:
+        if run.prompts is not None:
+            return run.prompts[c]
+        if run.boxes is not None:
+            return run.boxes[c]["class_name"]
+        return net.label(c)

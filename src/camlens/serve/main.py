@@ -8,6 +8,9 @@ The JSON API (its OpenAPI schema at ``/openapi.json``):
 * ``GET /api/runs/{run_id}/classes/{class_id}``: another top-k class's maps from the kept run (no model run).
 * An image-text network (open_clip, Hugging Face CLIP) takes ``prompt`` (repeated) on ``/api/explain``: each
   prompt is a "class", explained by :func:`camlens.explain_text`.
+* A detector (torchvision's, YOLO, or ``--model`` returning ``(model, DetectorAdapter)``) explains each box it
+  finds (``score_threshold``, ``max_boxes``): each box is a "class" whose entry holds ``box`` (x1, y1, x2, y2 in
+  the image's pixels), ``view_box`` (the same at the view's size), ``class``, ``class_name`` and ``score``.
 * ``GET /api/options``, ``GET /api/layers``, ``GET /api/health`` (``model_runs`` counts model runs).
 
 No ``from __future__ import annotations`` here: FastAPI reads the endpoints' annotations at runtime, and
@@ -181,6 +184,7 @@ def create_app(
             "layers": names,
             "default": default,
             "prompts": explorer.is_text(explorer.network(network)),
+            "detector": explorer.is_detector(explorer.network(network)),
         }
 
     @app.get("/api/examples/{name}", summary="An example image's bytes")
@@ -200,6 +204,8 @@ def create_app(
         topk: int | None = None,
         all_classes: bool = False,
         prompt: list[str] | None = Query(None),  # noqa: B008 - FastAPI's way to take a repeated parameter
+        score_threshold: float | None = None,
+        max_boxes: int | None = None,
     ) -> dict[str, Any]:
         """Send the image as the raw body (``curl -H 'Content-Type: application/octet-stream'
         --data-binary @cat.jpg``; text and form types get 415), or ``image_id`` of an earlier upload, or
@@ -208,12 +214,16 @@ def create_app(
         and the first class's maps (all classes' with ``all_classes=true``); other classes come from
         ``/api/runs/{run_id}/classes/{class_id}`` without running the model again. An image-text network
         (open_clip, Hugging Face CLIP) explains each ``prompt`` (repeat the parameter, up to 16) instead:
-        its "classes" are the prompts in order, with the cosines as scores."""
+        its "classes" are the prompts in order, with the cosines as scores. A detector explains each box it
+        finds (score at least ``score_threshold``, default 0.5; the best ``max_boxes``, default 20): its
+        "classes" are the boxes, each entry with its ``box``, ``view_box``, ``class``, ``class_name``, ``score``."""
         if request.headers.get("content-type", "").startswith("multipart/"):
             raise ServeError("send the image's bytes as the request body, not as a form (curl --data-binary)", 415)
         names = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
         net, *_ = await work(explorer.check, network, layer or None, names, topk)  # before keeping an image
         prompts = explorer.check_prompts(net, prompt)
+        if explorer.is_detector(net):
+            explorer.check_boxes(score_threshold, max_boxes)
         try:
             data = await _read_capped(request, explorer.max_upload_bytes, filename)
         except ClientDisconnect:  # the client hung up while sending: nobody to answer, nothing to log
@@ -226,7 +236,10 @@ def create_app(
             upload = await work(explorer.example, example)
         else:
             raise ServeError("no image: send its bytes as the request body, or give image_id or example", 400)
-        run = await work(explorer.explain, upload, network, layer or None, names, counterfactual, topk, prompts)
+        run = await work(
+            explorer.explain, upload, network, layer or None, names, counterfactual, topk, prompts, score_threshold,
+            max_boxes,
+        )  # fmt: skip
         return await work(explorer.describe, run, all_classes)
 
     @app.get(

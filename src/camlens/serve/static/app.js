@@ -146,6 +146,7 @@ async function init() {
     await reexplain();
   });
   $("prompts-run").addEventListener("click", () => reexplain());
+  $("score-threshold").addEventListener("change", () => reexplain());
   $("faith-run").addEventListener("click", faithfulness);
   $("save-png").addEventListener("click", savePng);
   $("save-html").addEventListener("click", saveHtml);
@@ -162,8 +163,10 @@ async function loadLayers(network) {
   select.value = answer.default;
   // an image-text model explains the prompts typed here; its layer is the image tower's, chosen by the server
   $("prompt-box").hidden = $("text-methods").hidden = !answer.prompts;
+  // a detector explains each box it finds; its layer is the detector's (torchvision: every FPN level fused)
+  $("box-options").hidden = !answer.detector;
   select.disabled = !answer.layers.length;
-  if (!answer.layers.length) select.add(new Option("automatic (image tower)", ""));
+  if (!answer.layers.length) select.add(new Option(answer.detector ? "automatic (the detector's)" : "automatic (image tower)", ""));
 }
 
 function prompts() {
@@ -207,6 +210,7 @@ async function explain({ body = null, example = null, imageId = null, filename =
     filename,
   });
   for (const text of texts) query.append("prompt", text);
+  if (!$("box-options").hidden) query.set("score_threshold", $("score-threshold").value);
   if (example) query.set("example", example);
   if (imageId) query.set("image_id", imageId);
   state.busy = true;
@@ -231,6 +235,15 @@ async function explain({ body = null, example = null, imageId = null, filename =
   state.base = await pixels(run.image);
   const classes = run.topk.map((entry) => entry.class_id);
   state.classId = keepClass && classes.includes(previous) ? previous : classes[0];
+  if (!classes.length) {  // a detector that found no box at the threshold: the notes say so
+    $("original").src = run.image;
+    showChips();
+    $("grid").innerHTML = "";
+    state.cards = [];
+    state.busy = false;
+    say(`${filename}: no box to explain. ${run.notes.join(" ")}`, "error");
+    return;
+  }
   await ensureClass(state.classId);
   $("original").src = run.image;
   showChips();
@@ -239,7 +252,9 @@ async function explain({ body = null, example = null, imageId = null, filename =
   const seconds = (performance.now() - started) / 1000;
   state.timing = { uploadToFirstOverlay: seconds, model: run.seconds.model };
   state.busy = false;
-  say(`${filename}: top ${classes.length} classes explained in ${seconds.toFixed(2)} s (model ${run.seconds.model.toFixed(2)} s). Click a class to see its maps.`);
+  const what = run.detector ? `${classes.length} boxes` : `top ${classes.length} classes`;
+  const next = run.detector ? "Click a box (on a map or in the list) to see its maps." : "Click a class to see its maps.";
+  say(`${filename}: ${what} explained in ${seconds.toFixed(2)} s (model ${run.seconds.model.toFixed(2)} s). ${next}`);
   $("save-png").disabled = $("save-html").disabled = false;
   prefetch(run);
 }
@@ -295,7 +310,10 @@ function showChips() {
     chip.setAttribute("aria-selected", entry.class_id === state.classId);
     chip.innerHTML = `<span></span><small></small><i class="bar"></i>`;
     chip.querySelector("span").textContent = entry.label;
-    chip.querySelector("small").textContent = `${(100 * entry.probability).toFixed(1)}%  #${entry.class_id}`;
+    chip.querySelector("small").textContent = run.detector
+      ? `${entry.score.toFixed(2)}  box ${entry.class_id}`
+      : `${(100 * entry.probability).toFixed(1)}%  #${entry.class_id}`;
+    if (run.detector) chip.dataset.box = entry.class_id;
     chip.querySelector(".bar").style.width = `${(100 * entry.probability).toFixed(1)}%`;
     chip.addEventListener("click", () => choose(entry.class_id));
     chips.append(chip);
@@ -307,7 +325,7 @@ function showChips() {
   const chosen = run.topk.find((entry) => entry.class_id === state.classId);
   const notes = $("notes");
   notes.innerHTML = "";
-  for (const note of (chosen && chosen.notes) || []) {
+  for (const note of [...(run.notes || []), ...((chosen && chosen.notes) || [])]) {
     const item = document.createElement("li");
     item.textContent = note;
     notes.append(item);
@@ -316,7 +334,7 @@ function showChips() {
 }
 
 function build() {
-  $("faithfulness").hidden = !state.options.faithfulness || Boolean(state.run.prompts);
+  $("faithfulness").hidden = !state.options.faithfulness || Boolean(state.run.prompts) || state.run.detector;
   $("faith-charts").innerHTML = "";
   const grid = $("grid");
   grid.innerHTML = "";
@@ -340,6 +358,7 @@ function build() {
       canvas.height = entry.data.height;
       canvas.setAttribute("aria-label", picture.title);
       download.addEventListener("click", () => downloadCanvas(canvas, picture.suffix));
+      if (state.run.detector) canvas.addEventListener("click", (event) => clickBox(canvas, event));
       head.append(title, download);
       card.append(head, canvas);
       grid.append(card);
@@ -380,8 +399,50 @@ function draw() {
       dst[p + 3] = 255;
     }
     ctx.putImageData(out, 0, 0);
+    if (state.run.detector) drawBoxes(ctx);
   }
   document.body.dataset.drawn = String(Number(document.body.dataset.drawn || 0) + 1);
+}
+
+// ------------------------------------------------------------------ a detector's boxes
+// The boxes come at the view's size (view_box), the size of the maps and so of the canvases.
+function drawBoxes(ctx) {
+  const selected = state.run.topk.find((entry) => entry.class_id === state.classId);
+  const others = state.run.topk.filter((entry) => entry !== selected);
+  ctx.save();
+  ctx.lineWidth = 1;
+  ctx.strokeStyle = "rgba(255, 255, 255, 0.8)";
+  for (const entry of others) outline(ctx, entry.view_box);
+  if (selected) {
+    ctx.lineWidth = 3;
+    ctx.strokeStyle = "#ffd400";
+    outline(ctx, selected.view_box);
+  }
+  ctx.restore();
+}
+
+function outline(ctx, [x1, y1, x2, y2]) {
+  ctx.strokeRect(x1, y1, Math.max(1, x2 - x1), Math.max(1, y2 - y1));
+}
+
+// A click on a map picks the smallest box under it (boxes nest and overlap).
+function boxAt(x, y) {
+  let best = null;
+  for (const entry of state.run.topk) {
+    const [x1, y1, x2, y2] = entry.view_box;
+    if (x < x1 || x > x2 || y < y1 || y > y2) continue;
+    const area = (x2 - x1) * (y2 - y1);
+    if (!best || area < best.area) best = { id: entry.class_id, area };
+  }
+  return best && best.id;
+}
+
+function clickBox(canvas, event) {
+  const rect = canvas.getBoundingClientRect();
+  const x = ((event.clientX - rect.left) * canvas.width) / rect.width;
+  const y = ((event.clientY - rect.top) * canvas.height) / rect.height;
+  const id = boxAt(x, y);
+  if (id !== null && id !== state.classId) choose(id);
 }
 
 // ------------------------------------------------------------------ faithfulness
