@@ -76,7 +76,7 @@ def even_indices(count: int, frames: int) -> list[int]:
 
     Example:
         >>> even_indices(10, 4), even_indices(3, 5)
-        ([0, 3, 6, 9], [0, 0, 1, 2, 2])
+        ([0, 3, 6, 9], [0, 1, 1, 2, 2])
     """
     if frames == 1:
         return [0]
