@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,9 +70,12 @@ class CandidateRecorder:
     a context manager: the hooks are removed on exit.
     """
 
-    def __init__(self, model: nn.Module, batch: int) -> None:
+    def __init__(
+        self, model: nn.Module, batch: int, token_grids: Mapping[int, tuple[int, int, int] | None] | None = None
+    ) -> None:
         self.model = model
         self.batch = batch
+        self.token_grids = token_grids  # a clip's token grids, filled during the forward (layouts.TokenGrids)
         self.names = {module: name for name, module in model.named_modules() if name}
         self.records: list[_Record] = []
         self.calls: dict[str, int] = {}
@@ -127,7 +131,9 @@ class CandidateRecorder:
             ):
                 continue
             try:
-                layout = resolve_layout(tuple(record.output.shape), size, self.model, record.hint, spec)
+                layout = resolve_layout(
+                    tuple(record.output.shape), size, self.model, record.hint, spec, self.token_grids
+                )
             except LayoutError:
                 continue
             if layout.kind != "custom" and math.prod(layout.grid) < 2:

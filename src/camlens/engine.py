@@ -38,7 +38,7 @@ from camlens.candidates import AutoLayer, CandidateRecorder, UninformativeLayerE
 from camlens.guard import guarded_call
 from camlens.guided import GuidedMode, GuidedSwitch
 from camlens.heads import HeadRecorder
-from camlens.layouts import Layout, LayoutSpec, resolve_layout
+from camlens.layouts import Layout, LayoutSpec, TokenGrids, resolve_layout
 from camlens.targets import Targets, TargetScores, logits_of, target_scores
 
 
@@ -83,6 +83,9 @@ class _LayerHook:
 
     def __call__(self, _module: nn.Module, _inputs: Any, output: Any) -> Any:
         self.calls += 1
+        rest: tuple[Any, ...] | None = None
+        if _tokens_and_shape(output):  # a video transformer's block: (tokens, (t, h, w))
+            output, rest = output[0], tuple(output[1:])
         if not isinstance(output, Tensor) or output.dim() not in (3, 4, 5):
             self.bad_output = (
                 f"{type(output).__name__} of shape {tuple(output.shape)}"
@@ -99,7 +102,17 @@ class _LayerHook:
             torch.set_grad_enabled(True)  # restored when the caller's no_grad block exits
             output = output.detach().requires_grad_(True)
         self.activations = output
-        return output.clone()
+        return output.clone() if rest is None else (output.clone(), *rest)
+
+
+def _tokens_and_shape(output: Any) -> bool:
+    """Whether ``output`` is a plain tuple ``(tokens, (t, h, w))``: a tensor and, after it, no tensors."""
+    return (
+        type(output) is tuple
+        and len(output) >= 2
+        and isinstance(output[0], Tensor)
+        and not any(isinstance(v, Tensor) for v in output[1:])
+    )
 
 
 def check_input(model: Any, x: Any, *, volumes: bool = False) -> None:
@@ -168,14 +181,17 @@ def capture(
         mode = GuidedMode(switch) if guided else None
         hook = handle = recorder = None
         heads = HeadRecorder()
+        grids = TokenGrids(model) if len(size) == 3 else None  # a clip's tokens: the grid the model hands on
         if auto:
-            recorder = CandidateRecorder(model, batch)
+            recorder = CandidateRecorder(model, batch, token_grids=None if grids is None else grids.grids)
         elif isinstance(layer, tuple):
             hook = _LayerHook(layer[0], start_recording=not guided, heads=heads, keep_graph=create_graph)
             handle = layer[1].register_forward_hook(hook)
         try:
             with contextlib.ExitStack() as stack:
                 stack.enter_context(torch.enable_grad() if guided or auto or create_graph else torch.no_grad())
+                if grids is not None:
+                    stack.enter_context(grids)
                 if recorder is not None:
                     stack.enter_context(recorder)
                 if mode is not None:
@@ -199,7 +215,9 @@ def capture(
         layer_name = activations = gradients = found_layout = hook_layout = None
         if hook is not None and hook.activations is not None:
             assert isinstance(layer, tuple)
-            hook_layout = resolve_layout(tuple(hook.activations.shape), size, model, layer[1], layout)
+            hook_layout = resolve_layout(
+                tuple(hook.activations.shape), size, model, layer[1], layout, None if grids is None else grids.grids
+            )
         with torch.enable_grad():
             picked = target_scores(output, targets, batch, heads.found(logits_of(output), batch))
             _check_connected(picked.scores, hook)

@@ -8,7 +8,8 @@ A target layer may output
 * ``nhwc``: a channels-last map ``(B, H, W, C)`` (Swin and MaxViT stages, ConvNeXt block internals),
   ``(B, T, H, W, C)`` for a clip (Video Swin, torchvision's swin3d_t);
 * ``tokens``: ``(B, N, C)``, patch tokens after any prefix tokens (class, distillation, register tokens).
-  The prefix tokens are dropped and the patch tokens laid out row by row on the patch grid.
+  The prefix tokens are dropped and the patch tokens laid out row by row on the patch grid; on a clip, frame
+  by frame on the ``(t, u, v)`` grid the model itself passes along with its tokens (see :class:`TokenGrids`).
 
 :func:`resolve_layout` decides which, from the tensor's shape, the input's size and what the model says
 (timm's ``num_prefix_tokens`` and ``patch_embed.grid_size``, torchvision ViT's ``class_token``).
@@ -22,16 +23,20 @@ when both do (e.g. ``(B, 7, 7, 7)``), the module decides (a convolution or 2-d n
 ``LayerNorm`` or ``Linear`` over the last axis: ``nhwc``); otherwise channels-first is assumed and the
 layout says so (``Layout.assumed``; ``explain`` records a warning naming ``layout=``). For a clip or volume
 input ``(T, H, W)`` a 5-D output is read the same way on its spatial axes, with its time axis at most ``T``
-long (the temporal stride of a video network often differs from its spatial one); tokens are 2-D only. Tokens that lay
-out on no grid are an error that says how to state the layout. Tokens take the prefix count from the
+long (the temporal stride of a video network often differs from its spatial one). A clip's tokens are not read
+from their count (8 x 7 x 7 and 2 x 14 x 14 patches are both plausible for 16 x 224 x 224): their grid is the
+``(t, h, w)`` the model hands on with them, as torchvision's MViT blocks do (``block(x, thw) -> (x, thw)``),
+seen by :class:`TokenGrids` during the forward pass. Tokens that lay out on no grid are an error that says how
+to state the layout. Tokens take the prefix count from the
 model, else the count (0 to 8) whose grid best fits the input's aspect (on a tie, the smallest).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -148,13 +153,85 @@ def grid_for(count: int, size: tuple[int, int]) -> tuple[int, int] | None:
 
 
 def model_prefix_tokens(model: nn.Module) -> int | None:
-    """Prefix tokens the model declares: timm's ``num_prefix_tokens``, torchvision ViT's class token."""
+    """Prefix tokens the model declares: timm's ``num_prefix_tokens``, torchvision ViT's and MViT's class
+    token."""
     count = getattr(model, "num_prefix_tokens", None)
     if isinstance(count, int) and not isinstance(count, bool):
         return count
     if isinstance(getattr(model, "class_token", None), Tensor):
         return 1
+    if isinstance(getattr(getattr(model, "pos_encoding", None), "class_token", None), Tensor):
+        return 1  # torchvision MViT
     return None
+
+
+def _grid_of(value: Any) -> tuple[int, int, int] | None:
+    """``(t, h, w)`` when ``value`` is a sequence of three positive ints (not bools), else None."""
+    if isinstance(value, tuple | list) and len(value) == 3:
+        if all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+            return int(value[0]), int(value[1]), int(value[2])
+    return None
+
+
+class TokenGrids:
+    """The ``(t, h, w)`` grids a video transformer passes along with its tokens, seen during one forward pass.
+
+    A context manager: while open it keeps a forward hook on every submodule of ``model`` (all removed on exit,
+    also when the forward raises) that looks at each call's inputs and output for a token tensor ``(B, N, C)``
+    next to three ints ``(t, h, w)``, the form of torchvision's MViT blocks and pools (``(x, thw)``).
+    :attr:`grids` maps a patch count ``t * h * w`` to its grid; a count seen with two different grids maps to
+    None (undecidable, so not used).
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> class Block(nn.Module):
+        ...     def forward(self, x, thw):
+        ...         return x, thw
+        >>> block = Block()
+        >>> with TokenGrids(block) as seen:
+        ...     _ = block(torch.zeros(1, 1 + 2 * 3 * 4, 8), (2, 3, 4))
+        >>> seen.grids, len(block._forward_hooks)
+        ({24: (2, 3, 4)}, 0)
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.grids: dict[int, tuple[int, int, int] | None] = {}
+        self._handles: list[Any] = []
+
+    def _see(self, values: Any) -> None:
+        if not isinstance(values, tuple | list) or len(values) < 2:
+            return
+        if not any(isinstance(v, Tensor) and v.dim() == 3 for v in values):
+            return
+        for value in values:
+            grid = _grid_of(value)
+            if grid is not None:
+                count = grid[0] * grid[1] * grid[2]
+                if self.grids.setdefault(count, grid) != grid:
+                    self.grids[count] = None
+
+    def _hook(self, _module: nn.Module, inputs: Any, output: Any) -> None:
+        self._see(inputs)
+        self._see(output)
+
+    def __enter__(self) -> TokenGrids:
+        try:
+            for module in self.model.modules():
+                self._handles.append(module.register_forward_hook(self._hook))
+        except BaseException:
+            self._remove()
+            raise
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._remove()
+
+    def _remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
 
 
 def model_grid(model: nn.Module, size: tuple[int, int]) -> tuple[int, int] | None:
@@ -225,6 +302,7 @@ def resolve_layout(
     model: nn.Module | None = None,
     module: nn.Module | None = None,
     spec: LayoutSpec = None,
+    token_grids: Mapping[int, tuple[int, int, int] | None] | None = None,
 ) -> Layout:
     """Decide how a layer output of ``shape`` (for an input of ``size = (H, W)``) is laid out.
 
@@ -234,6 +312,8 @@ def resolve_layout(
         model: the whole model (prefix tokens, patch grid), optional.
         module: the layer (a type hint when a 4-D shape reads both ways), optional.
         spec: None (automatic), ``"nchw"``, ``"nhwc"``, ``"tokens"``, or a callable ``t -> (B, K, u, v)``.
+        token_grids: for a clip's tokens, the ``(t, h, w)`` grids by patch count that the forward pass
+            handed on (:attr:`TokenGrids.grids`).
 
     Raises:
         LayoutError: the layout is undecidable or does not fit the shape; the message says how to state it.
@@ -250,7 +330,10 @@ def resolve_layout(
     if spec is not None and spec not in LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, a callable or None, not {spec!r}")
     if len(size) == 3:
-        return _volume_layout(shape, (int(size[0]), int(size[1]), int(size[2])), module, spec)
+        volume = (int(size[0]), int(size[1]), int(size[2]))
+        if len(shape) == 3 and spec in (None, "tokens"):
+            return _volume_tokens(shape, volume, model, token_grids or {})
+        return _volume_layout(shape, volume, module, spec)
     size = (int(size[0]), int(size[1]))
     if len(shape) == 3:
         if spec not in (None, "tokens"):
@@ -284,6 +367,29 @@ def resolve_layout(
     return Layout("nchw", first, 0, shape)  # also a grid that fits neither reading: the torch default
 
 
+def _volume_tokens(
+    shape: tuple[int, ...],
+    size: tuple[int, int, int],
+    model: nn.Module | None,
+    token_grids: Mapping[int, tuple[int, int, int] | None],
+) -> Layout:
+    """A clip's tokens ``(B, N, C)``: after the prefix tokens, ``t x h x w`` patches on a grid the forward
+    pass handed on with them (the patch count alone is ambiguous on a clip)."""
+    count = shape[1]
+    declared = model_prefix_tokens(model) if model is not None else None
+    prefixes = [declared, 0] if declared is not None else list(range(_MAX_GUESSED_PREFIX + 1))
+    for prefix in dict.fromkeys(prefixes):
+        assert prefix is not None
+        grid = token_grids.get(count - prefix)
+        if grid is not None and grid[0] <= size[0] and grid[1] <= size[1] and grid[2] <= size[2]:
+            return Layout("tokens", grid, prefix, shape)
+    raise LayoutError(
+        f"cannot lay {count} tokens out on a (t, h, w) grid for a {size[0]} x {size[1]} x {size[2]} clip: the model "
+        "passes no (tokens, (t, h, w)) pair with them (as torchvision's MViT blocks do); state the layout with a "
+        f"callable returning (B, K, t, u, v) for the layer output of shape {shape} (explain(layout=...))"
+    )
+
+
 def _volume_layout(
     shape: tuple[int, ...], size: tuple[int, int, int], module: nn.Module | None, spec: LayoutSpec
 ) -> Layout:
@@ -293,7 +399,7 @@ def _volume_layout(
         raise LayoutError(
             f"on a clip or volume input (B, C, T, H, W) the target layer must output a 5-D map (B, C, T, H, W) "
             f"or (B, T, H, W, C), got {shape}: pick a layer before the global pooling"
-            + (" (token layers of video transformers are not supported)" if len(shape) == 3 else "")
+            + (" (layout='tokens' reads a clip's tokens)" if len(shape) == 3 else "")
         )
     first, last = shape[2:], shape[1:4]
     if spec == "nchw":

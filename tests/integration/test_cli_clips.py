@@ -36,6 +36,17 @@ FACTORIES = textwrap.dedent(
 
     def grey():
         return _net(1)
+
+    def mvit():
+        # torchvision's MViT-v2 with mvit_v2_s's options, three blocks, for 4 x 32 x 32 clips
+        from torchvision.models.video.mvit import MSBlockConfig, MViT
+
+        torch.manual_seed(0)
+        k = [3, 3, 3]
+        blocks = [MSBlockConfig(1, 16, 16, k, k, [1, 1, 1], [1, 4, 4]),
+                  MSBlockConfig(2, 16, 32, k, k, [1, 2, 2], [1, 2, 2])]
+        return MViT(spatial_size=(32, 32), temporal_size=4, block_setting=blocks, residual_pool=True,
+                    residual_with_cls_embed=False, rel_pos_embed=True, proj_after_attn=True, num_classes=5).eval()
     """
 )
 
@@ -209,3 +220,21 @@ def test_clip_options_are_refused_with_an_image_network(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("camlens: error: --frames is for clips")
 
+
+
+def test_a_video_transformer_is_explained_at_its_tokens_through_the_cli(clips, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["explain", str(clips["gif"]), "--model", f"{clips['model']}:mvit", "--input-size", "32", "--frames",
+                 "4", "--methods", "gradcam", "--save-maps", "--output-dir", str(out)])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "layer blocks.1.norm1" in captured.out and "2 x 8 x 8 grid" in captured.out  # before the pooling
+    indices = [0, 2, 5, 7]
+    x = torch.from_numpy(clips["frames"][indices].astype(np.float32) / 255.0).permute(3, 0, 1, 2)[None]
+    x = (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1, 1)
+    expected = _expected(_factories()["mvit"], x, ["gradcam"])
+    assert expected.target_layer == "blocks.1.norm1"
+    row = _rows(out)["move"]
+    assert (row["status"], row["frames"], row["class_id"]) == ("ok", 4, int(expected.classes[0]))
+    with np.load(out / "move-nets-mvit-maps.npz") as saved:
+        np.testing.assert_allclose(saved["clip/gradcam"], expected["gradcam"][0].numpy(), atol=1e-5)

@@ -316,3 +316,109 @@ def test_s3d_is_explained_at_its_last_3d_map() -> None:
     raw, scale = raw_gradcam_by_hand(model, layer, x, result.classes)
     assert result.raw["gradcam"].shape == raw.shape == (1, 2, 7, 7)
     torch.testing.assert_close(result.raw["gradcam"], raw, atol=1e-5 * float(scale), rtol=1e-4)
+
+
+def tiny_mvit(seed: int = 0) -> nn.Module:
+    """A three-block MViT-v2 (torchvision's class, mvit_v2_s's options): (2, 8, 8) patches pooled to (2, 4, 4)."""
+    from torchvision.models.video.mvit import MSBlockConfig, MViT
+
+    torch.manual_seed(seed)
+
+    def block(heads: int, c_in: int, c_out: int, stride_q: list[int], stride_kv: list[int]) -> MSBlockConfig:
+        return MSBlockConfig(heads, c_in, c_out, [3, 3, 3], [3, 3, 3], stride_q, stride_kv)
+
+    blocks = [block(1, 16, 16, [1, 1, 1], [1, 4, 4]), block(2, 16, 32, [1, 2, 2], [1, 2, 2]),
+              block(2, 32, 32, [1, 1, 1], [1, 1, 1])]  # fmt: skip
+    return MViT(
+        spatial_size=(32, 32), temporal_size=4, block_setting=blocks, residual_pool=True,
+        residual_with_cls_embed=False, rel_pos_embed=True, proj_after_attn=True, num_classes=5,
+    ).eval()  # fmt: skip
+
+
+def raw_gradcam_on_clip_tokens(
+    model: nn.Module, layer: nn.Module, x: torch.Tensor, classes: torch.Tensor, grid: tuple[int, int, int]
+) -> torch.Tensor:
+    """Grad-CAM's signed map at a token layer by hand: the layer's tokens (the first element of a block's
+    ``(x, thw)``), the class token dropped, the rest laid out frame by frame on ``grid``."""
+    kept = {}
+
+    def keep(_m: nn.Module, _i: object, out: object) -> None:
+        kept["A"] = out[0] if isinstance(out, tuple) else out
+
+    handle = layer.register_forward_hook(keep)
+    try:
+        with torch.enable_grad():
+            logits = model(x)
+            (g,) = torch.autograd.grad(logits.gather(1, classes[:, None]).sum(), [kept["A"]])
+    finally:
+        handle.remove()
+
+    def on_grid(t: torch.Tensor) -> torch.Tensor:
+        return t[:, 1:, :].reshape(t.shape[0], *grid, t.shape[-1]).permute(0, 4, 1, 2, 3)
+
+    a, g = on_grid(kept["A"].detach()), on_grid(g)
+    return (g.mean(dim=(2, 3, 4))[:, :, None, None, None] * a).sum(dim=1)
+
+
+def test_mvit_tokens_are_laid_out_on_the_grid_the_blocks_hand_on() -> None:
+    model, x = tiny_mvit(), clip(batch=2, t=4, size=32)
+    before = snapshot(model)
+    result = camlens.explain(model, x, ["gradcam"])
+    assert_untouched(model, before)
+    # the last block's attention is where the patches still reach the class token (after it only the class
+    # token goes on to the head, so the block's own output has no gradient at the patches)
+    assert result.target_layer == "blocks.2.norm1"
+    assert result.layout is not None and (result.layout.kind, result.layout.grid) == ("tokens", (2, 4, 4))
+    assert result.layout.prefix_tokens == 1
+    layer = dict(model.named_modules())["blocks.2.norm1"]
+    raw = raw_gradcam_on_clip_tokens(model, layer, x, result.classes, (2, 4, 4))
+    assert shows_something(raw)
+    torch.testing.assert_close(result.raw["gradcam"], raw, atol=1e-6, rtol=1e-5)
+    up = F.interpolate(torch.relu(raw)[:, None], size=(4, 32, 32), mode="trilinear", align_corners=False)[:, 0]
+    torch.testing.assert_close(result["gradcam"], normalise(up), atol=1e-5, rtol=1e-5)
+
+
+def test_an_mvit_block_is_a_layer_although_it_returns_tokens_and_their_grid() -> None:
+    model, x = tiny_mvit(), clip(batch=2, t=4, size=32)
+    before = snapshot(model)
+    result = camlens.explain(model, x, ["gradcam", "layercam"], target_layer="blocks.1")
+    assert_untouched(model, before)
+    assert result.layout is not None and result.layout.grid == (2, 4, 4)
+    raw = raw_gradcam_on_clip_tokens(model, model.blocks[1], x, result.classes, (2, 4, 4))
+    assert shows_something(raw)
+    torch.testing.assert_close(result.raw["gradcam"], raw, atol=1e-6, rtol=1e-5)
+    # the first block's output: before the pooling, on the (2, 8, 8) grid of the patch embedding
+    first = camlens.explain(model, x, ["gradcam"], target_layer="blocks.0")
+    assert first.layout is not None and first.layout.grid == (2, 8, 8)
+    raw = raw_gradcam_on_clip_tokens(model, model.blocks[0], x, first.classes, (2, 8, 8))
+    torch.testing.assert_close(first.raw["gradcam"], raw, atol=1e-6, rtol=1e-5)
+
+
+def test_a_clips_tokens_with_no_grid_handed_on_are_refused_in_one_line() -> None:
+    # 1 + 392 tokens read as 8 x 7 x 7 or as 2 x 14 x 14 on a 16 x 224 x 224 clip: nothing says which
+    with pytest.raises(camlens.layouts.LayoutError, match=r"^cannot lay 393 tokens out on a \(t, h, w\) grid") as e:
+        resolve_layout((1, 393, 768), (16, 224, 224))
+    assert "\n" not in str(e.value)
+    found = resolve_layout((1, 393, 768), (16, 224, 224), token_grids={392: (8, 7, 7), 196: None})
+    assert (found.kind, found.grid, found.prefix_tokens) == ("tokens", (8, 7, 7), 1)
+    t = torch.randn(1, 393, 4)
+    assert torch.equal(found.to_spatial(t), t[:, 1:].reshape(1, 8, 7, 7, 4).permute(0, 4, 1, 2, 3))
+    assert torch.equal(found.to_native(found.to_spatial(t), t), t)
+    with pytest.raises(camlens.layouts.LayoutError):  # a count seen with two grids is undecidable
+        resolve_layout((1, 197, 768), (16, 224, 224), token_grids={196: None})
+
+
+@pytest.mark.slow
+def test_mvit_v2_s_is_explained_at_its_last_blocks_attention() -> None:
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    model = torchvision.models.video.mvit_v2_s(num_classes=3).eval()  # fixed to 16 x 224 x 224 clips
+    x = clip(batch=1, t=16, size=224)
+    result = camlens.explain(model, x, ["gradcam"])
+    assert result.target_layer == "blocks.15.norm1"
+    assert result.layout is not None and result.layout.grid == (8, 7, 7)
+    assert result["gradcam"].shape == (1, 16, 224, 224)
+    layer = dict(model.named_modules())[result.target_layer]
+    raw = raw_gradcam_on_clip_tokens(model, layer, x, result.classes, (8, 7, 7))
+    assert shows_something(raw)
+    torch.testing.assert_close(result.raw["gradcam"], raw, atol=1e-5 * float(raw.abs().amax()), rtol=1e-4)
