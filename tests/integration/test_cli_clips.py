@@ -238,3 +238,13 @@ def test_a_video_transformer_is_explained_at_its_tokens_through_the_cli(clips, t
     assert (row["status"], row["frames"], row["class_id"]) == ("ok", 4, int(expected.classes[0]))
     with np.load(out / "move-nets-mvit-maps.npz") as saved:
         np.testing.assert_allclose(saved["clip/gradcam"], expected["gradcam"][0].numpy(), atol=1e-5)
+    # the CSV and Parquet tables carry what the clip was, as the JSONL does
+    import csv
+
+    csv_row = next(csv.DictReader((out / "results.csv").open()))
+    assert (csv_row["kind"], csv_row["frames"], csv_row["source_frames"]) == ("video", "4", "8")
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    frame = pd.read_parquet(out / "results.parquet")
+    assert pd.api.types.is_integer_dtype(frame["frames"]) and pd.api.types.is_integer_dtype(frame["source_frames"])
+    assert (frame["kind"][0], frame["frames"][0], frame["source_frames"][0]) == ("video", 4, 8)

@@ -91,6 +91,9 @@ COLUMNS = (
     "notes",
     "key",
     "source",
+    "kind",
+    "frames",
+    "source_frames",
 )
 
 
@@ -181,6 +184,8 @@ def _arrow_table(rows: list[dict[str, Any]], metric_names: list[str]) -> Any:
         "probability": real,
         "width": integer,
         "height": integer,
+        "frames": integer,
+        "source_frames": integer,
         "methods": pa.list_(text),
         "topk": pa.list_(top),
         "files": pa.list_(text),
