@@ -326,7 +326,10 @@ def to_batch(
     (antialiased bilinear, no crop) to ``size`` and normalised with one ``mean`` and ``std`` per channel."""
     tensors = []
     for rgb in images:
-        t = torch.from_numpy(unit_range(rgb)).permute(2, 0, 1)[None]
+        if rgb.dtype == np.uint8:  # unit_range's uint8 / 255 in torch: the same float32 values, on every core
+            t = torch.from_numpy(np.ascontiguousarray(rgb)).to(torch.float32).div_(255.0).permute(2, 0, 1)[None]
+        else:
+            t = torch.from_numpy(unit_range(rgb)).permute(2, 0, 1)[None]
         antialias = t.shape[-2] > size[0] or t.shape[-1] > size[1]
         tensors.append(F.interpolate(t, size=size, mode="bilinear", align_corners=False, antialias=antialias))
     batch = torch.cat(tensors)

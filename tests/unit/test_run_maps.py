@@ -118,3 +118,37 @@ def test_files_of_the_earlier_format_still_load(tmp_path):
     np.savez(tmp_path / "other.npz", weights=cam)
     with pytest.raises(ValueError, match="not a maps file"):
         load_maps(tmp_path / "other.npz")
+
+
+def test_a_photo_up_to_four_times_the_input_is_read_as_it_is_without_pictures(tmp_path):
+    network = _network()  # 32 px input: photos up to 128 px are read whole without pictures
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(2)
+    Image.fromarray(rng.integers(0, 255, (100, 120, 3), dtype=np.uint8)).save(folder / "big.png")
+    with_pictures = run(network, [folder], tmp_path / "a", RunOptions(batch_size=1)).results[0]
+    without = run(network, [folder], tmp_path / "b", RunOptions(pictures=False, batch_size=1)).results[0]
+    x = to_batch([read_image(folder / "big.png")], network.input_size, network.mean, network.std)
+    expected = camlens.explain(network.model, x, ["gradcam"])
+    assert without.score == with_pictures.score == pytest.approx(float(expected.scores[0]), abs=1e-6)
+    rows = {row["stem"]: row for row in read_table(tmp_path / "b")}
+    assert (rows["big"]["height"], rows["big"]["width"]) == (100, 120)  # the photo's own size
+
+
+@pytest.mark.parametrize("pictures", [True, False])
+def test_the_reader_and_encoder_threads_do_no_torch_resizing(photos, tmp_path, monkeypatch, pictures):
+    # torch work in a helper thread starts an OpenMP team beside the model's and slows every op of the model:
+    # the inputs are made and the maps resized in the thread that runs the model (camlens.pipeline.engines)
+    import threading
+
+    threads = []
+    resize = torch.nn.functional.interpolate
+
+    def watched(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return resize(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "interpolate", watched)
+    summary = run(_network(), [photos], tmp_path, RunOptions(pictures=pictures, batch_size=2))
+    assert len(summary.results) == 3 and not summary.failures
+    assert threads and all(not name.startswith(("camlens-read", "camlens-encode")) for name in threads), threads

@@ -1,7 +1,12 @@
 """Engines: where batches are decoded and explained. Each yields explained batches in input order; the run
 loop (:mod:`camlens.pipeline.runner`) writes them, whichever engine made them.
 
-``local``: reader threads decode two batches ahead, the model runs in the calling thread.
+``local``: reader threads decode two batches ahead, the model runs in the calling thread. When torch's
+threads fill every core of a CPU run (:func:`model_fills_the_cpus`: torch's default on a small machine) the
+work goes in phases instead: the next batch is decoded while this one is written, and the model runs alone.
+A model whose parallel ops split each op over all the cores waits at every op for the core a reader or an
+encoder holds (twice the CPU time the reader takes), so overlapping costs more than it hides there
+(``benchmarks/folder_run.py``; BENCHMARKS.md).
 
 ``ray`` (``engine="ray"``, ``camlens explain --engine ray``, ``pip install camlens[ray]``):
 
@@ -45,6 +50,25 @@ if TYPE_CHECKING:
 ENGINES = ("local", "ray")
 
 
+def reading_side(network: Network, options: RunOptions) -> int | None:
+    """The longer side images are read at: the photo's own with pictures (they are drawn at it); without, at most
+    4x the network input's longer side. A photo up to that is read as it is, so its input and maps are the
+    pictures run's exactly (an exact resize to the limit costs more than decoding a 512-px JPEG); a larger one
+    is decoded at reduced scale where the format allows and fit to it (:func:`camlens.images.read_image`)."""
+    return None if options.pictures else max(network.input_size) * 4
+
+
+def model_fills_the_cpus(device: torch.device) -> bool:
+    """Whether the model runs on the CPU with as many torch threads as this process has cores."""
+    import torch
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cores = os.cpu_count() or 1
+    return device.type == "cpu" and torch.get_num_threads() >= cores
+
+
 def explained_local(
     network: Network,
     todo: list[tuple[Path, str]],
@@ -52,9 +76,13 @@ def explained_local(
     device: torch.device,
     timings: dict[str, float],
     task: Task = CLASSIFICATION,
+    overlap: bool = True,
 ) -> Iterator[list[ImageResult]]:
-    """The local engine: batches decoded two ahead by reader threads, explained here, in input order."""
-    max_side = None if options.pictures else max(network.input_size) * 2
+    """The local engine: batches decoded two ahead by reader threads, explained here, in input order.
+
+    ``overlap=False`` (phases, see the module doc): one batch is decoded ahead, during the time the caller
+    spends between two ``next`` calls (writing the batch yielded last), never while the model runs."""
+    max_side = reading_side(network, options)
     task_read = getattr(task, "read", None)  # a task's own reader (clips), else the network's
     size = options.batch_size
     upcoming = (todo[i : i + size] for i in range(0, len(todo), size))
@@ -74,16 +102,20 @@ def explained_local(
 
     try:
         read_next()
-        read_next()
+        if overlap:
+            read_next()
         while decoded:
             items = []
             for future, spent in decoded.popleft():
                 items += future.result()
                 timings["decode"] += spent["decode"]
-            read_next()
+            if overlap:
+                read_next()
             t = time.perf_counter()
             explained = task.explain_batch(network, items, options, device)
             timings["model"] += time.perf_counter() - t
+            if not overlap:
+                read_next()  # decoded while the caller writes this batch
             yield explained
     finally:
         readers.shutdown(wait=True, cancel_futures=True)
@@ -119,7 +151,7 @@ class Explainer:
         import numpy as np
 
         options = self.options
-        max_side = None if options.pictures else max(self.network.input_size) * 2
+        max_side = reading_side(self.network, options)
         timings = {"decode": 0.0}
         items = decode(
             [(Path(str(p)), str(s)) for p, s in zip(batch["path"], batch["stem"], strict=True)],

@@ -150,6 +150,16 @@ class PhotoMaps(_MapsBase):
             raise KeyError(method)
         return self.compact.at_size(method, made=self._made)
 
+    def make_all(self) -> None:
+        """Make every map now, in this thread, image-shaped ones ``(C, H, W)`` stored channels-last (the layout
+        the pictures are drawn from, so drawing them copies nothing). The folder run calls it in the thread
+        that runs the model: resizing is torch work, which a helper thread must not do (it would start an
+        OpenMP team of its own beside the model's; :mod:`camlens.pipeline.engines`)."""
+        for method in self.compact.methods:
+            value = self[method]
+            if value.dim() == 3 and not value.permute(1, 2, 0).is_contiguous():
+                self._made[method] = value.permute(1, 2, 0).contiguous().permute(2, 0, 1)
+
     def __iter__(self) -> Iterator[str]:
         return iter(self.compact.methods)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from camlens.errors import UsageError
-from camlens.pipeline.engines import ENGINES, explained_batches, explained_local
+from camlens.pipeline.engines import ENGINES, explained_batches, explained_local, model_fills_the_cpus
 from camlens.pipeline.files import (
     check_output_dir,
     fit_stem,
@@ -27,6 +27,7 @@ from camlens.pipeline.files import (
     write_image_files,
 )
 from camlens.pipeline.items import ImageResult, NetworkSpec, RunOptions
+from camlens.pipeline.maps import PhotoMaps
 from camlens.pipeline.sources import collect_sources, source_key, unique_stems
 from camlens.pipeline.table import JOURNAL, TABLE, TableState, export_table, export_targets, iter_table, repair
 from camlens.pipeline.task import CLASSIFICATION, Task
@@ -192,13 +193,15 @@ def run(
     results: list[ImageResult] = []
     created = make_dir(out)
     table_state = TableState(out, net.name, key, task.row)
+    phased = False
     if engine == "ray":
         assert spec is not None
         batches: Iterator[list[ImageResult]] = explained_batches(spec, net.name, todo, options, workers, timings, task)
     else:
         assert device is not None
         net.model.to(device)
-        batches = explained_local(net, todo, options, device, timings, task)
+        phased = model_fills_the_cpus(device)  # see camlens.pipeline.engines: no work beside the model then
+        batches = explained_local(net, todo, options, device, timings, task, overlap=not phased)
     first_index = next_map_index(out, net.name)
     writer = ThreadPoolExecutor(1, thread_name_prefix="camlens-write")  # batches in order: the table's rows too
     encoders = ThreadPoolExecutor(ENCODERS, thread_name_prefix="camlens-encode")  # a batch's pictures at once
@@ -214,8 +217,12 @@ def run(
                 for r in merged:
                     if r.ok:
                         r.metrics.update(metrics(r))
+            if options.pictures:  # the torch part of the pictures here, not in the encoder threads
+                for r in merged:
+                    if r.ok and isinstance(r.maps, PhotoMaps):
+                        r.maps.make_all()
             writing.append(writer.submit(write_batch, merged, options, index, table_state, timings, encoders, task))
-            while len(writing) > 2 or (writing and writing[0].done()):
+            while len(writing) > (0 if phased else 2) or (writing and writing[0].done()):
                 results.extend(finish(writing.popleft(), on_result))
                 if progress is not None:
                     progress(skipped + len(results), len(paths))

@@ -134,13 +134,14 @@ def decode(
     network: Network | None = None,
     read: Callable[[Any, Path, int | None], tuple[Any, Any]] | None = None,
 ) -> list[tuple[Path, str, Any, Any]]:
-    """Read ``(path, stem)`` items: ``(path, stem, rgb or error text, network's input or None)``.
+    """Read ``(path, stem)`` items: ``(path, stem, rgb or error text, network's input, its pixels or None)``.
 
-    With ``network``, each image is read with the network's channel count and also made into its input
-    (``(1, C, H, W)``; :meth:`camlens.zoo.Network.read`), here rather than in the thread that runs the model;
-    ``rgb`` is then the pictures' displayable background. ``read(network, path, max_side)``: a task's own
-    reader instead (a clip task's: its frames and its ``(1, C, T, H, W)`` input); a :class:`UsageError` or
-    ``OSError`` it raises is the item's error text."""
+    With ``network``, each image is read with the network's channel count (:meth:`camlens.zoo.Network.read_pixels`):
+    ``rgb`` is the pictures' displayable background and the fourth field the pixels the model's input is made of,
+    by :func:`model_inputs` in the thread that runs the model (a reader thread does no torch work: beside a
+    model whose ops use every core, a second OpenMP team slows each of its ops). ``read(network, path,
+    max_side)``: a task's own reader instead (a clip task's: its frames and its ``(1, C, T, H, W)`` input); a
+    :class:`UsageError` or ``OSError`` it raises is the item's error text."""
     from camlens.images import read_image
 
     t = time.perf_counter()
@@ -152,7 +153,7 @@ def decode(
             if read is not None:
                 rgb, tensor = read(network, path, max_side)
             elif network is not None:
-                rgb, tensor = network.read(path, max_side)
+                rgb, tensor = network.read_pixels(path, max_side)
             else:
                 rgb = read_image(path) if max_side is None else read_image(path, max_side=max_side)
         except UsageError as error:
@@ -162,3 +163,17 @@ def decode(
         items.append((path, stem, rgb, tensor))
     timings["decode"] += time.perf_counter() - t
     return items
+
+
+def model_inputs(network: Network, good: list[tuple[Any, str, Any, Any]]) -> list[Any] | None:
+    """The ``(1, C, H, W)`` inputs of decoded items (:func:`decode`): made here from their pixels (or given as
+    tensors already), None when some item has neither."""
+    import numpy as np
+
+    inputs = []
+    for item in good:
+        value = item[3]
+        if value is None:
+            return None
+        inputs.append(network.to_input(value) if isinstance(value, np.ndarray) else value)
+    return inputs

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from camlens.errors import UsageError
 from camlens.pipeline.files import _encode, batch_maps_file
 from camlens.pipeline.items import ImageResult, RunOptions
-from camlens.pipeline.sources import source_key
+from camlens.pipeline.sources import model_inputs, source_key
 
 if TYPE_CHECKING:
     import numpy as np
@@ -65,8 +65,8 @@ def _batch(network: Network, good: list[tuple[Any, str, Any, Any]], device: torc
 
     from camlens.images import to_batch
 
-    tensors = [item[3] for item in good]
-    if all(t is not None for t in tensors):
+    tensors = model_inputs(network, good)
+    if tensors is not None:
         return torch.cat(tensors).to(device)
     return to_batch([item[2] for item in good], network.input_size, network.mean, network.std).to(device)
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from camlens.errors import UsageError
 from camlens.pipeline.items import ImageResult, RunOptions
+from camlens.pipeline.sources import model_inputs
 
 if TYPE_CHECKING:
     import numpy as np
@@ -62,6 +63,8 @@ def explain_images(
     out = []
     for i, rgb in enumerate(rgbs):
         compact = CompactMaps.from_explanation(result, i, list(options.methods), rgb.shape[:2])
+        if not options.pictures:  # the float16 the batch's maps file keeps, made here (numpy's astype is slower)
+            compact.inputs = {m: v.half() for m, v in compact.inputs.items()}
         p = None if probabilities is None else probabilities[i]
         class_id = None if result.classes is None else int(result.classes[i])
         top = [] if p is None else top_classes(p, options.topk, network)
@@ -130,7 +133,7 @@ def explain_batch(
     import torch
 
     good = [item for item in items if not isinstance(item[2], str)]
-    tensors = [item[3] for item in good]
+    tensors = model_inputs(network, good)
     explained = iter(
         explain_images(
             network,
@@ -139,7 +142,7 @@ def explain_batch(
             paths=[str(p) for p, _, _, _ in good],
             stems=[s for _, s, _, _ in good],
             device=device,
-            inputs=torch.cat(tensors) if good and all(t is not None for t in tensors) else None,
+            inputs=torch.cat(tensors) if good and tensors is not None else None,
         )
     )
     results = [

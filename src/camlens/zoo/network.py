@@ -39,13 +39,26 @@ class Network:
         """One image file as ``(picture background, model input)``: the displayable ``H x W x 3`` uint8 RGB the
         pictures are drawn on, and the ``(1, C, H, W)`` input, read with :attr:`channels` channels
         (:func:`camlens.images.read_pixels`; a 1-channel image is shown grey, a multi-band one by :attr:`bands`)."""
-        from camlens.images import display_rgb, read_image, read_pixels, to_batch
+        rgb, pixels = self.read_pixels(path, max_side)
+        return rgb, self.to_input(pixels)
+
+    def read_pixels(self, path: str | Path, max_side: int | None) -> tuple[Any, Any]:
+        """:meth:`read` without its torch part: ``(picture background, pixels)``, the pixels ``H x W x C`` as
+        read (:meth:`to_input` makes them the model's input). Decoding only, numpy and Pillow: a reader thread
+        of a folder run calls it (torch work there would start a second OpenMP team beside the model's)."""
+        from camlens.images import display_rgb, read_image, read_pixels
 
         if self.channels == 3 and Path(path).suffix.lower() != ".npy":
             rgb = read_image(path, max_side=max_side)
-            return rgb, to_batch([rgb], self.input_size, self.mean, self.std)
+            return rgb, rgb
         pixels = read_pixels(path, self.channels, max_side)
-        return display_rgb(pixels, self.bands), to_batch([pixels], self.input_size, self.mean, self.std)
+        return display_rgb(pixels, self.bands), pixels
+
+    def to_input(self, pixels: Any) -> torch.Tensor:
+        """The ``(1, C, H, W)`` model input of pixels from :meth:`read_pixels` (resized, normalised)."""
+        from camlens.images import to_batch
+
+        return to_batch([pixels], self.input_size, self.mean, self.std)
 
     def preprocess(self, images: object) -> torch.Tensor:
         """The model's input batch ``(B, 3, H, W)`` from image paths, PIL images or arrays (one or a list):
