@@ -7,7 +7,9 @@ For each torchvision segmenter (random weights, batch norms calibrated on one ra
 Pascal VOC): plain inference (``torch.no_grad``) and ``camlens.explain_segmentation`` of all 21 classes at once
 (``region="image"``, so that every class has a region and a gradient), timed round-robin; the headline is the
 ratio of the medians and the median of the per-round ratios. All classes come from one forward pass; their
-backward passes, through the part of the network after the automatic layer only, are batched.
+backward passes, through the part of the network after the automatic layer only, are batched. The last column
+is the arithmetic floor of any exact per-class gradient at that layer: (forward + 21 x one class's backward to
+the layer) / forward, in FLOPs counted by ``torch.utils.flop_counter``.
 """
 
 from __future__ import annotations
@@ -35,6 +37,28 @@ def calibrated(name: str) -> nn.Module:
     with torch.no_grad():
         model(torch.rand(2, 3, 128, 128))
     return model.eval()
+
+
+def flop_floor(model: nn.Module, x: torch.Tensor, layer_name: str, classes: int) -> tuple[float, float, float]:
+    """``(forward GFLOPs, one class's backward GFLOPs from the output to the layer, floor ratio)``: the floor is
+    ``(forward + classes * backward) / forward``, what any exact per-class gradient at the layer costs in
+    arithmetic (``torch.utils.flop_counter``: convolutions and matmuls; the backward to the activations only)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as forward:
+        model(x)
+    layer = dict(model.named_modules())[layer_name]
+    kept = {}
+    handle = layer.register_forward_hook(lambda _m, _i, out: kept.setdefault("a", out.detach().requires_grad_(True)))
+    try:
+        with torch.enable_grad():
+            score = model(x)["out"][:, 0].sum()
+            with FlopCounterMode(display=False) as backward:
+                torch.autograd.grad(score, [kept["a"]])
+    finally:
+        handle.remove()
+    f, b = forward.get_total_flops() / 1e9, backward.get_total_flops() / 1e9
+    return f, b, (f + classes * b) / f
 
 
 def main() -> None:
@@ -70,19 +94,20 @@ def main() -> None:
         inference, cam = statistics.median(times["inference"]), statistics.median(times["explain"])
         pairs = statistics.median(c / i for c, i in zip(times["explain"], times["inference"], strict=True))
         few = statistics.median(times["predicted"]) / inference
-        rows.append((name, first.target_layer, inference, cam, cam / inference, pairs, present, few))
-        print(f"{name}: {cam / inference:.3f}x; {present} predicted classes {few:.3f}x", flush=True)
+        floor = flop_floor(model, x, first.target_layer, CLASSES)[2]
+        rows.append((name, first.target_layer, inference, cam, cam / inference, pairs, present, few, floor))
+        print(f"{name}: {cam / inference:.3f}x; {present} predicted classes {few:.3f}x; floor {floor:.2f}x", flush=True)
     print(f"\n1 image, {args.size} x {args.size}, {CLASSES} classes, CPU ({torch.get_num_threads()} threads), "
           f"{args.rounds} rounds\n")  # fmt: skip
     print(
         "| model | automatic layer | inference (s) | all 21 class maps (s) | ratio of medians | median ratio "
-        "| predicted classes | their ratio |"
+        "| predicted classes | their ratio | FLOP floor of 21 classes |"
     )
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for name, layer, inference, cam, ratio, pairs, present, few in rows:
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name, layer, inference, cam, ratio, pairs, present, few, floor in rows:
         print(
             f"| {name} | `{layer}` | {inference:.3f} | {cam:.3f} | {ratio:.2f}x | {pairs:.2f}x "
-            f"| {present} | {few:.2f}x |"
+            f"| {present} | {few:.2f}x | {floor:.2f}x |"
         )
 
 

@@ -214,13 +214,24 @@ def _check_masks(masks: Any, batch: int, size: tuple[int, int], image: tuple[int
     return m > 0
 
 
+def class_ids(logits: Tensor) -> Tensor:
+    """``(B, h, w)``: the index of each pixel's largest class score (the first on a tie), as ``argmax(dim=1)``;
+    ``max(dim=1)`` gives the same indices several times faster over the class axis of a ``(B, C, h, w)`` map.
+
+    Example:
+        >>> class_ids(torch.tensor([[[[0.0, 2.0]], [[1.0, 2.0]]]])).tolist()
+        [[[1, 0]]]
+    """
+    return logits.max(dim=1).indices
+
+
 def _regions(
     logits: Tensor, region: Any, masks: Tensor | None, classes: list[int] | None, image: tuple[int, int]
 ) -> tuple[list[int], Tensor, Tensor]:
     """The explained classes, their regions ``(B, K, h, w)`` bool and the predicted classes ``(B, h, w)``, from
     the detached logits."""
     batch, num_classes, h, w = logits.shape
-    predicted = logits.argmax(dim=1)
+    predicted = class_ids(logits)
     if masks is not None:
         where: Tensor | None = _check_masks(masks, batch, (h, w), image)
     elif isinstance(region, str):
@@ -457,7 +468,7 @@ def _search_layer(model: nn.Module, images: Tensor) -> str:
         output = model(x)
     logits = segmentation_logits(output)
     h, w = logits.shape[-2:]
-    predicted = logits.detach().argmax(dim=1)[0]
+    predicted = class_ids(logits.detach())[0]
     cls = int(torch.bincount(predicted.flatten(), minlength=logits.shape[1]).argmax())
     class_map = logits[0, cls].detach()
     # probe pixels: the centres of a 3 x 3 grid over the output, each scored by its predicted class
