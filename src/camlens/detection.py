@@ -87,7 +87,9 @@ class DetectorAdapter:
     * optionally ``independent_boxes``: a function of a column (0: the score; 1-4: x1, y1, x2, y2) giving that
       value of every box, the same numbers, as one scalar per box each with a graph of its own (no op of one
       box's value reads another's): one backward per box then costs only its own part and is taken instead of
-      a batched backward (``backward="auto"``).
+      a batched backward (``backward="auto"``). A function with a true ``by_index`` attribute is called as
+      ``f(column, indices)`` and gives the explained boxes' values only (in that order), or None for a column
+      it does not give per box.
 
     ``target_layer`` is the layer used when :func:`explain_detections` gets none: a dotted name, or a function of
     the model giving one. With ``layer_input=True`` that layer's *input* is explained (a detection head's input:
@@ -164,6 +166,7 @@ def _torchvision_forward(model: nn.Module, images: list[Tensor]) -> list[Mapping
     transform: Any = model.transform
     handles = [transform.register_forward_hook(keep)]
     boxes = _RCNNBoxes.attach(model, handles)
+    dense = _RetinaNetBoxes.attach(model, handles) if boxes is None else None
     try:
         outputs = model(images)
     finally:
@@ -171,8 +174,12 @@ def _torchvision_forward(model: nn.Module, images: list[Tensor]) -> list[Mapping
             handle.remove()
     # re-scored only when the recorded graph starts at the target layer (under the guided rule it starts at the
     # input, and the box head's ReLUs must take that rule)
-    if boxes is not None and torch.is_grad_enabled() and not any(x.requires_grad for x in images):
-        outputs = boxes.rescored(outputs, [(int(x.shape[-2]), int(x.shape[-1])) for x in images])
+    if torch.is_grad_enabled() and not any(x.requires_grad for x in images):
+        sizes = [(int(x.shape[-2]), int(x.shape[-1])) for x in images]
+        if boxes is not None:
+            outputs = boxes.rescored(outputs, sizes)
+        elif dense is not None:
+            outputs = dense.rescored(outputs, sizes, frames)
     return [{**out, "frame": frame} for out, frame in zip(outputs, frames, strict=True)]
 
 
@@ -304,6 +311,184 @@ class _RCNNBoxes:
             spans.append(slice(start, start + len(out["labels"])))
             start += len(out["labels"])
         return spans
+
+
+class _RetinaNetBoxes:
+    """The kept boxes' scores of a torchvision RetinaNet computed again from a window of their own level.
+
+    A box's score is one anchor's class logit at one position of one FPN level, but a backward through the
+    recorded forward runs the classification head's backward over every position of every level, once per box.
+    The head is five 3 x 3 convolutions (four with ReLUs, then the logits), so the logit at a position reads only
+    the level's window of radius 5 around it: here the head runs on each box's window alone (outside the level:
+    zero after every convolution, as its padding makes it), all boxes' windows as one batch. Each kept box is
+    matched to its anchor by its score and its box (the anchor's decoded box, as ``postprocess_detections`` and
+    the transform make it); a head with a norm layer (RetinaNet v2's group norms read the whole level), any
+    other layer, a box that does not match one anchor or a value that is not the same leaves the outputs as they
+    were. The box coordinates keep the full graph (only the score column is computed per box).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.features: list[Tensor] | None = None
+        self.head_outputs: dict[str, Tensor] | None = None
+        self.anchors: list[Tensor] | None = None
+
+    @classmethod
+    def attach(cls, model: nn.Module, handles: list[Any]) -> _RetinaNetBoxes | None:
+        try:
+            from torchvision.models.detection.retinanet import RetinaNet
+        except ImportError:  # pragma: no cover - torchvision is a dependency
+            return None
+        if not isinstance(model, RetinaNet) or cls._radius(model) is None:
+            return None
+        boxes = cls(model)
+
+        def features(_module: nn.Module, args: tuple) -> None:
+            if boxes.features is None and args and isinstance(args[0], list):
+                boxes.features = args[0]
+
+        def outputs(_module: nn.Module, _args: Any, output: Any) -> None:
+            if boxes.head_outputs is None and isinstance(output, dict):
+                boxes.head_outputs = output
+
+        def anchors(_module: nn.Module, _args: Any, output: Any) -> None:
+            if boxes.anchors is None and isinstance(output, list):
+                boxes.anchors = output
+
+        head: Any = model.head
+        handles.append(head.register_forward_pre_hook(features))
+        handles.append(head.register_forward_hook(outputs))
+        handles.append(model.anchor_generator.register_forward_hook(anchors))
+        return boxes
+
+    @staticmethod
+    def _radius(model: nn.Module) -> int | None:
+        """How far a logit reads around its position: the count of 3 x 3 convolutions (stride 1, padding 1) of the
+        classification head, or None when it has any other layer (a norm, a stride, a dilation)."""
+        head: Any = getattr(getattr(model, "head", None), "classification_head", None)
+        if head is None or not isinstance(getattr(head, "cls_logits", None), nn.Conv2d):
+            return None
+        convolutions = [*head.conv.modules(), head.cls_logits]
+        radius = 0
+        for module in convolutions:
+            if isinstance(module, nn.Conv2d):
+                if (module.kernel_size, module.stride, module.padding, module.dilation, module.groups) != (
+                    (3, 3), (1, 1), (1, 1), (1, 1), 1
+                ):  # fmt: skip
+                    return None
+                radius += 1
+            elif not isinstance(module, nn.Sequential | nn.ReLU) and type(module).__name__ != "Conv2dNormActivation":
+                return None  # a norm layer (group norm: the whole level) or anything else
+        return radius
+
+    def rescored(
+        self, outputs: list[dict[str, Any]], sizes: list[tuple[int, int]], frames: list[tuple[int, int, int, int]]
+    ) -> list[dict[str, Any]]:
+        """The outputs with an ``independent_boxes`` function of each image's boxes that computes the chosen
+        boxes' scores on their windows when it is called (``by_index``: only the boxes explained)."""
+        if self.features is None or self.head_outputs is None or self.anchors is None:
+            return outputs
+        head: Any = self.model.head.classification_head  # type: ignore[union-attr]
+        if self.head_outputs["cls_logits"].shape[1] != sum(
+            int(f.shape[-2]) * int(f.shape[-1]) * int(head.num_anchors) for f in self.features
+        ):
+            return outputs
+        result = []
+        for i, out in enumerate(outputs):
+
+            def own(column: int, indices: list[int], i: int = i, out: dict[str, Any] = out) -> list[Tensor] | None:
+                if column != 0:
+                    return None  # the box coordinates keep the full graph
+                return self._scores(i, out, indices, sizes[i], frames[i])
+
+            own.by_index = True  # type: ignore[attr-defined]
+            result.append({**out, "independent_boxes": own})
+        return result
+
+    def _scores(
+        self, i: int, out: dict[str, Any], indices: list[int], size: tuple[int, int], frame: tuple[int, int, int, int]
+    ) -> list[Tensor] | None:
+        """Boxes ``indices`` of image ``i``: each one's score with a graph of its own, through its window (None
+        when a box matches no single anchor or its value is not the same)."""
+        from torchvision.models.detection.transform import resize_boxes
+        from torchvision.ops import boxes as box_ops
+
+        model: Any = self.model
+        assert self.features is not None and self.head_outputs is not None and self.anchors is not None
+        head = model.head.classification_head
+        logits, regression = self.head_outputs["cls_logits"], self.head_outputs["bbox_regression"]
+        classes, per_anchor = int(head.num_classes), int(head.num_anchors)
+        radius = self._radius(model)
+        assert radius is not None
+        levels = [(int(f.shape[-2]), int(f.shape[-1])) for f in self.features]
+        starts = [0]
+        for h, w in levels:
+            starts.append(starts[-1] + h * w * per_anchor)
+        image_shape = (frame[0], frame[1])
+        picks: list[tuple[int, int, int, int]] = []  # (level, row, col, logit index), one per box
+        for k in indices:
+            label, score, box = int(out["labels"][k]), out["scores"][k].detach(), out["boxes"][k].detach()
+            probabilities = torch.sigmoid(logits[i, :, label].detach())
+            near = torch.nonzero((probabilities - score).abs() <= 1e-6 * float(score) + 1e-12)[:, 0]
+            if not len(near):
+                return None
+            decoded = model.box_coder.decode_single(regression[i, near].detach(), self.anchors[i][near])
+            decoded = resize_boxes(box_ops.clip_boxes_to_image(decoded, image_shape), image_shape, size)
+            same = (decoded - box[None]).abs().amax(dim=1) <= 1e-3 * (1 + float(box.abs().max()))
+            if int(same.sum()) != 1:
+                return None  # no anchor, or several, gave this box
+            anchor = int(near[same][0])
+            level = next(li for li in range(len(levels)) if anchor < starts[li + 1])
+            position, a = divmod(anchor - starts[level], per_anchor)
+            row, col = divmod(position, levels[level][1])
+            picks.append((level, row, col, a * classes + label))
+        if not picks:
+            return []
+        size_ = 2 * radius + 1
+        windows, masks, spans = [], [], []
+        for level, row, col, _ in picks:
+            h, w = levels[level]
+            r0, r1 = max(row - radius, 0), min(row + radius + 1, h)
+            c0, c1 = max(col - radius, 0), min(col + radius + 1, w)
+            feature = self.features[level]
+            window = feature.new_zeros((feature.shape[1], size_, size_))
+            mask = feature.new_zeros((1, size_, size_))
+            rows = slice(r0 - row + radius, r1 - row + radius)
+            cols = slice(c0 - col + radius, c1 - col + radius)
+            window[:, rows, cols] = feature[i, :, r0:r1, c0:c1].detach()
+            mask[:, rows, cols] = 1
+            windows.append(window)
+            masks.append(mask)
+            spans.append((level, r0, r1, c0, c1, rows, cols))
+        x = torch.stack(windows).requires_grad_(True)
+        mask = torch.stack(masks)
+        y = x
+        for step, block in enumerate(head.conv, start=1):
+            # the block's convolution without padding: each step needs one position less on every side (the
+            # window shrinks to the centre); zero outside the level after every convolution, as its padding
+            # makes it
+            conv = next(m for m in block.modules() if isinstance(m, nn.Conv2d))
+            y = F.conv2d(y, conv.weight, conv.bias)
+            for module in block.modules():
+                if isinstance(module, nn.ReLU):
+                    y = F.relu(y)
+            y = y * mask[:, :, step:-step, step:-step]
+        # the last convolution at the centre only, for the box's own logit: a dot product with its filter
+        index = torch.tensor([p[3] for p in picks], device=y.device)
+        weight, bias = head.cls_logits.weight[index], head.cls_logits.bias[index]
+        scores = torch.sigmoid((y * weight).flatten(1).sum(dim=1) + bias)
+        expected = out["scores"].detach()[indices]
+        if not torch.allclose(scores.detach(), expected, rtol=1e-4, atol=1e-7):
+            return None
+        (gradient,) = torch.autograd.grad(scores.sum(), x)
+        # each box's score, carried by <gradient, its window of the live level> (the same gradient at the layer,
+        # through that window alone) plus the detached remainder (the same value)
+        carried = []
+        for k, (level, r0, r1, c0, c1, rows, cols) in enumerate(spans):
+            live = self.features[level][i, :, r0:r1, c0:c1]
+            linear = (live * gradient[k][:, rows, cols]).sum()
+            carried.append(linear + (scores[k].detach() - linear.detach()))
+        return carried
 
 
 TORCHVISION = DetectorAdapter(_torchvision_forward, target_layer="backbone", name="torchvision")
@@ -1050,9 +1235,15 @@ def _explain(
             if needs_gradient and run.levels:
                 pieces = [level[i] for _, level in run.levels]
                 own = out.get("independent_boxes")
+                chosen = None
                 if backward == "auto" and callable(own) and target in ("score", *_COORDINATES):
-                    column = own(0 if target == "score" else 1 + _COORDINATES[target])
-                    level_gradients = _separate_gradients([column[k] for k in indices], pieces)
+                    wanted = 0 if target == "score" else 1 + _COORDINATES[target]
+                    if getattr(own, "by_index", False):  # computes the chosen boxes only (None: not per box)
+                        chosen = own(wanted, indices)
+                    else:
+                        chosen = [own(wanted)[k] for k in indices]
+                if chosen is not None:
+                    level_gradients = _separate_gradients(chosen, pieces)
                     used = "per box"
                 else:
                     level_gradients, used = _box_gradients(values, pieces, backward, retain=guided or not last_image)

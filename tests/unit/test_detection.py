@@ -216,6 +216,71 @@ def test_rcnn_boxes_rescored_on_their_own_proposals_equal_the_full_graph(target,
         assert d.box == pytest.approx(outputs[0]["boxes"][d.index].tolist(), abs=1e-3)
 
 
+@pytest.mark.parametrize("side", [64, 160])
+def test_retinanet_boxes_scored_on_their_own_windows_equal_the_full_graph(side, monkeypatch):
+    """A RetinaNet's kept boxes are scored again on a window of their own level (camlens.detection._RetinaNetBoxes:
+    the head's convolutions without padding, zero outside the level after each); every box's map equals the
+    hand-written gradient of its score through the full forward. At 64 px every window crosses the levels' edges,
+    at 160 px most lie inside."""
+    import camlens.detection as detection
+
+    torch.manual_seed(0)
+    model = tvd.RetinaNet(_resnet18_fpn(), num_classes=4, score_thresh=0.0, min_size=side, max_size=side).eval()
+    images = [torch.rand(3, side * 3 // 4, side, generator=torch.Generator().manual_seed(3))]
+    before = snapshot(model)
+    calls = []
+    scores = detection._RetinaNetBoxes._scores
+
+    def spy(self, *args):
+        found = scores(self, *args)
+        calls.append(found is not None)
+        return found
+
+    monkeypatch.setattr(detection._RetinaNetBoxes, "_scores", spy)
+    module = model.backbone  # every FPN level
+    outputs, kept = _forward_keeping(model, images, module)
+    result = explain_detections(model, images, ["hirescam"], target_layer=module, score_threshold=0.0,
+                                max_detections=16)  # fmt: skip
+    assert_untouched(model, before)
+    assert calls == [True] and result.backward == "per box"
+    levels = list(kept["out"].values())
+    transformed, _ = model.transform([im.clone() for im in images])
+    h, w = transformed.image_sizes[0]
+    grid = transformed.tensors.shape[-2:]
+    found = result.detections[0]
+    assert len(found) == 16
+    for d in found:
+        grads = torch.autograd.grad(outputs[0]["scores"][d.index], levels, retain_graph=True, allow_unused=True)
+        total = torch.zeros(grid)
+        for a, g in zip(levels, grads, strict=True):
+            if g is not None:
+                signed = (g[0] * a[0].detach()).sum(0)
+                total += F.interpolate(signed[None, None], size=grid, mode="bilinear", align_corners=False)[0, 0]
+        expected = F.interpolate(total[None, None, :h, :w], size=images[0].shape[-2:], mode="bilinear",
+                                 align_corners=False)[0, 0]  # fmt: skip
+        scale = float(expected.abs().max()) + 1e-12
+        assert scale > 1e-12
+        torch.testing.assert_close(d.raw["hirescam"], expected, atol=1e-5 * scale, rtol=1e-4)
+
+
+def test_a_retinanet_head_with_group_norms_keeps_the_full_graph():
+    # a group norm reads the whole level, so a window does not give a box's logit: the batched backward is kept
+    import functools as ft
+
+    from torchvision.models.detection.retinanet import RetinaNetHead
+
+    torch.manual_seed(0)
+    head = RetinaNetHead(256, 9, 4, norm_layer=ft.partial(nn.GroupNorm, 32))
+    model = tvd.RetinaNet(_resnet18_fpn(), num_classes=4, head=head, score_thresh=0.0, **SIZE).eval()
+    images = _images()[:1]
+    auto = explain_detections(model, images, ["gradcam"], score_threshold=0.0, max_detections=4)
+    batched = explain_detections(model, images, ["gradcam"], score_threshold=0.0, max_detections=4,
+                                 backward="batched")  # fmt: skip
+    assert auto.backward in ("batched", "loop") and auto.backward != "per box"
+    for a, b in zip(auto.detections[0], batched.detections[0], strict=True):
+        torch.testing.assert_close(a.raw["gradcam"], b.raw["gradcam"])
+
+
 def test_eigencam_is_shared_by_an_images_boxes_and_needs_no_gradient():
     result = explain_detections(
         detector("fasterrcnn"), _images()[:1], ["eigencam"], score_threshold=0.0, max_detections=3
