@@ -166,7 +166,7 @@ def _torchvision_forward(model: nn.Module, images: list[Tensor]) -> list[Mapping
     transform: Any = model.transform
     handles = [transform.register_forward_hook(keep)]
     boxes = _RCNNBoxes.attach(model, handles)
-    dense = _RetinaNetBoxes.attach(model, handles) if boxes is None else None
+    dense = _DenseBoxes.attach(model, handles) if boxes is None else None
     try:
         outputs = model(images)
     finally:
@@ -313,35 +313,45 @@ class _RCNNBoxes:
         return spans
 
 
-class _RetinaNetBoxes:
-    """The kept boxes' scores of a torchvision RetinaNet computed again from a window of their own level.
+_POINTWISE = (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.SiLU, nn.Identity)
 
-    A box's score is one anchor's class logit at one position of one FPN level, but a backward through the
+
+class _DenseBoxes:
+    """The explained boxes' scores of a torchvision RetinaNet or SSD computed again from a window of their level.
+
+    A box's score comes from one anchor's class logits at one position of one level, but a backward through the
     recorded forward runs the classification head's backward over every position of every level, once per box.
-    The head is five 3 x 3 convolutions (four with ReLUs, then the logits), so the logit at a position reads only
-    the level's window of radius 5 around it: here the head runs on each box's window alone (outside the level:
-    zero after every convolution, as its padding makes it), all boxes' windows as one batch. Each kept box is
+    The head is local: convolutions (stride 1, "same" padding), eval batch norms and pointwise activations, so an
+    anchor's logits read only the level's window of radius ``R`` (the convolutions' radii added up: 5 for
+    RetinaNet's five 3 x 3, 1 for SSDlite's depthwise 3 x 3 and 1 x 1) around its position. Here the head runs on
+    each explained box's window alone (each convolution without padding, the window shrinking to the centre, zero
+    outside the level at each convolution's input, as its padding makes it), the boxes of a level as one batch,
+    and the score is RetinaNet's sigmoid of the logit or SSD's softmax over the anchor's classes. Each box is
     matched to its anchor by its score and its box (the anchor's decoded box, as ``postprocess_detections`` and
-    the transform make it); a head with a norm layer (RetinaNet v2's group norms read the whole level), any
-    other layer, a box that does not match one anchor or a value that is not the same leaves the outputs as they
-    were. The box coordinates keep the full graph (only the score column is computed per box).
+    the transform make it). A head with any other layer (RetinaNet v2's group norms read the whole level), a box
+    that does not match one anchor, or a score that is not the same keeps the full graph. The box coordinates
+    keep the full graph (only the score column is computed per box).
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, softmax: bool) -> None:
         self.model = model
+        self.softmax = softmax  # SSD's scores; RetinaNet's: the sigmoid of one logit
         self.features: list[Tensor] | None = None
         self.head_outputs: dict[str, Tensor] | None = None
         self.anchors: list[Tensor] | None = None
 
     @classmethod
-    def attach(cls, model: nn.Module, handles: list[Any]) -> _RetinaNetBoxes | None:
+    def attach(cls, model: nn.Module, handles: list[Any]) -> _DenseBoxes | None:
         try:
             from torchvision.models.detection.retinanet import RetinaNet
+            from torchvision.models.detection.ssd import SSD
         except ImportError:  # pragma: no cover - torchvision is a dependency
             return None
-        if not isinstance(model, RetinaNet) or cls._radius(model) is None:
+        if not isinstance(model, RetinaNet | SSD):
             return None
-        boxes = cls(model)
+        boxes = cls(model, softmax=isinstance(model, SSD))
+        if boxes._layers(0) is None:
+            return None
 
         def features(_module: nn.Module, args: tuple) -> None:
             if boxes.features is None and args and isinstance(args[0], list):
@@ -361,25 +371,38 @@ class _RetinaNetBoxes:
         handles.append(model.anchor_generator.register_forward_hook(anchors))
         return boxes
 
-    @staticmethod
-    def _radius(model: nn.Module) -> int | None:
-        """How far a logit reads around its position: the count of 3 x 3 convolutions (stride 1, padding 1) of the
-        classification head, or None when it has any other layer (a norm, a stride, a dilation)."""
-        head: Any = getattr(getattr(model, "head", None), "classification_head", None)
-        if head is None or not isinstance(getattr(head, "cls_logits", None), nn.Conv2d):
-            return None
-        convolutions = [*head.conv.modules(), head.cls_logits]
-        radius = 0
-        for module in convolutions:
-            if isinstance(module, nn.Conv2d):
-                if (module.kernel_size, module.stride, module.padding, module.dilation, module.groups) != (
-                    (3, 3), (1, 1), (1, 1), (1, 1), 1
-                ):  # fmt: skip
+    def _layers(self, level: int) -> list[nn.Module] | None:
+        """The classification head's layers on ``level`` in order, or None when one is not local and pointwise
+        (a norm layer other than an eval batch norm, a stride, a dilation, padding other than "same")."""
+        head: Any = self.model.head.classification_head  # type: ignore[union-attr]
+        if self.softmax:
+            blocks = getattr(head, "module_list", None)
+            if blocks is None or level >= len(blocks):
+                return None
+            modules = list(blocks[level].modules())
+        else:
+            modules = [*head.conv.modules(), head.cls_logits]
+        leaves = [m for m in modules if not list(m.children())]
+        for m in leaves:
+            if isinstance(m, nn.Conv2d):
+                k = m.kernel_size
+                if m.stride != (1, 1) or m.dilation != (1, 1) or k[0] % 2 == 0 or k[1] % 2 == 0:
                     return None
-                radius += 1
-            elif not isinstance(module, nn.Sequential | nn.ReLU) and type(module).__name__ != "Conv2dNormActivation":
-                return None  # a norm layer (group norm: the whole level) or anything else
-        return radius
+                if m.padding != (k[0] // 2, k[1] // 2) or m.padding_mode != "zeros":
+                    return None
+            elif isinstance(m, nn.BatchNorm2d):
+                if m.training:
+                    return None
+            elif not isinstance(m, _POINTWISE):
+                return None
+        if not leaves or not isinstance(leaves[-1], nn.Conv2d):
+            return None
+        return leaves
+
+    @staticmethod
+    def _radius(layers: list[nn.Module]) -> tuple[int, int]:
+        convolutions = [m for m in layers if isinstance(m, nn.Conv2d)]
+        return sum(m.kernel_size[0] // 2 for m in convolutions), sum(m.kernel_size[1] // 2 for m in convolutions)
 
     def rescored(
         self, outputs: list[dict[str, Any]], sizes: list[tuple[int, int]], frames: list[tuple[int, int, int, int]]
@@ -388,10 +411,7 @@ class _RetinaNetBoxes:
         boxes' scores on their windows when it is called (``by_index``: only the boxes explained)."""
         if self.features is None or self.head_outputs is None or self.anchors is None:
             return outputs
-        head: Any = self.model.head.classification_head  # type: ignore[union-attr]
-        if self.head_outputs["cls_logits"].shape[1] != sum(
-            int(f.shape[-2]) * int(f.shape[-1]) * int(head.num_anchors) for f in self.features
-        ):
+        if any(self._layers(level) is None for level in range(len(self.features))):
             return outputs
         result = []
         for i, out in enumerate(outputs):
@@ -409,27 +429,32 @@ class _RetinaNetBoxes:
         self, i: int, out: dict[str, Any], indices: list[int], size: tuple[int, int], frame: tuple[int, int, int, int]
     ) -> list[Tensor] | None:
         """Boxes ``indices`` of image ``i``: each one's score with a graph of its own, through its window (None
-        when a box matches no single anchor or its value is not the same)."""
+        when a box matches no single anchor or its score is not the same)."""
         from torchvision.models.detection.transform import resize_boxes
         from torchvision.ops import boxes as box_ops
 
         model: Any = self.model
         assert self.features is not None and self.head_outputs is not None and self.anchors is not None
-        head = model.head.classification_head
         logits, regression = self.head_outputs["cls_logits"], self.head_outputs["bbox_regression"]
-        classes, per_anchor = int(head.num_classes), int(head.num_anchors)
-        radius = self._radius(model)
-        assert radius is not None
-        levels = [(int(f.shape[-2]), int(f.shape[-1])) for f in self.features]
-        starts = [0]
-        for h, w in levels:
-            starts.append(starts[-1] + h * w * per_anchor)
+        classes = int(logits.shape[-1])
+        layers = [self._layers(level) for level in range(len(self.features))]
+        starts, per_position = [0], []
+        for level, feature in enumerate(self.features):
+            last = layers[level][-1]  # type: ignore[index]
+            assert isinstance(last, nn.Conv2d)
+            if last.out_channels % classes:
+                return None
+            per_position.append(last.out_channels // classes)
+            starts.append(starts[-1] + int(feature.shape[-2]) * int(feature.shape[-1]) * per_position[-1])
+        if logits.shape[1] != starts[-1]:
+            return None
         image_shape = (frame[0], frame[1])
-        picks: list[tuple[int, int, int, int]] = []  # (level, row, col, logit index), one per box
+        detached = logits[i].detach()
+        probabilities = F.softmax(detached, dim=-1) if self.softmax else torch.sigmoid(detached)
+        picks: list[tuple[int, int, int, int, int]] = []  # (level, row, col, anchor at the position, label)
         for k in indices:
             label, score, box = int(out["labels"][k]), out["scores"][k].detach(), out["boxes"][k].detach()
-            probabilities = torch.sigmoid(logits[i, :, label].detach())
-            near = torch.nonzero((probabilities - score).abs() <= 1e-6 * float(score) + 1e-12)[:, 0]
+            near = torch.nonzero((probabilities[:, label] - score).abs() <= 1e-6 * float(score) + 1e-12)[:, 0]
             if not len(near):
                 return None
             decoded = model.box_coder.decode_single(regression[i, near].detach(), self.anchors[i][near])
@@ -438,57 +463,73 @@ class _RetinaNetBoxes:
             if int(same.sum()) != 1:
                 return None  # no anchor, or several, gave this box
             anchor = int(near[same][0])
-            level = next(li for li in range(len(levels)) if anchor < starts[li + 1])
-            position, a = divmod(anchor - starts[level], per_anchor)
-            row, col = divmod(position, levels[level][1])
-            picks.append((level, row, col, a * classes + label))
-        if not picks:
-            return []
-        size_ = 2 * radius + 1
+            level = next(li for li in range(len(self.features)) if anchor < starts[li + 1])
+            position, a = divmod(anchor - starts[level], per_position[level])
+            row, col = divmod(position, int(self.features[level].shape[-1]))
+            picks.append((level, row, col, a, label))
+        scores: list[Tensor | None] = [None] * len(picks)
+        carried: list[Tensor | None] = [None] * len(picks)
+        for level in sorted({p[0] for p in picks}):
+            chosen = [k for k, p in enumerate(picks) if p[0] == level]
+            layer_list = layers[level]
+            assert layer_list is not None
+            found = self._level_scores(i, level, [picks[k] for k in chosen], layer_list, classes)
+            for k, (value, linear) in zip(chosen, found, strict=True):
+                scores[k], carried[k] = value, linear
+        expected = out["scores"].detach()[indices]
+        if not torch.allclose(torch.stack(scores).detach(), expected, rtol=1e-4, atol=1e-7):  # type: ignore[arg-type]
+            return None
+        return carried  # type: ignore[return-value]
+
+    def _level_scores(
+        self, i: int, level: int, picks: list[tuple[int, int, int, int, int]], layers: list[nn.Module], classes: int
+    ) -> list[tuple[Tensor, Tensor]]:
+        """Each pick's ``(score, carried score)`` on ``level``: the head on the picks' windows, one batch."""
+        assert self.features is not None
+        feature = self.features[level]
+        h, w = int(feature.shape[-2]), int(feature.shape[-1])
+        ry, rx = self._radius(layers)
         windows, masks, spans = [], [], []
-        for level, row, col, _ in picks:
-            h, w = levels[level]
-            r0, r1 = max(row - radius, 0), min(row + radius + 1, h)
-            c0, c1 = max(col - radius, 0), min(col + radius + 1, w)
-            feature = self.features[level]
-            window = feature.new_zeros((feature.shape[1], size_, size_))
-            mask = feature.new_zeros((1, size_, size_))
-            rows = slice(r0 - row + radius, r1 - row + radius)
-            cols = slice(c0 - col + radius, c1 - col + radius)
+        for _, row, col, _, _ in picks:
+            r0, r1 = max(row - ry, 0), min(row + ry + 1, h)
+            c0, c1 = max(col - rx, 0), min(col + rx + 1, w)
+            window = feature.new_zeros((feature.shape[1], 2 * ry + 1, 2 * rx + 1))
+            mask = feature.new_zeros((1, 2 * ry + 1, 2 * rx + 1))
+            rows, cols = slice(r0 - row + ry, r1 - row + ry), slice(c0 - col + rx, c1 - col + rx)
             window[:, rows, cols] = feature[i, :, r0:r1, c0:c1].detach()
             mask[:, rows, cols] = 1
             windows.append(window)
             masks.append(mask)
-            spans.append((level, r0, r1, c0, c1, rows, cols))
+            spans.append((r0, r1, c0, c1, rows, cols))
         x = torch.stack(windows).requires_grad_(True)
         mask = torch.stack(masks)
-        y = x
-        for step, block in enumerate(head.conv, start=1):
-            # the block's convolution without padding: each step needs one position less on every side (the
-            # window shrinks to the centre); zero outside the level after every convolution, as its padding
-            # makes it
-            conv = next(m for m in block.modules() if isinstance(m, nn.Conv2d))
-            y = F.conv2d(y, conv.weight, conv.bias)
-            for module in block.modules():
-                if isinstance(module, nn.ReLU):
-                    y = F.relu(y)
-            y = y * mask[:, :, step:-step, step:-step]
-        # the last convolution at the centre only, for the box's own logit: a dot product with its filter
-        index = torch.tensor([p[3] for p in picks], device=y.device)
-        weight, bias = head.cls_logits.weight[index], head.cls_logits.bias[index]
-        scores = torch.sigmoid((y * weight).flatten(1).sum(dim=1) + bias)
-        expected = out["scores"].detach()[indices]
-        if not torch.allclose(scores.detach(), expected, rtol=1e-4, atol=1e-7):
-            return None
-        (gradient,) = torch.autograd.grad(scores.sum(), x)
+        y, top, left = x, 0, 0
+        for module in layers:
+            if isinstance(module, nn.Conv2d):
+                # zero outside the level at the convolution's input (what its padding makes), then the
+                # convolution without padding: the window shrinks towards its centre
+                y = y * mask[:, :, top : mask.shape[2] - top, left : mask.shape[3] - left]
+                y = F.conv2d(y, module.weight, module.bias, groups=module.groups)
+                top, left = top + module.kernel_size[0] // 2, left + module.kernel_size[1] // 2
+            else:
+                y = module(y)  # an eval batch norm or an activation: position by position
+        centre = y[:, :, 0, 0]  # (n, anchors * classes) at the picks' positions
+        rows_of = torch.tensor([a * classes for _, _, _, a, _ in picks], device=y.device)
+        if self.softmax:
+            block = centre.gather(1, rows_of[:, None] + torch.arange(classes, device=y.device)[None])
+            labels = torch.tensor([p[4] for p in picks], device=y.device)
+            values = F.softmax(block, dim=-1).gather(1, labels[:, None])[:, 0]
+        else:
+            index = rows_of + torch.tensor([p[4] for p in picks], device=y.device)
+            values = torch.sigmoid(centre.gather(1, index[:, None])[:, 0])
+        (gradient,) = torch.autograd.grad(values.sum(), x)
         # each box's score, carried by <gradient, its window of the live level> (the same gradient at the layer,
         # through that window alone) plus the detached remainder (the same value)
-        carried = []
-        for k, (level, r0, r1, c0, c1, rows, cols) in enumerate(spans):
-            live = self.features[level][i, :, r0:r1, c0:c1]
-            linear = (live * gradient[k][:, rows, cols]).sum()
-            carried.append(linear + (scores[k].detach() - linear.detach()))
-        return carried
+        found = []
+        for k, (r0, r1, c0, c1, rows, cols) in enumerate(spans):
+            linear = (feature[i, :, r0:r1, c0:c1] * gradient[k][:, rows, cols]).sum()
+            found.append((values[k].detach(), linear + (values[k].detach() - linear.detach())))
+        return found
 
 
 TORCHVISION = DetectorAdapter(_torchvision_forward, target_layer="backbone", name="torchvision")

@@ -136,7 +136,8 @@ def test_batched_backward_equals_one_backward_per_box(kind):
     loop = explain_detections(
         model, images, ["gradcam", "layercam"], score_threshold=0.0, max_detections=4, backward="loop"
     )
-    assert batched.backward == "batched" and loop.backward == "loop"
+    # SSDlite's scores are computed per box on their windows (the test of _DenseBoxes checks them)
+    assert batched.backward == ("per box" if kind == "ssdlite" else "batched") and loop.backward == "loop"
     for a, b in zip(batched.detections[0], loop.detections[0], strict=True):
         for name in ("gradcam", "layercam"):
             torch.testing.assert_close(a.raw[name], b.raw[name], atol=1e-5, rtol=1e-4)
@@ -218,7 +219,7 @@ def test_rcnn_boxes_rescored_on_their_own_proposals_equal_the_full_graph(target,
 
 @pytest.mark.parametrize("side", [64, 160])
 def test_retinanet_boxes_scored_on_their_own_windows_equal_the_full_graph(side, monkeypatch):
-    """A RetinaNet's kept boxes are scored again on a window of their own level (camlens.detection._RetinaNetBoxes:
+    """A RetinaNet's kept boxes are scored again on a window of their own level (camlens.detection._DenseBoxes:
     the head's convolutions without padding, zero outside the level after each); every box's map equals the
     hand-written gradient of its score through the full forward. At 64 px every window crosses the levels' edges,
     at 160 px most lie inside."""
@@ -229,14 +230,14 @@ def test_retinanet_boxes_scored_on_their_own_windows_equal_the_full_graph(side, 
     images = [torch.rand(3, side * 3 // 4, side, generator=torch.Generator().manual_seed(3))]
     before = snapshot(model)
     calls = []
-    scores = detection._RetinaNetBoxes._scores
+    scores = detection._DenseBoxes._scores
 
     def spy(self, *args):
         found = scores(self, *args)
         calls.append(found is not None)
         return found
 
-    monkeypatch.setattr(detection._RetinaNetBoxes, "_scores", spy)
+    monkeypatch.setattr(detection._DenseBoxes, "_scores", spy)
     module = model.backbone  # every FPN level
     outputs, kept = _forward_keeping(model, images, module)
     result = explain_detections(model, images, ["hirescam"], target_layer=module, score_threshold=0.0,
@@ -260,6 +261,59 @@ def test_retinanet_boxes_scored_on_their_own_windows_equal_the_full_graph(side, 
                                  align_corners=False)[0, 0]  # fmt: skip
         scale = float(expected.abs().max()) + 1e-12
         assert scale > 1e-12
+        torch.testing.assert_close(d.raw["hirescam"], expected, atol=1e-5 * scale, rtol=1e-4)
+
+
+def test_ssdlite_boxes_scored_on_their_own_windows_equal_the_full_graph(monkeypatch):
+    """SSDlite's head (a depthwise 3 x 3 with its batch norm and ReLU6, then a 1 x 1 per level) and SSD's softmax
+    over the anchor's classes: every box's map through its window equals the gradient through the full forward."""
+    import camlens.detection as detection
+
+    torch.manual_seed(0)
+    model = tvd.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=4, score_thresh=0.0)
+    for module in model.modules():  # larger weights than the initialisation's, so that the maps are not ~1e-18
+        if isinstance(module, nn.Conv2d):
+            nn.init.normal_(module.weight, std=0.2)
+    model.eval()
+    images = _images()[:1]
+    calls = []
+    scores = detection._DenseBoxes._scores
+    monkeypatch.setattr(detection._DenseBoxes, "_scores",
+                        lambda self, *a: calls.append(1) or scores(self, *a))  # fmt: skip
+    module = model.backbone
+    # SSDlite's levels are chained inside its backbone (each extra block reads the level before): each level is
+    # explained as the head's own input (camlens' hook hands the head fresh leaves), so the hand-written
+    # gradient is taken at leaves handed on in the same way
+    kept = {}
+
+    def leaves(_m, _i, output):
+        kept["out"] = {k: v.detach().requires_grad_(True) for k, v in output.items()}
+        return type(output)(kept["out"])
+
+    handle = module.register_forward_hook(leaves)
+    try:
+        with torch.enable_grad():
+            outputs = model([im.clone() for im in images])
+    finally:
+        handle.remove()
+    result = explain_detections(model, images, ["hirescam"], target_layer=module, score_threshold=0.0,
+                                max_detections=8)  # fmt: skip
+    assert calls == [1] and result.backward == "per box"
+    levels = list(kept["out"].values())
+    transformed, _ = model.transform([im.clone() for im in images])
+    h, w = transformed.image_sizes[0]
+    grid = transformed.tensors.shape[-2:]
+    for d in result.detections[0]:
+        grads = torch.autograd.grad(outputs[0]["scores"][d.index], levels, retain_graph=True, allow_unused=True)
+        total = torch.zeros(grid)
+        for a, g in zip(levels, grads, strict=True):
+            if g is not None:
+                signed = (g[0] * a[0].detach()).sum(0)
+                total += F.interpolate(signed[None, None], size=grid, mode="bilinear", align_corners=False)[0, 0]
+        expected = F.interpolate(total[None, None, :h, :w], size=images[0].shape[-2:], mode="bilinear",
+                                 align_corners=False)[0, 0]  # fmt: skip
+        scale = float(expected.abs().max())
+        assert scale > 1e-6
         torch.testing.assert_close(d.raw["hirescam"], expected, atol=1e-5 * scale, rtol=1e-4)
 
 
