@@ -90,6 +90,21 @@ def _hand_cam(model: nn.Module, images: list[torch.Tensor], image: int, box: int
     return cam, outputs[image]["boxes"][box].detach(), float(outputs[image]["scores"][box].detach())
 
 
+def _hand_signed_map(model: nn.Module, image: torch.Tensor, value: torch.Tensor, levels: list[torch.Tensor]):
+    """HiResCAM's signed map of one box by hand (one image): ``sum_k g_k * A_k`` of ``value``'s gradient at each
+    level, upsampled onto the network's input grid and summed, cropped to the resized image, resized back."""
+    grads = torch.autograd.grad(value, levels, retain_graph=True, allow_unused=True)
+    transformed, _ = model.transform([image.clone()])
+    h, w = transformed.image_sizes[0]
+    grid = transformed.tensors.shape[-2:]
+    total = torch.zeros(grid)
+    for a, g in zip(levels, grads, strict=True):
+        if g is not None:
+            signed = (g[0] * a[0].detach()).sum(0)
+            total += F.interpolate(signed[None, None], size=grid, mode="bilinear", align_corners=False)[0, 0]
+    return F.interpolate(total[None, None, :h, :w], size=image.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
+
+
 @pytest.mark.parametrize(
     ("kind", "layer", "method"),
     [
@@ -198,20 +213,11 @@ def test_rcnn_boxes_rescored_on_their_own_proposals_equal_the_full_graph(target,
     )
     assert taken == [True] and result.backward == "per box"
     levels = list(kept["out"].values())
-    transformed, _ = model.transform([im.clone() for im in images])
-    h, w = transformed.image_sizes[0]
-    grid = transformed.tensors.shape[-2:]
     found = result.detections[0]
     assert len(found) == 12
     for d in found:
         value = outputs[0]["scores"][d.index] if target == "score" else outputs[0]["boxes"][d.index, 1]
-        grads = torch.autograd.grad(value, levels, retain_graph=True, allow_unused=True)
-        total = torch.zeros(grid)
-        for a, g in zip(levels, grads, strict=True):
-            if g is not None:
-                signed = (g[0] * a[0].detach()).sum(0)
-                total += F.interpolate(signed[None, None], size=grid, mode="bilinear", align_corners=False)[0, 0]
-        expected = F.interpolate(total[None, None, :h, :w], size=(48, 64), mode="bilinear", align_corners=False)[0, 0]
+        expected = _hand_signed_map(model, images[0], value, levels)
         scale = float(expected.abs().max()) + 1e-12
         torch.testing.assert_close(d.raw["hirescam"], expected, atol=1e-5 * scale, rtol=1e-4)
         assert d.box == pytest.approx(outputs[0]["boxes"][d.index].tolist(), abs=1e-3)
@@ -245,20 +251,10 @@ def test_retinanet_boxes_scored_on_their_own_windows_equal_the_full_graph(side, 
     assert_untouched(model, before)
     assert calls == [True] and result.backward == "per box"
     levels = list(kept["out"].values())
-    transformed, _ = model.transform([im.clone() for im in images])
-    h, w = transformed.image_sizes[0]
-    grid = transformed.tensors.shape[-2:]
     found = result.detections[0]
     assert len(found) == 16
     for d in found:
-        grads = torch.autograd.grad(outputs[0]["scores"][d.index], levels, retain_graph=True, allow_unused=True)
-        total = torch.zeros(grid)
-        for a, g in zip(levels, grads, strict=True):
-            if g is not None:
-                signed = (g[0] * a[0].detach()).sum(0)
-                total += F.interpolate(signed[None, None], size=grid, mode="bilinear", align_corners=False)[0, 0]
-        expected = F.interpolate(total[None, None, :h, :w], size=images[0].shape[-2:], mode="bilinear",
-                                 align_corners=False)[0, 0]  # fmt: skip
+        expected = _hand_signed_map(model, images[0], outputs[0]["scores"][d.index], levels)
         scale = float(expected.abs().max()) + 1e-12
         assert scale > 1e-12
         torch.testing.assert_close(d.raw["hirescam"], expected, atol=1e-5 * scale, rtol=1e-4)
@@ -300,18 +296,8 @@ def test_ssdlite_boxes_scored_on_their_own_windows_equal_the_full_graph(monkeypa
                                 max_detections=8)  # fmt: skip
     assert calls == [1] and result.backward == "per box"
     levels = list(kept["out"].values())
-    transformed, _ = model.transform([im.clone() for im in images])
-    h, w = transformed.image_sizes[0]
-    grid = transformed.tensors.shape[-2:]
     for d in result.detections[0]:
-        grads = torch.autograd.grad(outputs[0]["scores"][d.index], levels, retain_graph=True, allow_unused=True)
-        total = torch.zeros(grid)
-        for a, g in zip(levels, grads, strict=True):
-            if g is not None:
-                signed = (g[0] * a[0].detach()).sum(0)
-                total += F.interpolate(signed[None, None], size=grid, mode="bilinear", align_corners=False)[0, 0]
-        expected = F.interpolate(total[None, None, :h, :w], size=images[0].shape[-2:], mode="bilinear",
-                                 align_corners=False)[0, 0]  # fmt: skip
+        expected = _hand_signed_map(model, images[0], outputs[0]["scores"][d.index], levels)
         scale = float(expected.abs().max())
         assert scale > 1e-6
         torch.testing.assert_close(d.raw["hirescam"], expected, atol=1e-5 * scale, rtol=1e-4)
