@@ -24,6 +24,8 @@ from torch import nn
 from torchvision.models import detection as tvd
 from torchvision.models import resnet18
 from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+from torchvision.models.detection.ssd import SSD
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 from camlens.detection import explain_detections
@@ -38,7 +40,7 @@ def detectors(size: int) -> dict[str, nn.Module]:
             resnet18(weights=None), 5, returned_layers=[2, 3, 4], extra_blocks=LastLevelP6P7(256, 256)
         )
 
-    return {
+    found = {
         "Faster R-CNN MobileNetV3-FPN": tvd.fasterrcnn_mobilenet_v3_large_fpn(
             weights=None, weights_backbone=None, num_classes=91, box_score_thresh=0.0, **fpn
         ).eval(),
@@ -48,6 +50,25 @@ def detectors(size: int) -> dict[str, nn.Module]:
             weights=None, weights_backbone=None, num_classes=91, score_thresh=0.0
         ).eval(),
     }
+    try:  # ultralytics YOLOv8n from its config (random weights), 80 classes
+        from ultralytics.nn.tasks import DetectionModel
+
+        yolo = DetectionModel("yolov8n.yaml", nc=80, verbose=False).eval()
+        with torch.no_grad():  # class biases at 0 (scores near 0.5): the initial ones leave no box above 0.001
+            for branch in yolo.model[-1].cv3:
+                branch[-1].bias.zero_()
+        found["YOLOv8n"] = yolo
+    except ImportError:
+        pass
+    try:  # Hugging Face DETR with its default configuration (ResNet-50, 6 + 6 layers, 100 queries), random weights
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        config = transformers.DetrConfig(use_timm_backbone=True, backbone="resnet50", use_pretrained_backbone=False)
+        found["DETR ResNet-50"] = transformers.DetrForObjectDetection(config).eval()
+    except ImportError:
+        pass
+    return found
 
 
 def timed(function: Callable[[], object]) -> float:
@@ -61,7 +82,14 @@ def plain_forwards(model: nn.Module, image: torch.Tensor, count: int, batch: int
         done = 0
         while done < count:
             n = min(batch, count - done)
-            model([image.clone() for _ in range(n)])
+            if isinstance(model, GeneralizedRCNN | tvd.RetinaNet | tvd.FCOS | SSD):
+                model([image.clone() for _ in range(n)])
+            elif hasattr(model, "config"):  # Hugging Face: a batch of pixel values (camlens normalises them)
+                model(pixel_values=torch.stack([image] * n))
+            else:  # ultralytics: a batch padded to multiples of the stride, as camlens' adapter pads it
+                h, w = image.shape[-2:]
+                padded = torch.nn.functional.pad(image, (0, -w % 32, 0, -h % 32), value=114 / 255)
+                model(torch.stack([padded] * n))
             done += n
 
 

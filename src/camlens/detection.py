@@ -316,6 +316,46 @@ class _RCNNBoxes:
 _POINTWISE = (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.SiLU, nn.Identity)
 
 
+def _same_gradient(live: Tensor, carried: Tensor | None, feature: Tensor) -> bool:
+    """Whether a box's score computed on its window has the gradient of its score through the whole head at the
+    head's input ``feature``: one full backward, for the first box, as a check that the window is the head's."""
+    if carried is None or live.grad_fn is None:
+        return False
+    (full,) = torch.autograd.grad(live, feature, retain_graph=True, allow_unused=True)
+    (window,) = torch.autograd.grad(carried, feature, retain_graph=True, allow_unused=True)
+    if full is None or window is None:
+        return False
+    return bool(torch.allclose(window, full, rtol=1e-3, atol=1e-5 * (float(full.abs().max()) + 1e-30)))
+
+
+def _every_module(module: nn.Module) -> list[nn.Module]:
+    """``module`` and its submodules in call order, a module used twice listed twice (ultralytics' ``Conv``
+    blocks share one ``SiLU``: ``modules()`` would list it once)."""
+    return [m for _, m in module.named_modules(remove_duplicate=False)]
+
+
+def _local_layers(modules: list[nn.Module]) -> list[nn.Module] | None:
+    """The leaf layers of a head, in order, when each works position by position or on a "same"-padded window
+    (convolutions of stride 1 and odd kernels, eval batch norms, pointwise activations) and the last is a
+    convolution; else None."""
+    leaves = [m for m in modules if not list(m.children())]
+    for m in leaves:
+        if isinstance(m, nn.Conv2d):
+            k = m.kernel_size
+            if m.stride != (1, 1) or m.dilation != (1, 1) or k[0] % 2 == 0 or k[1] % 2 == 0:
+                return None
+            if m.padding != (k[0] // 2, k[1] // 2) or m.padding_mode != "zeros":
+                return None
+        elif isinstance(m, nn.BatchNorm2d):
+            if m.training:
+                return None
+        elif not isinstance(m, _POINTWISE):
+            return None
+    if not leaves or not isinstance(leaves[-1], nn.Conv2d):
+        return None
+    return leaves
+
+
 class _DenseBoxes:
     """The explained boxes' scores of a torchvision RetinaNet or SSD computed again from a window of their level.
 
@@ -379,25 +419,10 @@ class _DenseBoxes:
             blocks = getattr(head, "module_list", None)
             if blocks is None or level >= len(blocks):
                 return None
-            modules = list(blocks[level].modules())
+            modules = _every_module(blocks[level])
         else:
-            modules = [*head.conv.modules(), head.cls_logits]
-        leaves = [m for m in modules if not list(m.children())]
-        for m in leaves:
-            if isinstance(m, nn.Conv2d):
-                k = m.kernel_size
-                if m.stride != (1, 1) or m.dilation != (1, 1) or k[0] % 2 == 0 or k[1] % 2 == 0:
-                    return None
-                if m.padding != (k[0] // 2, k[1] // 2) or m.padding_mode != "zeros":
-                    return None
-            elif isinstance(m, nn.BatchNorm2d):
-                if m.training:
-                    return None
-            elif not isinstance(m, _POINTWISE):
-                return None
-        if not leaves or not isinstance(leaves[-1], nn.Conv2d):
-            return None
-        return leaves
+            modules = [*_every_module(head.conv), head.cls_logits]
+        return _local_layers(modules)
 
     @staticmethod
     def _radius(layers: list[nn.Module]) -> tuple[int, int]:
@@ -478,6 +503,8 @@ class _DenseBoxes:
                 scores[k], carried[k] = value, linear
         expected = out["scores"].detach()[indices]
         if not torch.allclose(torch.stack(scores).detach(), expected, rtol=1e-4, atol=1e-7):  # type: ignore[arg-type]
+            return None
+        if not _same_gradient(out["scores"][indices[0]], carried[0], self.features[picks[0][0]]):
             return None
         return carried  # type: ignore[return-value]
 
@@ -571,7 +598,16 @@ def _yolo_forward(
     batch = torch.stack(
         [F.pad(im, (0, grid_w - w, 0, grid_h - h), value=YOLO_PAD) for im, (h, w) in zip(images, rows, strict=True)]
     )
-    output = model(batch)
+    windows = _YoloBoxes.attach(model)
+    try:
+        output = model(batch)
+    finally:
+        if windows is not None:
+            windows.detach_hook()
+    # scored per box only when the recorded graph starts at the target layer (the layer's hook turned autograd on;
+    # under the guided rule it starts at the input, and the head's activations must take that rule)
+    if not torch.is_grad_enabled() or batch.requires_grad or any(im.requires_grad for im in images):
+        windows = None
     raw = output[0] if isinstance(output, list | tuple) else output  # (B, 4 + classes, anchors)
     found: list[Mapping[str, Any]] = []
     for b, (h, w) in enumerate(rows):
@@ -582,17 +618,93 @@ def _yolo_forward(
         candidates = (best > confidence).nonzero()[:, 0] if confidence > 0 else torch.arange(best.numel())
         keep = batched_nms(boxes.detach()[candidates], best[candidates], labels[candidates], YOLO_NMS_IOU)
         anchors = candidates[keep[:YOLO_MAX_BOXES]]
-        found.append(
-            dict(
-                boxes=boxes[anchors],
-                labels=labels[anchors],
-                scores=classes[labels[anchors], anchors],
-                class_scores=classes[:, anchors].T,
-                frame=(h, w, grid_h, grid_w),
-                anchors=anchors,
-            )
+        item = dict(
+            boxes=boxes[anchors],
+            labels=labels[anchors],
+            scores=classes[labels[anchors], anchors],
+            class_scores=classes[:, anchors].T,
+            frame=(h, w, grid_h, grid_w),
+            anchors=anchors,
         )
+        if windows is not None and windows.features is not None:
+            item["independent_boxes"] = windows.scorer(b, item)
+        found.append(item)
     return found
+
+
+class _YoloBoxes:
+    """The explained boxes' class scores of an ultralytics YOLO (v8/11) from a window of their own level.
+
+    A box's score is the sigmoid of one class logit of the classification branch (``cv3``) at its anchor's
+    position; the branch is convolutions with their batch norms and SiLUs, "same"-padded, so the logit reads a
+    window of the level (radius 2 for YOLOv8's two 3 x 3). The anchor of each box is the one its NMS kept, so no
+    matching is needed; the windows are computed as :class:`_DenseBoxes` does (one batch per level, each
+    convolution without padding, zero outside the level at its input), and a score that is not the same keeps
+    the full graph. The box coordinates keep the full graph.
+    """
+
+    def __init__(self, model: nn.Module, handle: Any) -> None:
+        self.model = model
+        self.handle = handle
+        self.features: list[Tensor] | None = None
+
+    @classmethod
+    def attach(cls, model: nn.Module) -> _YoloBoxes | None:
+        head: Any = model.model[-1]  # type: ignore[index]
+        branches = getattr(head, "cv3", None)
+        if branches is None or not all(_local_layers(_every_module(b)) is not None for b in branches):
+            return None
+        boxes = cls(model, None)
+
+        def features(_module: nn.Module, args: tuple) -> None:
+            if boxes.features is None and args and isinstance(args[0], list | tuple):
+                boxes.features = list(args[0])  # the head replaces the list's items as it goes
+
+        boxes.handle = head.register_forward_pre_hook(features)
+        return boxes
+
+    def detach_hook(self) -> None:
+        self.handle.remove()
+
+    def scorer(self, b: int, item: dict[str, Any]) -> Callable[..., list[Tensor] | None]:
+        def own(column: int, indices: list[int]) -> list[Tensor] | None:
+            return self._scores(b, item, indices) if column == 0 else None  # the coordinates: the full graph
+
+        own.by_index = True  # type: ignore[attr-defined]
+        return own
+
+    def _scores(self, b: int, item: dict[str, Any], indices: list[int]) -> list[Tensor] | None:
+        assert self.features is not None
+        head: Any = self.model.model[-1]  # type: ignore[index]
+        sizes = [(int(f.shape[-2]), int(f.shape[-1])) for f in self.features]
+        starts = [0]
+        for h, w in sizes:
+            starts.append(starts[-1] + h * w)
+        picks = []
+        for k in indices:
+            anchor, label = int(item["anchors"][k]), int(item["labels"][k])
+            if anchor >= starts[-1]:
+                return None
+            level = next(li for li in range(len(sizes)) if anchor < starts[li + 1])
+            row, col = divmod(anchor - starts[level], sizes[level][1])
+            picks.append((level, row, col, 0, label))
+        dense = _DenseBoxes(self.model, softmax=False)
+        dense.features = self.features
+        values: list[Tensor | None] = [None] * len(picks)
+        carried: list[Tensor | None] = [None] * len(picks)
+        for level in sorted({p[0] for p in picks}):
+            chosen = [k for k, p in enumerate(picks) if p[0] == level]
+            layers = _local_layers(_every_module(head.cv3[level]))
+            assert layers is not None
+            found = dense._level_scores(b, level, [picks[k] for k in chosen], layers, int(head.nc))
+            for k, (value, linear) in zip(chosen, found, strict=True):
+                values[k], carried[k] = value, linear
+        expected = item["scores"].detach()[indices]
+        if not torch.allclose(torch.stack(values).detach(), expected, rtol=1e-4, atol=1e-7):  # type: ignore[arg-type]
+            return None
+        if not _same_gradient(item["scores"][indices[0]], carried[0], self.features[picks[0][0]]):
+            return None
+        return carried  # type: ignore[return-value]
 
 
 ULTRALYTICS = DetectorAdapter(_yolo_forward, target_layer=_yolo_head_name, name="ultralytics", layer_input=True)

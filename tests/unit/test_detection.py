@@ -495,7 +495,8 @@ def test_box_pointing_and_energy_use_each_maps_own_box():
     torch.testing.assert_close(box_energy(maps, boxes).values, torch.tensor([1.0, 0.5]))
 
 
-def test_yolo_box_is_the_class_score_of_its_anchor_in_the_raw_head():
+@pytest.mark.parametrize("config", ["yolov8n.yaml"])
+def test_yolo_box_is_the_class_score_of_its_anchor_in_the_raw_head(config):
     pytest.importorskip("ultralytics")
     import os
 
@@ -503,7 +504,7 @@ def test_yolo_box_is_the_class_score_of_its_anchor_in_the_raw_head():
     from ultralytics.nn.tasks import DetectionModel
 
     torch.manual_seed(0)
-    model = DetectionModel("yolov8n.yaml", nc=4, verbose=False)
+    model = DetectionModel(config, nc=4, verbose=False)
     # batch-norm statistics from one random batch, so random-weight activations keep their scale in eval mode
     norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     for m in norms:
@@ -515,7 +516,11 @@ def test_yolo_box_is_the_class_score_of_its_anchor_in_the_raw_head():
     before = snapshot(model)
     result = explain_detections(model, images, ["gradcam"], score_threshold=0.0, max_detections=2)
     assert_untouched(model, before)
-    assert result.target_layer == "model.22 (input)" and result.levels == ("0", "1", "2")
+    # each box's class score from its level's window of the classification branch (camlens.detection._YoloBoxes),
+    # checked below against the gradient through the whole head
+    assert result.backward == "per box"
+    head = f"model.{len(model.model) - 1}"
+    assert result.target_layer == f"{head} (input)" and result.levels == ("0", "1", "2")
     # by hand: the head's input levels, the padded batch, the anchor whose box and class score the result names
     # the head's inputs as leaves: each level's own gradient (in the neck, P4 and P5 are computed from P3, and the
     # derivative through those paths belongs to the layers before the head, not to the levels it reads)
@@ -547,6 +552,30 @@ def test_yolo_box_is_the_class_score_of_its_anchor_in_the_raw_head():
         total += F.interpolate(cam[None, None], size=(64, 96), mode="bilinear", align_corners=False)[0, 0]
     cam = total[:50, :64].relu()
     torch.testing.assert_close(d.maps["gradcam"], (cam - cam.min()) / (cam.max() - cam.min()), atol=2e-5, rtol=1e-4)
+
+
+def test_yolo11_boxes_on_their_windows_equal_the_full_graph():
+    # YOLO11's classification branch has depthwise convolutions; one backward per box through the whole recorded
+    # head (backward="loop") is the reference
+    pytest.importorskip("ultralytics")
+    import os
+
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    from ultralytics.nn.tasks import DetectionModel
+
+    torch.manual_seed(0)
+    model = DetectionModel("yolo11n.yaml", nc=4, verbose=False).eval()
+    with torch.no_grad():  # class biases at 0: scores near 0.5, so that boxes pass the head's confidence
+        for branch in model.model[-1].cv3:
+            branch[-1].bias.zero_()
+    images = [torch.rand(3, 64, 96, generator=torch.Generator().manual_seed(2))]
+    windows = explain_detections(model, images, ["hirescam"], score_threshold=0.0, max_detections=8)
+    loop = explain_detections(model, images, ["hirescam"], score_threshold=0.0, max_detections=8, backward="loop")
+    assert windows.backward == "per box" and loop.backward == "loop" and len(windows.detections[0]) == 8
+    for a, b in zip(windows.detections[0], loop.detections[0], strict=True):
+        scale = float(b.raw["hirescam"].abs().max())
+        assert scale > 0
+        torch.testing.assert_close(a.raw["hirescam"], b.raw["hirescam"], atol=1e-5 * scale, rtol=1e-4)
 
 
 def test_errors_name_the_problem():
