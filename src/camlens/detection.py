@@ -492,19 +492,32 @@ class _DenseBoxes:
             position, a = divmod(anchor - starts[level], per_position[level])
             row, col = divmod(position, int(self.features[level].shape[-1]))
             picks.append((level, row, col, a, label))
+        return self._checked(i, picks, lambda level: layers[level], classes, out["scores"][indices])
+
+    def _checked(
+        self,
+        i: int,
+        picks: list[tuple[int, int, int, int, int]],
+        layers_of: Callable[[int], list[nn.Module] | None],
+        classes: int,
+        live: Tensor,
+    ) -> list[Tensor] | None:
+        """The picks' carried scores, level by level (:meth:`_level_scores`), or None unless every score equals
+        the model's (``live``, in the picks' order) and the first pick's gradient equals the one through the whole
+        head."""
+        assert self.features is not None
         scores: list[Tensor | None] = [None] * len(picks)
         carried: list[Tensor | None] = [None] * len(picks)
         for level in sorted({p[0] for p in picks}):
             chosen = [k for k, p in enumerate(picks) if p[0] == level]
-            layer_list = layers[level]
-            assert layer_list is not None
-            found = self._level_scores(i, level, [picks[k] for k in chosen], layer_list, classes)
+            layers = layers_of(level)
+            assert layers is not None
+            found = self._level_scores(i, level, [picks[k] for k in chosen], layers, classes)
             for k, (value, linear) in zip(chosen, found, strict=True):
                 scores[k], carried[k] = value, linear
-        expected = out["scores"].detach()[indices]
-        if not torch.allclose(torch.stack(scores).detach(), expected, rtol=1e-4, atol=1e-7):  # type: ignore[arg-type]
+        if not torch.allclose(torch.stack(scores).detach(), live.detach(), rtol=1e-4, atol=1e-7):  # type: ignore[arg-type]
             return None
-        if not _same_gradient(out["scores"][indices[0]], carried[0], self.features[picks[0][0]]):
+        if not _same_gradient(live[0], carried[0], self.features[picks[0][0]]):
             return None
         return carried  # type: ignore[return-value]
 
@@ -690,21 +703,9 @@ class _YoloBoxes:
             picks.append((level, row, col, 0, label))
         dense = _DenseBoxes(self.model, softmax=False)
         dense.features = self.features
-        values: list[Tensor | None] = [None] * len(picks)
-        carried: list[Tensor | None] = [None] * len(picks)
-        for level in sorted({p[0] for p in picks}):
-            chosen = [k for k, p in enumerate(picks) if p[0] == level]
-            layers = _local_layers(_every_module(head.cv3[level]))
-            assert layers is not None
-            found = dense._level_scores(b, level, [picks[k] for k in chosen], layers, int(head.nc))
-            for k, (value, linear) in zip(chosen, found, strict=True):
-                values[k], carried[k] = value, linear
-        expected = item["scores"].detach()[indices]
-        if not torch.allclose(torch.stack(values).detach(), expected, rtol=1e-4, atol=1e-7):  # type: ignore[arg-type]
-            return None
-        if not _same_gradient(item["scores"][indices[0]], carried[0], self.features[picks[0][0]]):
-            return None
-        return carried  # type: ignore[return-value]
+        return dense._checked(
+            b, picks, lambda level: _local_layers(_every_module(head.cv3[level])), int(head.nc), item["scores"][indices]
+        )
 
 
 ULTRALYTICS = DetectorAdapter(_yolo_forward, target_layer=_yolo_head_name, name="ultralytics", layer_input=True)
