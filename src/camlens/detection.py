@@ -319,7 +319,7 @@ _POINTWISE = (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.SiLU, nn.Identity)
 def _same_gradient(live: Tensor, carried: Tensor | None, feature: Tensor) -> bool:
     """Whether a box's score computed on its window has the gradient of its score through the whole head at the
     head's input ``feature``: one full backward, for the first box, as a check that the window is the head's."""
-    if carried is None or live.grad_fn is None:
+    if carried is None or live.grad_fn is None or carried.grad_fn is None or not feature.requires_grad:
         return False
     (full,) = torch.autograd.grad(live, feature, retain_graph=True, allow_unused=True)
     (window,) = torch.autograd.grad(carried, feature, retain_graph=True, allow_unused=True)
@@ -413,15 +413,21 @@ class _DenseBoxes:
 
     def _layers(self, level: int) -> list[nn.Module] | None:
         """The classification head's layers on ``level`` in order, or None when one is not local and pointwise
-        (a norm layer other than an eval batch norm, a stride, a dilation, padding other than "same")."""
-        head: Any = self.model.head.classification_head  # type: ignore[union-attr]
+        (a norm layer other than an eval batch norm, a stride, a dilation, padding other than "same"), or the
+        head is not torchvision's (a user's ``head=``)."""
+        head: Any = getattr(getattr(self.model, "head", None), "classification_head", None)
+        if head is None:
+            return None
         if self.softmax:
             blocks = getattr(head, "module_list", None)
-            if blocks is None or level >= len(blocks):
+            if not isinstance(blocks, nn.ModuleList) or level >= len(blocks):
                 return None
             modules = _every_module(blocks[level])
         else:
-            modules = [*_every_module(head.conv), head.cls_logits]
+            conv, logits = getattr(head, "conv", None), getattr(head, "cls_logits", None)
+            if not isinstance(conv, nn.Module) or not isinstance(logits, nn.Conv2d):
+                return None
+            modules = [*_every_module(conv), logits]
         return _local_layers(modules)
 
     @staticmethod
@@ -506,6 +512,8 @@ class _DenseBoxes:
         the model's (``live``, in the picks' order) and the first pick's gradient equals the one through the whole
         head."""
         assert self.features is not None
+        if not all(self.features[p[0]].requires_grad for p in picks):
+            return None  # a level computed before the target layer (or a layer inside the head): the full graph
         scores: list[Tensor | None] = [None] * len(picks)
         carried: list[Tensor | None] = [None] * len(picks)
         for level in sorted({p[0] for p in picks}):

@@ -327,7 +327,8 @@ def to_batch(
     tensors = []
     for rgb in images:
         if rgb.dtype == np.uint8:  # unit_range's uint8 / 255 in torch: the same float32 values, on every core
-            t = torch.from_numpy(np.ascontiguousarray(rgb)).to(torch.float32).div_(255.0).permute(2, 0, 1)[None]
+            pixels = rgb if rgb.flags.c_contiguous and rgb.flags.writeable else np.array(rgb)  # (from_numpy warns)
+            t = torch.from_numpy(pixels).to(torch.float32).div_(255.0).permute(2, 0, 1)[None]
         else:
             t = torch.from_numpy(unit_range(rgb)).permute(2, 0, 1)[None]
         antialias = t.shape[-2] > size[0] or t.shape[-1] > size[1]

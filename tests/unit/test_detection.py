@@ -303,6 +303,41 @@ def test_ssdlite_boxes_scored_on_their_own_windows_equal_the_full_graph(monkeypa
         torch.testing.assert_close(d.raw["hirescam"], expected, atol=1e-5 * scale, rtol=1e-4)
 
 
+@pytest.mark.parametrize("layer", ["backbone.extra.0", "head.classification_head.module_list.0"])
+def test_a_layer_that_feeds_some_levels_or_sits_in_the_head_keeps_the_full_graph(layer):
+    # a level the head reads but the target layer does not feed (or the head's own input, before a layer inside
+    # the head) has no gradient: the windows cannot carry the boxes' scores there, and the full graph is kept
+    model = detector("ssdlite")
+    images = _images()[:1]
+    auto = explain_detections(model, images, ["gradcam"], target_layer=layer, score_threshold=0.0, max_detections=3)
+    batched = explain_detections(model, images, ["gradcam"], target_layer=layer, score_threshold=0.0,
+                                 max_detections=3, backward="batched")  # fmt: skip
+    assert auto.backward != "per box"
+    for a, b in zip(auto.detections[0], batched.detections[0], strict=True):
+        torch.testing.assert_close(a.raw["gradcam"], b.raw["gradcam"])
+
+
+def test_a_retinanet_with_its_own_head_is_explained_through_the_full_graph():
+    # a user's head= without torchvision's classification head layout: no windows, and no AttributeError
+    from torchvision.models.detection.retinanet import RetinaNetHead
+
+    class Head(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = RetinaNetHead(256, 9, 4)
+
+        def forward(self, x):
+            return self.inner(x)
+
+        def compute_loss(self, *args):  # pragma: no cover - training only
+            return self.inner.compute_loss(*args)
+
+    torch.manual_seed(0)
+    model = tvd.RetinaNet(_resnet18_fpn(), num_classes=4, head=Head(), score_thresh=0.0, **SIZE).eval()
+    result = explain_detections(model, _images()[:1], ["gradcam"], score_threshold=0.0, max_detections=2)
+    assert result.backward != "per box" and len(result.detections[0]) == 2
+
+
 def test_a_retinanet_head_with_group_norms_keeps_the_full_graph():
     # a group norm reads the whole level, so a window does not give a box's logit: the batched backward is kept
     import functools as ft
