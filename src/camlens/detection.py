@@ -314,6 +314,7 @@ class _RCNNBoxes:
 
 
 _POINTWISE = (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.SiLU, nn.Identity)
+_AnchorPick = tuple[int, int, int, int, int]  # (level, row, col, anchor at the position, label)
 
 
 def _same_gradient(live: Tensor, carried: Tensor | None, feature: Tensor) -> bool:
@@ -430,11 +431,6 @@ class _DenseBoxes:
             modules = [*_every_module(conv), logits]
         return _local_layers(modules)
 
-    @staticmethod
-    def _radius(layers: list[nn.Module]) -> tuple[int, int]:
-        convolutions = [m for m in layers if isinstance(m, nn.Conv2d)]
-        return sum(m.kernel_size[0] // 2 for m in convolutions), sum(m.kernel_size[1] // 2 for m in convolutions)
-
     def rescored(
         self, outputs: list[dict[str, Any]], sizes: list[tuple[int, int]], frames: list[tuple[int, int, int, int]]
     ) -> list[dict[str, Any]]:
@@ -442,25 +438,33 @@ class _DenseBoxes:
         boxes' scores on their windows when it is called (``by_index``: only the boxes explained)."""
         if self.features is None or self.head_outputs is None or self.anchors is None:
             return outputs
-        if any(self._layers(level) is None for level in range(len(self.features))):
+        found = [self._layers(level) for level in range(len(self.features))]
+        if any(layers is None for layers in found):
             return outputs
+        levels: list[list[nn.Module]] = found  # type: ignore[assignment]
         result = []
         for i, out in enumerate(outputs):
 
             def own(column: int, indices: list[int], i: int = i, out: dict[str, Any] = out) -> list[Tensor] | None:
                 if column != 0:
                     return None  # the box coordinates keep the full graph
-                return self._scores(i, out, indices, sizes[i], frames[i])
+                return self._scores(i, out, indices, sizes[i], frames[i], levels)
 
             own.by_index = True  # type: ignore[attr-defined]
             result.append({**out, "independent_boxes": own})
         return result
 
     def _scores(
-        self, i: int, out: dict[str, Any], indices: list[int], size: tuple[int, int], frame: tuple[int, int, int, int]
+        self,
+        i: int,
+        out: dict[str, Any],
+        indices: list[int],
+        size: tuple[int, int],
+        frame: tuple[int, int, int, int],
+        layers: list[list[nn.Module]],
     ) -> list[Tensor] | None:
         """Boxes ``indices`` of image ``i``: each one's score with a graph of its own, through its window (None
-        when a box matches no single anchor or its score is not the same)."""
+        when a box matches no single anchor or its score is not the same); ``layers``: each level's head."""
         from torchvision.models.detection.transform import resize_boxes
         from torchvision.ops import boxes as box_ops
 
@@ -468,10 +472,9 @@ class _DenseBoxes:
         assert self.features is not None and self.head_outputs is not None and self.anchors is not None
         logits, regression = self.head_outputs["cls_logits"], self.head_outputs["bbox_regression"]
         classes = int(logits.shape[-1])
-        layers = [self._layers(level) for level in range(len(self.features))]
         starts, per_position = [0], []
         for level, feature in enumerate(self.features):
-            last = layers[level][-1]  # type: ignore[index]
+            last = layers[level][-1]
             assert isinstance(last, nn.Conv2d)
             if last.out_channels % classes:
                 return None
@@ -482,7 +485,7 @@ class _DenseBoxes:
         image_shape = (frame[0], frame[1])
         detached = logits[i].detach()
         probabilities = F.softmax(detached, dim=-1) if self.softmax else torch.sigmoid(detached)
-        picks: list[tuple[int, int, int, int, int]] = []  # (level, row, col, anchor at the position, label)
+        picks: list[_AnchorPick] = []
         for k in indices:
             label, score, box = int(out["labels"][k]), out["scores"][k].detach(), out["boxes"][k].detach()
             near = torch.nonzero((probabilities[:, label] - score).abs() <= 1e-6 * float(score) + 1e-12)[:, 0]
@@ -498,86 +501,88 @@ class _DenseBoxes:
             position, a = divmod(anchor - starts[level], per_position[level])
             row, col = divmod(position, int(self.features[level].shape[-1]))
             picks.append((level, row, col, a, label))
-        return self._checked(i, picks, lambda level: layers[level], classes, out["scores"][indices])
+        return _window_scores(self.features, i, picks, layers, classes, out["scores"][indices], self.softmax)
 
-    def _checked(
-        self,
-        i: int,
-        picks: list[tuple[int, int, int, int, int]],
-        layers_of: Callable[[int], list[nn.Module] | None],
-        classes: int,
-        live: Tensor,
-    ) -> list[Tensor] | None:
-        """The picks' carried scores, level by level (:meth:`_level_scores`), or None unless every score equals
-        the model's (``live``, in the picks' order) and the first pick's gradient equals the one through the whole
-        head."""
-        assert self.features is not None
-        if not all(self.features[p[0]].requires_grad for p in picks):
-            return None  # a level computed before the target layer (or a layer inside the head): the full graph
-        scores: list[Tensor | None] = [None] * len(picks)
-        carried: list[Tensor | None] = [None] * len(picks)
-        for level in sorted({p[0] for p in picks}):
-            chosen = [k for k, p in enumerate(picks) if p[0] == level]
-            layers = layers_of(level)
-            assert layers is not None
-            found = self._level_scores(i, level, [picks[k] for k in chosen], layers, classes)
-            for k, (value, linear) in zip(chosen, found, strict=True):
-                scores[k], carried[k] = value, linear
-        if not torch.allclose(torch.stack(scores).detach(), live.detach(), rtol=1e-4, atol=1e-7):  # type: ignore[arg-type]
-            return None
-        if not _same_gradient(live[0], carried[0], self.features[picks[0][0]]):
-            return None
-        return carried  # type: ignore[return-value]
 
-    def _level_scores(
-        self, i: int, level: int, picks: list[tuple[int, int, int, int, int]], layers: list[nn.Module], classes: int
-    ) -> list[tuple[Tensor, Tensor]]:
-        """Each pick's ``(score, carried score)`` on ``level``: the head on the picks' windows, one batch."""
-        assert self.features is not None
-        feature = self.features[level]
-        h, w = int(feature.shape[-2]), int(feature.shape[-1])
-        ry, rx = self._radius(layers)
-        windows, masks, spans = [], [], []
-        for _, row, col, _, _ in picks:
-            r0, r1 = max(row - ry, 0), min(row + ry + 1, h)
-            c0, c1 = max(col - rx, 0), min(col + rx + 1, w)
-            window = feature.new_zeros((feature.shape[1], 2 * ry + 1, 2 * rx + 1))
-            mask = feature.new_zeros((1, 2 * ry + 1, 2 * rx + 1))
-            rows, cols = slice(r0 - row + ry, r1 - row + ry), slice(c0 - col + rx, c1 - col + rx)
-            window[:, rows, cols] = feature[i, :, r0:r1, c0:c1].detach()
-            mask[:, rows, cols] = 1
-            windows.append(window)
-            masks.append(mask)
-            spans.append((r0, r1, c0, c1, rows, cols))
-        x = torch.stack(windows).requires_grad_(True)
-        mask = torch.stack(masks)
-        y, top, left = x, 0, 0
-        for module in layers:
-            if isinstance(module, nn.Conv2d):
-                # zero outside the level at the convolution's input (what its padding makes), then the
-                # convolution without padding: the window shrinks towards its centre
-                y = y * mask[:, :, top : mask.shape[2] - top, left : mask.shape[3] - left]
-                y = F.conv2d(y, module.weight, module.bias, groups=module.groups)
-                top, left = top + module.kernel_size[0] // 2, left + module.kernel_size[1] // 2
-            else:
-                y = module(y)  # an eval batch norm or an activation: position by position
-        centre = y[:, :, 0, 0]  # (n, anchors * classes) at the picks' positions
-        rows_of = torch.tensor([a * classes for _, _, _, a, _ in picks], device=y.device)
-        if self.softmax:
-            block = centre.gather(1, rows_of[:, None] + torch.arange(classes, device=y.device)[None])
-            labels = torch.tensor([p[4] for p in picks], device=y.device)
-            values = F.softmax(block, dim=-1).gather(1, labels[:, None])[:, 0]
+def _window_scores(
+    features: list[Tensor],
+    i: int,
+    picks: list[_AnchorPick],
+    layers: list[list[nn.Module]],
+    classes: int,
+    live: Tensor,
+    softmax: bool,
+) -> list[Tensor] | None:
+    """The picks' carried scores of image ``i``, level by level (:func:`_level_window_scores`; ``layers``: each
+    level's head), or None unless every score equals the model's (``live``, in the picks' order) and the first
+    pick's gradient equals the one through the whole head."""
+    if not all(features[p[0]].requires_grad for p in picks):
+        return None  # a level computed before the target layer (or a layer inside the head): the full graph
+    scores: list[Tensor | None] = [None] * len(picks)
+    carried: list[Tensor | None] = [None] * len(picks)
+    for level in sorted({p[0] for p in picks}):
+        chosen = [k for k, p in enumerate(picks) if p[0] == level]
+        found = _level_window_scores(features[level], i, [picks[k] for k in chosen], layers[level], classes, softmax)
+        for k, (value, linear) in zip(chosen, found, strict=True):
+            scores[k], carried[k] = value, linear
+    if not torch.allclose(torch.stack(scores).detach(), live.detach(), rtol=1e-4, atol=1e-7):  # type: ignore[arg-type]
+        return None
+    if not _same_gradient(live[0], carried[0], features[picks[0][0]]):
+        return None
+    return carried  # type: ignore[return-value]
+
+
+def _level_window_scores(
+    feature: Tensor, i: int, picks: list[_AnchorPick], layers: list[nn.Module], classes: int, softmax: bool
+) -> list[tuple[Tensor, Tensor]]:
+    """Each pick's ``(score, carried score)`` on one level (``feature``): the head ``layers`` on the picks'
+    windows, one batch; the score is the sigmoid of the pick's logit, or with ``softmax`` (SSD) the softmax over
+    its anchor's classes."""
+    h, w = int(feature.shape[-2]), int(feature.shape[-1])
+    convolutions = [m for m in layers if isinstance(m, nn.Conv2d)]
+    ry = sum(m.kernel_size[0] // 2 for m in convolutions)
+    rx = sum(m.kernel_size[1] // 2 for m in convolutions)
+    windows, masks, spans = [], [], []
+    for _, row, col, _, _ in picks:
+        r0, r1 = max(row - ry, 0), min(row + ry + 1, h)
+        c0, c1 = max(col - rx, 0), min(col + rx + 1, w)
+        window = feature.new_zeros((feature.shape[1], 2 * ry + 1, 2 * rx + 1))
+        mask = feature.new_zeros((1, 2 * ry + 1, 2 * rx + 1))
+        rows, cols = slice(r0 - row + ry, r1 - row + ry), slice(c0 - col + rx, c1 - col + rx)
+        window[:, rows, cols] = feature[i, :, r0:r1, c0:c1].detach()
+        mask[:, rows, cols] = 1
+        windows.append(window)
+        masks.append(mask)
+        spans.append((r0, r1, c0, c1, rows, cols))
+    x = torch.stack(windows).requires_grad_(True)
+    mask = torch.stack(masks)
+    y, top, left = x, 0, 0
+    for module in layers:
+        if isinstance(module, nn.Conv2d):
+            # zero outside the level at the convolution's input (what its padding makes), then the
+            # convolution without padding: the window shrinks towards its centre
+            y = y * mask[:, :, top : mask.shape[2] - top, left : mask.shape[3] - left]
+            y = F.conv2d(y, module.weight, module.bias, groups=module.groups)
+            top, left = top + module.kernel_size[0] // 2, left + module.kernel_size[1] // 2
         else:
-            index = rows_of + torch.tensor([p[4] for p in picks], device=y.device)
-            values = torch.sigmoid(centre.gather(1, index[:, None])[:, 0])
-        (gradient,) = torch.autograd.grad(values.sum(), x)
-        # each box's score, carried by <gradient, its window of the live level> (the same gradient at the layer,
-        # through that window alone) plus the detached remainder (the same value)
-        found = []
-        for k, (r0, r1, c0, c1, rows, cols) in enumerate(spans):
-            linear = (feature[i, :, r0:r1, c0:c1] * gradient[k][:, rows, cols]).sum()
-            found.append((values[k].detach(), linear + (values[k].detach() - linear.detach())))
-        return found
+            y = module(y)  # an eval batch norm or an activation: position by position
+    centre = y[:, :, 0, 0]  # (n, anchors * classes) at the picks' positions
+    rows_of = torch.tensor([a * classes for _, _, _, a, _ in picks], device=y.device)
+    if softmax:
+        block = centre.gather(1, rows_of[:, None] + torch.arange(classes, device=y.device)[None])
+        labels = torch.tensor([p[4] for p in picks], device=y.device)
+        values = F.softmax(block, dim=-1).gather(1, labels[:, None])[:, 0]
+    else:
+        index = rows_of + torch.tensor([p[4] for p in picks], device=y.device)
+        values = torch.sigmoid(centre.gather(1, index[:, None])[:, 0])
+    (gradient,) = torch.autograd.grad(values.sum(), x)
+    # each box's score, carried by <gradient, its window of the live level> (the same gradient at the layer,
+    # through that window alone) plus the detached remainder (the same value)
+    found = []
+    for k, (r0, r1, c0, c1, rows, cols) in enumerate(spans):
+        linear = (feature[i, :, r0:r1, c0:c1] * gradient[k][:, rows, cols]).sum()
+        found.append((values[k].detach(), linear + (values[k].detach() - linear.detach())))
+    return found
 
 
 TORCHVISION = DetectorAdapter(_torchvision_forward, target_layer="backbone", name="torchvision")
@@ -664,9 +669,9 @@ class _YoloBoxes:
     the full graph. The box coordinates keep the full graph.
     """
 
-    def __init__(self, model: nn.Module, handle: Any) -> None:
+    def __init__(self, model: nn.Module) -> None:
         self.model = model
-        self.handle = handle
+        self.handle: Any = None
         self.features: list[Tensor] | None = None
 
     @classmethod
@@ -675,7 +680,7 @@ class _YoloBoxes:
         branches = getattr(head, "cv3", None)
         if branches is None or not all(_local_layers(_every_module(b)) is not None for b in branches):
             return None
-        boxes = cls(model, None)
+        boxes = cls(model)
 
         def features(_module: nn.Module, args: tuple) -> None:
             if boxes.features is None and args and isinstance(args[0], list | tuple):
@@ -709,11 +714,8 @@ class _YoloBoxes:
             level = next(li for li in range(len(sizes)) if anchor < starts[li + 1])
             row, col = divmod(anchor - starts[level], sizes[level][1])
             picks.append((level, row, col, 0, label))
-        dense = _DenseBoxes(self.model, softmax=False)
-        dense.features = self.features
-        return dense._checked(
-            b, picks, lambda level: _local_layers(_every_module(head.cv3[level])), int(head.nc), item["scores"][indices]
-        )
+        layers: Any = [_local_layers(_every_module(branch)) for branch in head.cv3]  # all local: checked by attach
+        return _window_scores(self.features, b, picks, layers, int(head.nc), item["scores"][indices], softmax=False)
 
 
 ULTRALYTICS = DetectorAdapter(_yolo_forward, target_layer=_yolo_head_name, name="ultralytics", layer_input=True)
