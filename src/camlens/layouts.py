@@ -266,14 +266,17 @@ def _module_hint(module: nn.Module | None, channels_last: int, channels_first: i
     return None
 
 
+def _prefix_counts(declared: int | None) -> list[int]:
+    """The prefix-token counts to try, in order: the model's declared count then none, else 0 to 8."""
+    return list(dict.fromkeys([declared, 0])) if declared is not None else list(range(_MAX_GUESSED_PREFIX + 1))
+
+
 def _tokens(shape: tuple[int, ...], size: tuple[int, int], model: nn.Module | None) -> Layout | None:
     count = shape[1]
     declared = model_prefix_tokens(model) if model is not None else None
-    prefixes = [declared, 0] if declared is not None else list(range(_MAX_GUESSED_PREFIX + 1))
     grid_hint = model_grid(model, size) if model is not None else None
     best: tuple[float, Layout] | None = None
-    for prefix in dict.fromkeys(prefixes):
-        assert prefix is not None
+    for prefix in _prefix_counts(declared):
         rest = count - prefix
         if rest < 1:
             continue
@@ -376,10 +379,7 @@ def _volume_tokens(
     """A clip's tokens ``(B, N, C)``: after the prefix tokens, ``t x h x w`` patches on a grid the forward
     pass handed on with them (the patch count alone is ambiguous on a clip)."""
     count = shape[1]
-    declared = model_prefix_tokens(model) if model is not None else None
-    prefixes = [declared, 0] if declared is not None else list(range(_MAX_GUESSED_PREFIX + 1))
-    for prefix in dict.fromkeys(prefixes):
-        assert prefix is not None
+    for prefix in _prefix_counts(model_prefix_tokens(model) if model is not None else None):
         grid = token_grids.get(count - prefix)
         if grid is not None and grid[0] <= size[0] and grid[1] <= size[1] and grid[2] <= size[2]:
             return Layout("tokens", grid, prefix, shape)

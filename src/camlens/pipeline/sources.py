@@ -134,7 +134,7 @@ def decode(
     network: Network | None = None,
     read: Callable[[Any, Path, int | None], tuple[Any, Any]] | None = None,
 ) -> list[tuple[Path, str, Any, Any]]:
-    """Read ``(path, stem)`` items: ``(path, stem, rgb or error text, network's input, its pixels or None)``.
+    """Read ``(path, stem)`` items: ``(path, stem, rgb or error text, the network's input, its pixels, or None)``.
 
     With ``network``, each image is read with the network's channel count (:meth:`camlens.zoo.Network.read_pixels`):
     ``rgb`` is the pictures' displayable background and the fourth field the pixels the model's input is made of,
