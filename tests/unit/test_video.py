@@ -54,17 +54,24 @@ def shows_something(raw: torch.Tensor) -> bool:
     return bool(((flat.amax(1) > 0) & (flat.amax(1) > flat.amin(1))).all())
 
 
-def raw_gradcam_by_hand(model: nn.Module, layer: nn.Module, x: torch.Tensor, classes: torch.Tensor) -> tuple:
-    """``sum_k mean_tuv(dS/dA_k) A_k`` at ``layer`` (forward hook + autograd.grad), and the terms' magnitude."""
+def raw_gradcam_by_hand(
+    model: nn.Module, layer: nn.Module, x: torch.Tensor, classes: torch.Tensor, on_grid=lambda t: t
+) -> tuple:
+    """``sum_k mean_tuv(dS/dA_k) A_k`` at ``layer`` (forward hook + autograd.grad), and the terms' magnitude.
+    ``on_grid`` lays the layer's output (the first element of a block's ``(x, thw)``) out as ``(B, K, t, u, v)``."""
     kept = {}
-    handle = layer.register_forward_hook(lambda _m, _i, out: kept.setdefault("A", out))
+
+    def keep(_m: nn.Module, _i: object, out: object) -> None:  # returns None: the output goes on unchanged
+        kept.setdefault("A", out[0] if isinstance(out, tuple) else out)
+
+    handle = layer.register_forward_hook(keep)
     try:
         with torch.enable_grad():
             logits = model(x)
             (g,) = torch.autograd.grad(logits.gather(1, classes[:, None]).sum(), [kept["A"]])
     finally:
         handle.remove()
-    a = kept["A"].detach()
+    a, g = on_grid(kept["A"].detach()), on_grid(g)
     weights = g.mean(dim=(2, 3, 4))[:, :, None, None, None]  # over (t, u, v)
     return (weights * a).sum(dim=1), (weights.abs() * a.abs()).sum(dim=1).amax()
 
@@ -340,24 +347,11 @@ def raw_gradcam_on_clip_tokens(
 ) -> torch.Tensor:
     """Grad-CAM's signed map at a token layer by hand: the layer's tokens (the first element of a block's
     ``(x, thw)``), the class token dropped, the rest laid out frame by frame on ``grid``."""
-    kept = {}
-
-    def keep(_m: nn.Module, _i: object, out: object) -> None:
-        kept["A"] = out[0] if isinstance(out, tuple) else out
-
-    handle = layer.register_forward_hook(keep)
-    try:
-        with torch.enable_grad():
-            logits = model(x)
-            (g,) = torch.autograd.grad(logits.gather(1, classes[:, None]).sum(), [kept["A"]])
-    finally:
-        handle.remove()
 
     def on_grid(t: torch.Tensor) -> torch.Tensor:
         return t[:, 1:, :].reshape(t.shape[0], *grid, t.shape[-1]).permute(0, 4, 1, 2, 3)
 
-    a, g = on_grid(kept["A"].detach()), on_grid(g)
-    return (g.mean(dim=(2, 3, 4))[:, :, None, None, None] * a).sum(dim=1)
+    return raw_gradcam_by_hand(model, layer, x, classes, on_grid)[0]
 
 
 def test_mvit_tokens_are_laid_out_on_the_grid_the_blocks_hand_on() -> None:
