@@ -7,9 +7,11 @@ For each torchvision segmenter (random weights, batch norms calibrated on one ra
 Pascal VOC): plain inference (``torch.no_grad``) and ``camlens.explain_segmentation`` of all 21 classes at once
 (``region="image"``, so that every class has a region and a gradient), timed round-robin; the headline is the
 ratio of the medians and the median of the per-round ratios. All classes come from one forward pass; their
-backward passes, through the part of the network after the automatic layer only, are batched. The last column
-is the arithmetic floor of any exact per-class gradient at that layer: (forward + 21 x one class's backward to
-the layer) / forward, in FLOPs counted by ``torch.utils.flop_counter``.
+backward passes run through the part of the network after the automatic layer only, and Grad-CAM alone stops
+them at the outputs of the layer's readers (``camlens.segmentation.gradient_sums``: its weights need only the
+gradient's spatial sums). The last column is what 21 full per-class gradients at that layer cost in arithmetic:
+(forward + 21 x one class's backward to the layer) / forward, in FLOPs counted by ``torch.utils.flop_counter``;
+the gradient-sums route does less than that.
 """
 
 from __future__ import annotations
@@ -39,9 +41,9 @@ def calibrated(name: str) -> nn.Module:
     return model.eval()
 
 
-def flop_floor(model: nn.Module, x: torch.Tensor, layer_name: str, classes: int) -> tuple[float, float, float]:
-    """``(forward GFLOPs, one class's backward GFLOPs from the output to the layer, floor ratio)``: the floor is
-    ``(forward + classes * backward) / forward``, what any exact per-class gradient at the layer costs in
+def full_backward_flops(model: nn.Module, x: torch.Tensor, layer_name: str, classes: int) -> tuple[float, float, float]:
+    """``(forward GFLOPs, one class's backward GFLOPs from the output to the layer, ratio)``: the ratio is
+    ``(forward + classes * backward) / forward``, what full per-class gradients at the layer cost in
     arithmetic (``torch.utils.flop_counter``: convolutions and matmuls; the backward to the activations only)."""
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -94,20 +96,20 @@ def main() -> None:
         inference, cam = statistics.median(times["inference"]), statistics.median(times["explain"])
         pairs = statistics.median(c / i for c, i in zip(times["explain"], times["inference"], strict=True))
         few = statistics.median(times["predicted"]) / inference
-        floor = flop_floor(model, x, first.target_layer, CLASSES)[2]
-        rows.append((name, first.target_layer, inference, cam, cam / inference, pairs, present, few, floor))
-        print(f"{name}: {cam / inference:.3f}x; {present} predicted classes {few:.3f}x; floor {floor:.2f}x", flush=True)
+        full = full_backward_flops(model, x, first.target_layer, CLASSES)[2]
+        rows.append((name, first.target_layer, inference, cam, cam / inference, pairs, present, few, full))
+        print(f"{name}: {cam / inference:.3f}x; {present} predicted classes {few:.3f}x; full {full:.2f}x", flush=True)
     print(f"\n1 image, {args.size} x {args.size}, {CLASSES} classes, CPU ({torch.get_num_threads()} threads), "
           f"{args.rounds} rounds\n")  # fmt: skip
     print(
         "| model | automatic layer | inference (s) | all 21 class maps (s) | ratio of medians | median ratio "
-        "| predicted classes | their ratio | FLOP floor of 21 classes |"
+        "| predicted classes | their ratio | FLOPs of 21 full backward passes / inference |"
     )
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for name, layer, inference, cam, ratio, pairs, present, few, floor in rows:
+    for name, layer, inference, cam, ratio, pairs, present, few, full in rows:
         print(
             f"| {name} | `{layer}` | {inference:.3f} | {cam:.3f} | {ratio:.2f}x | {pairs:.2f}x "
-            f"| {present} | {few:.2f}x | {floor:.2f}x |"
+            f"| {present} | {few:.2f}x | {full:.2f}x |"
         )
 
 

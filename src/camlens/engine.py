@@ -159,7 +159,10 @@ def capture(
             Hessian-vector product). They land in ``Capture.extras``. It needs an explicit layer (not
             ``AUTO``), and sees the layer output in its own layout (``Capture.layout`` converts it). A head
             whose ``second_order`` attribute is true differentiates twice: the forward then runs on the math
-            attention kernel (``sdpa_kernel(MATH)``; CPU flash attention has no second derivative).
+            attention kernel (``sdpa_kernel(MATH)``; CPU flash attention has no second derivative). A head may
+            return the key ``"layer_gradients"`` (a tensor shaped as ``A``): it is then ``Capture.gradients``, and
+            the engine does not differentiate to the layer itself (a head that obtains what its methods need of
+            the gradient more cheaply than the full backward).
         create_graph: record the whole forward and differentiate ``S`` with ``create_graph=True``:
             ``activations`` and ``gradients`` stay in the autograd graph of the model's parameters and of
             ``x`` (not detached), so maps computed from them can be differentiated again (a CAM loss). Needs an
@@ -222,9 +225,11 @@ def capture(
             picked = target_scores(output, targets, batch, heads.found(logits_of(output), batch))
             _check_connected(picked.scores, hook)
             extras = {}
+            supplied = None  # the layer's gradient as the head obtained it
             if head is not None and hook_layout is not None:
                 assert hook is not None and hook.activations is not None  # hook_layout comes from them
-                extras = head(output, hook.activations, picked)
+                extras = dict(head(output, hook.activations, picked))
+                supplied = extras.pop("layer_gradients", None)
             if recorder is not None:
                 choice = recorder.choose(picked.scores.sum(), size, layout, retain_graph=guided)
                 if choice.remember:
@@ -232,8 +237,9 @@ def capture(
                 layer_name, found_layout = choice.name, choice.layout
                 activations, gradients = choice.activations, choice.gradients
             gradients, input_gradient = _differentiate(
-                picked.scores, hook, x_in if guided else None, switch, gradients, create_graph
-            )
+                picked.scores, hook if supplied is None else None, x_in if guided else None, switch,
+                gradients if supplied is None else supplied, create_graph,
+            )  # fmt: skip
         if hook is not None and hook.activations is not None:
             assert gradients is not None
             layer_name, activations = hook.name, hook.activations if create_graph else hook.activations.detach()

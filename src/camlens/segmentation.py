@@ -17,6 +17,13 @@ a final ``F.interpolate`` (torchvision's segmenters resize to the input), the sc
 resize is linear and per channel: one backward of the resize alone gives every class's region on the small
 grid), so those ``K`` passes start at the small pre-resize map, not at the full-resolution logits.
 
+**Grad-CAM alone needs no gradient at the layer.** Its weights are the gradient's spatial means, and where
+the layer is read only by 2-D convolutions and spatial means (every torchvision head: FCN's ``3 x 3``
+convolution from 2048 channels, DeepLabV3's, LRASPP's two branches), :func:`gradient_sums` gets those sums
+exactly from each class's gradient at the readers' outputs, skipping the backward through the readers
+themselves (the most costly part of a head). ``methods=["gradcam"]`` takes this route (then
+``SegmentationExplanation.gradients`` is None); any other method, or another reader, takes the full backward.
+
 **The automatic layer is never the logits.** Grad-CAM at the layer that feeds a segmentation head's final
 ``1 x 1`` classifier is the class's own logit map (``sum_k w_k A_k`` with ``w_k`` proportional to that
 class's classifier weights: a correlation of 1.000 with ``y_c``), which the prediction already shows. The
@@ -58,6 +65,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.graph import GradientEdge
 from torch.overrides import TorchFunctionMode
 
 from camlens.engine import capture, check_input
@@ -103,7 +111,8 @@ class SegmentationExplanation(MethodMaps):
     layout: Layout | None = None
     warnings: tuple[str, ...] = ()
     activations: Tensor | None = field(default=None, repr=False, compare=False)
-    gradients: Tensor | None = field(default=None, repr=False, compare=False)  # (B, K, channels, u, v)
+    # (B, K, channels, u, v); None for Grad-CAM alone on a layer read by convolutions and means (gradient_sums)
+    gradients: Tensor | None = field(default=None, repr=False, compare=False)
 
     def class_map(self, method: str, class_id: int) -> Tensor:
         """``(B, H, W)``: ``method``'s map of class ``class_id`` for every image."""
@@ -323,6 +332,13 @@ def explain_segmentation(
 
     def head(_output: Any, activations: Tensor, _picked: Any) -> dict[str, Tensor]:
         scores: Tensor = state["scores"]
+        wanted = names == ["gradcam"]  # Grad-CAM reads the gradient only through its spatial sums
+        if wanted and resolve_layout(tuple(activations.shape), image, eager, layer[1], None).kind == "nchw":
+            sums = gradient_sums(scores, activations)
+            if sums is not None:
+                state["sums"] = sums
+                mean = sums[0] / activations.shape[-2:].numel()
+                return {"layer_gradients": mean[..., None, None].expand(activations.shape)}
         count = scores.shape[1]
         if count < 2:
             return {}
@@ -344,21 +360,27 @@ def explain_segmentation(
     assert cap.activations is not None and cap.gradients is not None and cap.layout is not None
     chosen: list[int] = state["classes"]
     count, batch = len(chosen), int(images.shape[0])
-    gradients = cap.gradients[None]
-    if count > 1:
-        others = cap.extras["segmentation_gradients"]
-        spatial = cap.layout.to_spatial(others.flatten(0, 1)).reshape(count - 1, *cap.gradients.shape)
-        gradients = torch.cat([gradients, spatial], dim=0)  # (K, B, channels, u, v)
     activations = cap.activations
-    a = activations[None].expand(count, *activations.shape).flatten(0, 1)
-    g = gradients.flatten(0, 1)
     u, v = activations.shape[-2:]
     raw: dict[str, Tensor] = {}
-    maps: dict[str, Tensor] = {}
-    for name in names:
-        one = CAM_METHODS[name](a, g).reshape(count, batch, u, v).transpose(0, 1)
-        raw[name] = one
-        maps[name] = cam_to_image(one.flatten(0, 1), image).reshape(batch, count, *image).to(activations.dtype)
+    gradients: Tensor | None = None
+    if "sums" in state:  # Grad-CAM alone, from the gradient's spatial sums (see gradient_sums)
+        weights = state["sums"] / (u * v)  # (K, B, channels): w_k = mean_ij g_kij
+        raw["gradcam"] = torch.einsum("kbc,bcuv->bkuv", weights, activations)
+    else:
+        gradients = cap.gradients[None]
+        if count > 1:
+            others = cap.extras["segmentation_gradients"]
+            spatial = cap.layout.to_spatial(others.flatten(0, 1)).reshape(count - 1, *cap.gradients.shape)
+            gradients = torch.cat([gradients, spatial], dim=0)  # (K, B, channels, u, v)
+        a = activations[None].expand(count, *activations.shape).flatten(0, 1)
+        g = gradients.flatten(0, 1)
+        for name in names:
+            raw[name] = CAM_METHODS[name](a, g).reshape(count, batch, u, v).transpose(0, 1)
+    maps = {
+        name: cam_to_image(one.flatten(0, 1), image).reshape(batch, count, *image).to(activations.dtype)
+        for name, one in raw.items()
+    }
     regions: Tensor = state["regions"]
     logits: Tensor = state["logits"].detach()
     notes = []
@@ -367,7 +389,7 @@ def explain_segmentation(
         pairs = ", ".join(f"image {b} class {chosen[k]}" for b, k in empty[:10])
         more = f" and {len(empty) - 10} more" if len(empty) > 10 else ""
         notes.append(f"the region is empty for {pairs}{more}: their score is 0 and their maps are zero")
-    if "gradcam" in names:
+    if "gradcam" in names and gradients is not None:
         # a score unchanged by shifting a channel by a constant (a group or instance norm follows) has channel-mean
         # weights that vanish: Grad-CAM's map is then rounding noise
         top = gradients.abs().flatten(2).amax(dim=2)  # (K, B)
@@ -394,8 +416,111 @@ def explain_segmentation(
         layout=cap.layout,
         warnings=tuple(notes),
         activations=activations,
-        gradients=gradients.transpose(0, 1),
+        gradients=None if gradients is None else gradients.transpose(0, 1),
     )
+
+
+def gradient_sums(scores: Tensor, activations: Tensor) -> Tensor | None:
+    """``(K, B, channels)``: ``sum_ij dS_c/dA_k(i, j)`` for every column ``c`` of ``scores`` ``(B, K)``, at the
+    recorded layer output ``activations`` ``(B, channels, u, v)``, without the per-position gradient; None
+    where something else than 2-D convolutions and spatial means reads the layer (then only the full backward
+    gives the sums).
+
+    Grad-CAM needs only these sums (``w_k = mean_ij g_kij``). Every reader of ``A`` is found in the recorded
+    autograd graph (the nodes with an edge to ``A``'s copy), and the classes' gradients are taken at the
+    readers' outputs rather than at ``A``: the backward through the readers themselves, the most costly
+    part of a segmentation head (FCN's ``3 x 3`` convolution from 2048 channels), is replaced by sums.
+
+    * A convolution ``y = conv(A, W)`` (any stride, padding, dilation, groups):
+      ``sum_i dS/dA_k(i) = sum_{o, t} W[o, k, t] T[o, t]`` with ``T[o, t]`` the sum of ``dS/dy_o`` over the
+      output positions whose tap ``t`` lands inside ``A`` (zero padding lies outside). Exact.
+    * A mean over the positions (``adaptive_avg_pool2d(A, 1)``) or an adaptive average pooling: each output
+      cell's gradient is spread over its window with weights summing to one, so the sum is the sum over cells.
+
+    Example:
+        >>> conv = nn.Conv2d(2, 3, 3, padding=1)
+        >>> A = torch.rand(1, 2, 5, 5, requires_grad=True)
+        >>> copy = A.clone()
+        >>> scores = conv(copy).sum(dim=(2, 3))  # (B, K = 3)
+        >>> sums = gradient_sums(scores, A)
+        >>> full = torch.stack([torch.autograd.grad(scores[:, c].sum(), A, retain_graph=True)[0] for c in range(3)])
+        >>> torch.allclose(sums, full.sum(dim=(-2, -1)), atol=1e-5)
+        True
+    """
+    if activations.dim() != 4 or scores.dim() != 2 or scores.grad_fn is None:
+        return None
+    parents: dict[Any, list[tuple[Any, int]]] = {}  # node -> [(a node that reads its output, at which input)]
+    stack, seen = [scores.grad_fn], {scores.grad_fn}
+    while stack:
+        node = stack.pop()
+        for position, (child, _) in enumerate(node.next_functions):
+            if child is None:
+                continue
+            parents.setdefault(child, []).append((node, position))
+            if child not in seen:
+                seen.add(child)
+                stack.append(child)
+    leaf = [n for n in parents if type(n).__name__ == "AccumulateGrad" and n.variable is activations]
+    if len(leaf) != 1 or len(parents[leaf[0]]) != 1 or type(parents[leaf[0]][0][0]).__name__ != "CloneBackward0":
+        return None  # the layer's output is read other than through the engine's one copy
+    readers = parents.get(parents[leaf[0]][0][0], [])
+    u, v = activations.shape[-2:]
+    for node, position in readers:
+        kind = type(node).__name__
+        if kind == "ConvolutionBackward0":
+            weight = node._saved_weight
+            if position != 0 or node._saved_transposed or weight.dim() != 4:
+                return None
+        elif kind == "MeanBackward1":
+            dims = {int(d) % 4 for d in node._saved_dim}
+            if dims != {2, 3} or len(node._saved_self_sym_sizes) != 4:
+                return None
+        elif kind != "AdaptiveAvgPool2DBackward0":
+            return None
+    if not readers:
+        return None
+    count, batch = scores.shape[1], scores.shape[0]
+    one_hot = torch.eye(count, dtype=scores.dtype, device=scores.device)[:, None, :].expand(-1, batch, -1)
+    edges = [GradientEdge(node, 0) for node, _ in readers]
+    # one backward per class on the recorded graph: torch's batched gradients (is_grads_batched) fall back to a
+    # loop and copies for the convolution and batch-norm backward on CPU, measured slower than this loop
+    per_class = [
+        torch.autograd.grad(scores, edges, grad_outputs=one_hot[c], retain_graph=True, allow_unused=True)
+        for c in range(count)
+    ]
+    grads = [None if per_class[0][i] is None else torch.stack([g[i] for g in per_class]) for i in range(len(edges))]
+    total = torch.zeros(count, batch, activations.shape[1], dtype=activations.dtype, device=activations.device)
+    for (node, _), grad in zip(readers, grads, strict=True):
+        if grad is None:
+            continue
+        if type(node).__name__ == "ConvolutionBackward0":
+            total += _convolution_sums(
+                grad, node._saved_weight, (int(u), int(v)), node._saved_stride, node._saved_padding,
+                node._saved_dilation, int(node._saved_groups),
+            )  # fmt: skip
+        else:
+            total += grad.reshape(count, batch, activations.shape[1], -1).sum(dim=-1)
+    return total
+
+
+def _convolution_sums(
+    grad: Tensor, weight: Tensor, size: tuple[int, int], stride: Sequence[int], padding: Sequence[int],
+    dilation: Sequence[int], groups: int,
+) -> Tensor:  # fmt: skip
+    """``(K, B, C_in)``: the convolution's input gradient summed over the input's positions, from the output
+    gradient ``grad`` ``(K, B, C_out, q1, q2)`` (see :func:`gradient_sums`)."""
+    inside = []
+    for axis in range(2):
+        taps = torch.arange(weight.shape[2 + axis], device=grad.device)
+        cells = torch.arange(grad.shape[3 + axis], device=grad.device)
+        where = cells[None, :] * int(stride[axis]) - int(padding[axis]) + int(dilation[axis]) * taps[:, None]
+        inside.append(((where >= 0) & (where < size[axis])).to(grad.dtype))  # (taps, cells)
+    tapped = inside[0] @ (grad @ inside[1].T)  # (K, B, C_out, taps1, taps2): T[o, t]
+    out, per_group = weight.shape[:2]
+    k, b = grad.shape[:2]
+    tapped = tapped.reshape(k * b, groups, out // groups, -1)
+    w = weight.detach().reshape(groups, out // groups, per_group, -1).to(grad.dtype)
+    return torch.einsum("ngot,goct->ngc", tapped, w).reshape(k, b, groups * per_group)
 
 
 class _FinalResize(TorchFunctionMode):

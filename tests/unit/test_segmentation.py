@@ -94,6 +94,56 @@ def test_gradcam_of_each_class_equals_a_hand_written_seg_gradcam(arch):
     assert result["gradcam"].shape == (2, len(classes), SIZE, SIZE)
 
 
+class Readers(nn.Module):
+    """A layer output read by every kind of reader the gradient-sums route knows: a strided, padded, dilated,
+    grouped convolution, a spatial mean and an adaptive average pooling to 3 x 2 (overlapping windows)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(6, 4, 3, stride=2, padding=(1, 2), dilation=(2, 1), groups=2)
+        self.plain = nn.Conv2d(6, 5, (1, 3), padding=(0, 1))
+        self.mix = nn.Linear(6, 5)
+
+    def forward(self, a):
+        x = self.conv(a).relu()  # (B, 4, 5, 6) from (B, 6, 11, 10)
+        y = self.plain(a) * torch.sigmoid(self.mix(a.mean(dim=(2, 3))))[:, :, None, None]
+        z = F.adaptive_avg_pool2d(a, (3, 2))
+        pooled = y.square().sum(dim=(2, 3)) + z.sum(dim=(2, 3))[:, :5]
+        return x.sum(dim=(2, 3)) @ torch.arange(12.0).view(4, 3) + pooled[:, :3]
+
+
+def test_gradient_sums_equal_the_full_gradient_summed_over_the_positions():
+    from camlens.segmentation import gradient_sums
+
+    torch.manual_seed(0)
+    model = Readers()
+    a = torch.randn(2, 6, 11, 10, requires_grad=True)
+    scores = model(a.clone())  # (B, K = 3): the engine hands the model a copy of the layer output
+    sums = gradient_sums(scores, a)
+    full = torch.stack(
+        [torch.autograd.grad(scores[:, c].sum(), a, retain_graph=True)[0].sum(dim=(2, 3)) for c in range(3)]
+    )
+    assert sums is not None and sums.shape == (3, 2, 6) and not sums.requires_grad
+    torch.testing.assert_close(sums, full, rtol=1e-5, atol=1e-5)
+    # read otherwise (a product with itself, a max pooling, the output itself without the copy): no route
+    for reader in (lambda t: t * t, lambda t: F.max_pool2d(t, 2)):
+        out = reader(a.clone()).sum(dim=(2, 3))[:, :3]
+        assert gradient_sums(out, a) is None
+    assert gradient_sums(model(a), a) is None
+
+
+@pytest.mark.parametrize("arch", ["deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large"])
+def test_gradcam_alone_takes_the_gradient_sums_route_with_the_same_maps(arch):
+    model, x = segmenter(arch), images()
+    fast = explain_segmentation(model, x, ["gradcam"], classes=[0, 1, 2, 3], region="image")
+    full = explain_segmentation(model, x, ["gradcam", "layercam"], classes=[0, 1, 2, 3], region="image")
+    assert fast.gradients is None and full.gradients is not None  # the route was taken, and not taken
+    assert not any(t.requires_grad for t in (*fast.raw.values(), *fast.maps.values(), fast.scores, fast.logits))
+    scale = float(full.raw["gradcam"].abs().max())
+    torch.testing.assert_close(fast.raw["gradcam"], full.raw["gradcam"], rtol=1e-4, atol=1e-5 * scale)
+    torch.testing.assert_close(fast["gradcam"], full["gradcam"], rtol=1e-3, atol=1e-4)
+
+
 @pytest.mark.parametrize(
     "arch", [pytest.param(a, marks=pytest.mark.slow) if "resnet" in a else a for a in FAMILY_LAYERS]
 )
