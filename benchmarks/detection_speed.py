@@ -2,7 +2,11 @@
 
 * all boxes' Grad-CAM of one image (up to ``--boxes`` boxes, one forward, batched and per-box backwards) against
   one inference of the detector;
-* D-RISE with ``--masks`` masks against ``--masks`` plain forwards of the detector in the same batches;
+* D-RISE with ``--masks`` masks against ``--masks`` plain forwards of the detector in the same batches (and the
+  one forward that finds the boxes); a plain forward is what gives a user detections: torchvision's detectors
+  return them from ``model(images)``, an ultralytics model's raw head needs ultralytics' own NMS after it
+  (``ultralytics.utils.nms.non_max_suppression`` at the thresholds camlens' adapter uses: confidence 0.001,
+  IoU 0.7, 300 boxes), so for YOLO the last column also gives the ratio to the raw head alone;
 * EigenCAM at the detection layer (every FPN level fused) against Grad-CAM.
 
 torchvision detectors with random weights (timing does not depend on the weights' values), score thresholds at 0
@@ -28,7 +32,7 @@ from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from torchvision.models.detection.ssd import SSD
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
-from camlens.detection import explain_detections
+from camlens.detection import YOLO_CONFIDENCE, YOLO_MAX_BOXES, YOLO_NMS_IOU, _is_ultralytics, explain_detections
 
 
 def detectors(size: int) -> dict[str, nn.Module]:
@@ -77,7 +81,9 @@ def timed(function: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def plain_forwards(model: nn.Module, image: torch.Tensor, count: int, batch: int) -> None:
+def plain_forwards(model: nn.Module, image: torch.Tensor, count: int, batch: int, nms: bool = True) -> None:
+    """``count`` forwards of ``image`` in batches of ``batch``; ultralytics' models followed by ultralytics' NMS
+    unless ``nms`` is false (the raw head alone)."""
     with torch.no_grad():
         done = 0
         while done < count:
@@ -89,7 +95,11 @@ def plain_forwards(model: nn.Module, image: torch.Tensor, count: int, batch: int
             else:  # ultralytics: a batch padded to multiples of the stride, as camlens' adapter pads it
                 h, w = image.shape[-2:]
                 padded = torch.nn.functional.pad(image, (0, -w % 32, 0, -h % 32), value=114 / 255)
-                model(torch.stack([padded] * n))
+                raw = model(torch.stack([padded] * n))
+                if nms:
+                    from ultralytics.utils.nms import non_max_suppression
+
+                    non_max_suppression(raw, conf_thres=YOLO_CONFIDENCE, iou_thres=YOLO_NMS_IOU, max_det=YOLO_MAX_BOXES)
             done += n
 
 
@@ -137,17 +147,23 @@ def row(name: str, model: nn.Module, image: torch.Tensor, args: argparse.Namespa
         "drise": lambda: explain(["drise"], masks=args.masks, batch_size=args.batch),
         "forwards": lambda: plain_forwards(model, image, args.masks, args.batch),
     }
+    yolo = _is_ultralytics(model)
+    if yolo:  # the raw head alone, for the second figure
+        contenders["raw inference"] = lambda: plain_forwards(model, image, 1, 1, nms=False)
+        contenders["raw forwards"] = lambda: plain_forwards(model, image, args.masks, args.batch, nms=False)
     times: dict[str, list[float]] = {key: [] for key in contenders}
     for _ in range(args.rounds):
         for key, run in contenders.items():
             times[key].append(timed(run))
     med = {key: statistics.median(values) for key, values in times.items()}
     # the D-RISE call also runs the one forward that finds the boxes: compare it with masks + 1 forwards
-    drise_ratio = med["drise"] / (med["forwards"] + med["inference"])
+    drise_ratio = f"{med['drise'] / (med['forwards'] + med['inference']):.2f}"
+    if yolo:
+        drise_ratio += f" (raw head: {med['drise'] / (med['raw forwards'] + med['raw inference']):.2f})"
     return (
         f"| {name} | {boxes} | {med['inference']:.3f} | {med['gradcam'] / med['inference']:.1f}x "
         f"| {med['gradcam loop'] / med['inference']:.1f}x | {med['eigencam'] / med['gradcam']:.2f} "
-        f"| {drise_ratio:.2f} |"
+        f"| {drise_ratio} |"
     )
 
 

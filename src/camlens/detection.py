@@ -594,6 +594,28 @@ YOLO_MAX_BOXES = 300
 YOLO_PAD = 114 / 255  # ultralytics' letterbox grey
 
 
+def class_nms(boxes: Tensor, scores: Tensor, labels: Tensor, iou: float) -> Tensor:
+    """Class-aware NMS in one call: the indices kept, by decreasing score, as torchvision's ``batched_nms``.
+
+    Each class's boxes are moved, in float64, by ``label * (span + 1)`` with ``span`` the range of all
+    coordinates, so that boxes of different classes never overlap and one ``nms`` does every class (on CPU,
+    ``batched_nms`` calls ``nms`` once per class for more than 1000 boxes; its own one-call shift uses the
+    largest coordinate only, which lets classes overlap when a box starts left of or above the image).
+
+    Example:
+        >>> b = torch.tensor([[0.0, 0, 10, 10], [1.0, 1, 10, 10], [0.0, 0, 10, 10]])
+        >>> class_nms(b, torch.tensor([0.9, 0.8, 0.7]), torch.tensor([0, 0, 1]), 0.5).tolist()
+        [0, 2]
+    """
+    from torchvision.ops import nms
+
+    if boxes.numel() == 0:
+        return torch.zeros(0, dtype=torch.long, device=boxes.device)
+    wide = boxes.double()
+    step = float(wide.max() - wide.min()) + 1.0
+    return nms(wide + (labels.double() * step)[:, None], scores.double(), iou)
+
+
 def _is_ultralytics(model: nn.Module) -> bool:
     head = getattr(getattr(model, "model", None), "__getitem__", None)
     return type(model).__module__.startswith("ultralytics") and head is not None and hasattr(model, "stride")
@@ -611,19 +633,20 @@ def _yolo_forward(
     The images are padded (bottom and right, letterbox grey) to a common size that is a multiple of the largest
     stride, not resized. The head gives, per anchor, a box (centre x, centre y, w, h in input pixels) and the
     sigmoid score of every class; a candidate's class is its best score, candidates above ``confidence`` go
-    through class-aware NMS (torchvision's ``batched_nms``, IoU ``YOLO_NMS_IOU``), and a box's score is the class
+    through class-aware NMS (:func:`class_nms`, IoU ``YOLO_NMS_IOU``), and a box's score is the class
     score of the anchor that produced it, read from the head's output: differentiable, one graph for all boxes.
     """
-    from torchvision.ops import batched_nms
-
     stride = int(max(float(s) for s in model.stride))  # type: ignore[union-attr]
     height = max(int(im.shape[-2]) for im in images)
     width = max(int(im.shape[-1]) for im in images)
     grid_h, grid_w = math.ceil(height / stride) * stride, math.ceil(width / stride) * stride
     rows = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
-    batch = torch.stack(
-        [F.pad(im, (0, grid_w - w, 0, grid_h - h), value=YOLO_PAD) for im, (h, w) in zip(images, rows, strict=True)]
-    )
+    if len(set(rows)) == 1:  # one size (D-RISE's masked copies): one pad of the stacked batch
+        batch = F.pad(torch.stack(images), (0, grid_w - width, 0, grid_h - height), value=YOLO_PAD)
+    else:
+        batch = torch.stack(
+            [F.pad(im, (0, grid_w - w, 0, grid_h - h), value=YOLO_PAD) for im, (h, w) in zip(images, rows, strict=True)]
+        )
     windows = _YoloBoxes.attach(model)
     try:
         output = model(batch)
@@ -642,7 +665,7 @@ def _yolo_forward(
         classes = raw[b, 4:]  # (classes, anchors)
         best, labels = classes.detach().max(dim=0)
         candidates = (best > confidence).nonzero()[:, 0] if confidence > 0 else torch.arange(best.numel())
-        keep = batched_nms(boxes.detach()[candidates], best[candidates], labels[candidates], YOLO_NMS_IOU)
+        keep = class_nms(boxes.detach()[candidates], best[candidates], labels[candidates], YOLO_NMS_IOU)
         anchors = candidates[keep[:YOLO_MAX_BOXES]]
         item = dict(
             boxes=boxes[anchors],
@@ -1175,6 +1198,31 @@ def drise_weights(
     return similarity.amax(dim=1)
 
 
+def _drise_weights_batched(
+    target_boxes: Tensor, target_vectors: Tensor, outputs: Sequence[Mapping[str, Any]]
+) -> Tensor:
+    """:func:`drise_weights` of several masked images at once, ``(n, t)``: their detections padded to the largest
+    count, the padding left out of each maximum (an image with no detection weighs 0)."""
+    n, t = len(outputs), target_boxes.shape[0]
+    counts = [int(out["boxes"].shape[0]) for out in outputs]
+    most = max(counts, default=0)
+    if most == 0:
+        return target_boxes.new_zeros(n, t)
+    vectors = [_class_vectors(out, target_vectors.shape[1]).cpu() for out in outputs]
+    width = max(target_vectors.shape[1], *(v.shape[1] for v in vectors))
+    pad = torch.nn.utils.rnn.pad_sequence
+    boxes = pad([out["boxes"].detach().float().cpu() for out in outputs], batch_first=True)  # (n, m, 4)
+    found = pad([F.pad(v, (0, width - v.shape[1])) if v.shape[1] < width else v for v in vectors], batch_first=True)
+    confidence = pad([_confidence(out).cpu() for out in outputs], batch_first=True)
+    tv = F.normalize(F.pad(target_vectors, (0, width - target_vectors.shape[1])), dim=1)
+    cosine = torch.einsum("tc,nmc->ntm", tv, F.normalize(found, dim=2))
+    iou = box_iou(target_boxes, boxes.reshape(-1, 4)).reshape(t, n, most).transpose(0, 1)
+    similarity = iou * cosine * confidence[:, None, :]
+    real = torch.arange(most)[None, :] < torch.tensor(counts)[:, None]  # (n, m)
+    best = similarity.masked_fill(~real[:, None, :], -torch.inf).amax(dim=2)
+    return torch.where(torch.tensor(counts)[:, None] > 0, best, torch.zeros_like(best))
+
+
 def _drise(
     model: nn.Module,
     adapter: DetectorAdapter,
@@ -1197,22 +1245,11 @@ def _drise(
     while done < count:
         n = min(batch_size, count - done)
         masks = drise_masks(n, (height, width), grid=grid, probability=probability, generator=generator)
-        masked = [image * m.to(image.device, image.dtype) for m in masks]
+        masked = list((image[None] * masks.to(image.device, image.dtype)[:, None]).unbind(0))
         with torch.no_grad():
             outputs = adapter.forward(model, masked)
         _check_outputs(outputs, n)
-        weights = torch.stack(
-            [
-                drise_weights(
-                    target_boxes,
-                    target_vectors,
-                    out["boxes"].detach().float().cpu(),
-                    _class_vectors(out, target_vectors.shape[1]).cpu(),
-                    _confidence(out).cpu(),
-                )
-                for out in outputs
-            ]
-        )  # (n, t)
+        weights = _drise_weights_batched(target_boxes, target_vectors, outputs)  # (n, t)
         total += torch.einsum("nt,nhw->thw", weights.double(), masks.double())
         done += n
     return (total / count).float()
@@ -1529,6 +1566,7 @@ __all__ = [
     "adapter_for",
     "box_iou",
     "detection_methods",
+    "class_nms",
     "drise_masks",
     "drise_weights",
     "explain_detections",

@@ -460,6 +460,57 @@ def _check_drise(model, image, masks, result, count):
         assert float(d.maps["drise"].max()) == 1.0
 
 
+def test_drise_weights_of_a_batch_equal_each_images_own():
+    from camlens.detection import _drise_weights_batched
+
+    g = torch.Generator().manual_seed(0)
+
+    def boxes(n):
+        corner = torch.rand(n, 2, generator=g) * 20
+        return torch.cat([corner, corner + 1 + torch.rand(n, 2, generator=g) * 10], dim=1)
+
+    targets, vectors = boxes(3), 0.1 + torch.rand(3, 4, generator=g)
+    outputs = [
+        dict(boxes=boxes(5), class_scores=torch.randn(5, 4, generator=g), scores=torch.rand(5, generator=g)),
+        dict(boxes=boxes(0), class_scores=torch.zeros(0, 4), scores=torch.zeros(0)),
+        dict(boxes=boxes(1), labels=torch.tensor([6]), scores=torch.rand(1, generator=g)),  # labels only: one-hot
+        dict(boxes=boxes(2), class_scores=torch.randn(2, 4, generator=g), scores=torch.rand(2, generator=g),
+             objectness=torch.rand(2, generator=g)),
+        # boxes over every target, vectors against them: every similarity negative, so is each maximum
+        dict(boxes=torch.tensor([[0.0, 0, 40, 40], [1.0, 1, 39, 39]]), class_scores=-torch.rand(2, 4, generator=g),
+             scores=torch.rand(2, generator=g)),
+    ]  # fmt: skip
+    from camlens.detection import _class_vectors, _confidence, drise_weights
+
+    expected = torch.stack(
+        [drise_weights(targets, vectors, o["boxes"], _class_vectors(o, 4), _confidence(o)) for o in outputs]
+    )
+    got = _drise_weights_batched(targets, vectors, outputs)
+    assert bool((expected[4] < 0).all()) and bool((expected[1] == 0).all())
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
+    assert torch.equal(_drise_weights_batched(targets, vectors, outputs[1:2]), torch.zeros(1, 3))
+
+
+def test_class_nms_keeps_what_nms_keeps_class_by_class():
+    from torchvision.ops import nms
+
+    from camlens.detection import class_nms
+
+    g = torch.Generator().manual_seed(0)
+    for count, classes in ((1500, 40), (300, 3), (1, 1)):
+        corner = torch.rand(count, 2, generator=g) * 300 - 40  # boxes left of and above the image too
+        boxes = torch.cat([corner, corner + 5 + torch.rand(count, 2, generator=g) * 80], dim=1)
+        scores, labels = torch.rand(count, generator=g), torch.randint(0, classes, (count,), generator=g)
+        kept = []
+        for c in range(classes):  # the definition: NMS within each class alone
+            index = (labels == c).nonzero()[:, 0]
+            kept.append(index[nms(boxes[index], scores[index], 0.7)])
+        expected = torch.cat(kept)
+        expected = expected[scores[expected].argsort(descending=True)]
+        assert torch.equal(class_nms(boxes, scores, labels, 0.7), expected)
+    assert class_nms(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.long), 0.7).numel() == 0
+
+
 def test_drise_masks_are_rise_masks():
     masks = drise_masks(400, (30, 40), grid=5, probability=0.3, generator=torch.Generator().manual_seed(0))
     assert masks.shape == (400, 30, 40) and masks.min() >= 0 and masks.max() <= 1
