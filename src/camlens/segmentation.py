@@ -337,7 +337,7 @@ def explain_segmentation(
             sums = gradient_sums(scores, activations)
             if sums is not None:
                 state["sums"] = sums
-                mean = sums[0] / activations.shape[-2:].numel()
+                mean = (sums[0] / activations.shape[-2:].numel()).to(activations.dtype)
                 return {"layer_gradients": mean[..., None, None].expand(activations.shape)}
         count = scores.shape[1]
         if count < 2:
@@ -365,7 +365,7 @@ def explain_segmentation(
     raw: dict[str, Tensor] = {}
     gradients: Tensor | None = None
     if "sums" in state:  # Grad-CAM alone, from the gradient's spatial sums (see gradient_sums)
-        weights = state["sums"] / (u * v)  # (K, B, channels): w_k = mean_ij g_kij
+        weights = (state["sums"] / (u * v)).to(activations.dtype)  # (K, B, channels): w_k = mean_ij g_kij
         raw["gradcam"] = torch.einsum("kbc,bcuv->bkuv", weights, activations)
     else:
         gradients = cap.gradients[None]
@@ -424,7 +424,10 @@ def gradient_sums(scores: Tensor, activations: Tensor) -> Tensor | None:
     """``(K, B, channels)``: ``sum_ij dS_c/dA_k(i, j)`` for every column ``c`` of ``scores`` ``(B, K)``, at the
     recorded layer output ``activations`` ``(B, channels, u, v)``, without the per-position gradient; None
     where something else than 2-D convolutions and spatial means reads the layer (then only the full backward
-    gives the sums).
+    gives the sums), and where a norm that takes statistics over the positions (group, layer or instance norm,
+    batch norm in training mode) lies after it: there the score may ignore a constant shift of a channel, so
+    that the sums vanish into rounding, which only the per-position gradient tells apart (and
+    :func:`explain_segmentation` then warns). Sums of low-precision gradients are taken in float32.
 
     Grad-CAM needs only these sums (``w_k = mean_ij g_kij``). Every reader of ``A`` is found in the recorded
     autograd graph (the nodes with an edge to ``A``'s copy), and the classes' gradients are taken at the
@@ -460,6 +463,8 @@ def gradient_sums(scores: Tensor, activations: Tensor) -> Tensor | None:
             if child not in seen:
                 seen.add(child)
                 stack.append(child)
+        if type(node).__name__ in _POSITION_NORMS or getattr(node, "_saved_training", False):
+            return None  # a group, layer or instance norm (or a batch norm in training) follows the layer
     leaf = [n for n in parents if type(n).__name__ == "AccumulateGrad" and n.variable is activations]
     if len(leaf) != 1 or len(parents[leaf[0]]) != 1 or type(parents[leaf[0]][0][0]).__name__ != "CloneBackward0":
         return None  # the layer's output is read other than through the engine's one copy
@@ -472,7 +477,8 @@ def gradient_sums(scores: Tensor, activations: Tensor) -> Tensor | None:
             if position != 0 or node._saved_transposed or weight.dim() != 4:
                 return None
         elif kind == "MeanBackward1":
-            dims = {int(d) % 4 for d in node._saved_dim}
+            saved = node._saved_dim  # None: the mean of everything
+            dims = None if saved is None else {int(d) % 4 for d in saved}
             if dims != {2, 3} or len(node._saved_self_sym_sizes) != 4:
                 return None
         elif kind != "AdaptiveAvgPool2DBackward0":
@@ -489,18 +495,23 @@ def gradient_sums(scores: Tensor, activations: Tensor) -> Tensor | None:
         for c in range(count)
     ]
     grads = [None if per_class[0][i] is None else torch.stack([g[i] for g in per_class]) for i in range(len(edges))]
-    total = torch.zeros(count, batch, activations.shape[1], dtype=activations.dtype, device=activations.device)
+    wide = torch.promote_types(activations.dtype, torch.float32)
+    total = torch.zeros(count, batch, activations.shape[1], dtype=wide, device=activations.device)
     for (node, _), grad in zip(readers, grads, strict=True):
         if grad is None:
             continue
         if type(node).__name__ == "ConvolutionBackward0":
             total += _convolution_sums(
-                grad, node._saved_weight, (int(u), int(v)), node._saved_stride, node._saved_padding,
+                grad.to(wide), node._saved_weight, (int(u), int(v)), node._saved_stride, node._saved_padding,
                 node._saved_dilation, int(node._saved_groups),
             )  # fmt: skip
         else:
-            total += grad.reshape(count, batch, activations.shape[1], -1).sum(dim=-1)
+            total += grad.reshape(count, batch, activations.shape[1], -1).to(wide).sum(dim=-1)
     return total
+
+
+# the autograd nodes of norms whose statistics read the positions (a batch norm counts in training mode only)
+_POSITION_NORMS = frozenset({"NativeGroupNormBackward0", "NativeLayerNormBackward0"})
 
 
 def _convolution_sums(

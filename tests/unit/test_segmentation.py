@@ -126,10 +126,33 @@ def test_gradient_sums_equal_the_full_gradient_summed_over_the_positions():
     assert sums is not None and sums.shape == (3, 2, 6) and not sums.requires_grad
     torch.testing.assert_close(sums, full, rtol=1e-5, atol=1e-5)
     # read otherwise (a product with itself, a max pooling, the output itself without the copy): no route
-    for reader in (lambda t: t * t, lambda t: F.max_pool2d(t, 2)):
+    everything = lambda t: t.mean(dim=None).expand(2, 3, 1, 1)  # noqa: E731  (the mean of everything)
+    for reader in (lambda t: t * t, lambda t: F.max_pool2d(t, 2), everything):
         out = reader(a.clone()).sum(dim=(2, 3))[:, :3]
         assert gradient_sums(out, a) is None
     assert gradient_sums(model(a), a) is None
+    # a norm over the positions after the readers: the sums may vanish into rounding, so no route
+    norm = nn.GroupNorm(2, 4)
+    assert gradient_sums(norm(model.conv(a.clone())).sum(dim=(2, 3))[:, :3], a) is None
+
+
+def test_gradcam_alone_still_warns_when_a_norm_makes_its_weights_vanish():
+    class Normed(nn.Module):  # the score ignores a constant shift of each stem channel (the instance norm)
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU())
+            self.mid = nn.Sequential(nn.Conv2d(8, 6, 1), nn.InstanceNorm2d(6), nn.ReLU())
+            self.cls = nn.Conv2d(6, 3, 1)
+
+        def forward(self, x):
+            return F.interpolate(self.cls(self.mid(self.stem(x))), size=x.shape[-2:], mode="bilinear")
+
+    torch.manual_seed(0)
+    model, x = Normed().eval(), torch.randn(2, 3, 16, 16)
+    for methods in (["gradcam"], ["gradcam", "layercam"]):
+        with pytest.warns(ExplanationNote, match="channel weights .* vanish"):
+            result = explain_segmentation(model, x, methods, target_layer="stem", region="image")
+        assert result.gradients is not None  # the full gradient, which tells the vanishing apart
 
 
 @pytest.mark.parametrize("arch", ["deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large"])
