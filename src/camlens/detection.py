@@ -1250,7 +1250,7 @@ def _drise(
             outputs = adapter.forward(model, masked)
         _check_outputs(outputs, n)
         weights = _drise_weights_batched(target_boxes, target_vectors, outputs)  # (n, t)
-        total += torch.einsum("nt,nhw->thw", weights.double(), masks.double())
+        total += torch.einsum("nt,nhw->thw", weights.float(), masks.float()).double()  # a batch in float32
         done += n
     return (total / count).float()
 
