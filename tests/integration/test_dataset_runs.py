@@ -163,6 +163,24 @@ def test_two_runs_at_once_into_one_folder_do_each_image_once(tmp_path):
         assert codes == [0, 0], outcomes
 
 
+def test_an_output_folder_another_run_makes_at_the_same_moment_is_used_not_refused(tmp_path, monkeypatch):
+    from camlens.pipeline.files import UsageError, make_dir
+
+    out = tmp_path / "out"
+    mkdir = Path.mkdir
+
+    def the_other_run_first(self, *args, **kwargs):  # the other run's mkdir lands between the check and ours
+        mkdir(self, parents=True, exist_ok=True)
+        return mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", the_other_run_first)
+    assert make_dir(out) is False and out.is_dir()  # not ours: a failed run must not remove it
+    monkeypatch.undo()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UsageError, match="a file of that name exists"):
+        make_dir(tmp_path / "file")
+
+
 @pytest.mark.slow
 def test_pictures_and_tables_honour_the_umask(tmp_path):
     _images(tmp_path / "in", ["a.jpg", "b.png"])

@@ -202,6 +202,10 @@ def make_dir(out: Path) -> bool:
         return False
     try:
         out.mkdir(parents=True)
+    except FileExistsError:
+        if out.is_dir():  # another run made it between the check and here: not ours to remove
+            return False
+        raise UsageError(f"output dir {out} cannot be written (a file of that name exists)") from None
     except OSError as error:
         raise UsageError(f"output dir {out} cannot be written ({error.strerror or error})") from None
     return True
