@@ -421,6 +421,8 @@ def test_hugging_face_segmenters_match_a_hand_written_seg_gradcam(family):
         else:
             scale = float(gradcam.abs().max())
             torch.testing.assert_close(result.raw["gradcam"][:, k], gradcam, rtol=1e-4, atol=1e-5 * scale)
+            alone = explain_segmentation(model, x, ["gradcam"])  # Grad-CAM alone (these readers: the full backward)
+            torch.testing.assert_close(alone.raw["gradcam"][:, k], gradcam, rtol=1e-4, atol=1e-5 * scale)
     assert result["gradcam"].shape == (2, len(result.classes), SIZE, SIZE)
 
 
